@@ -99,7 +99,8 @@ def test_count_keys_paths(n_docs: int) -> None:
     import numpy as np
 
     rng = np.random.default_rng(n_docs)
-    for high in (200, 2**31, 2**62):  # 32-bit, by-segment / 64-bit, and dense re-numbering
+    # table, 32-bit sort, document groups, by-segment / 64-bit, dense re-numbering
+    for high in (200, 2**20, 2**24, 2**31, 2**62):
         doc = np.sort(rng.integers(0, n_docs, 100_000)).astype(np.uint32)
         key = rng.integers(0, 50, len(doc)).astype(np.uint64) * np.uint64(high // 50)
         keys, counts, freqs = count_keys(key, doc, n_docs)
