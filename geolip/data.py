@@ -49,3 +49,31 @@ def fixed_eval_batches(
     g = torch.Generator().manual_seed(seed)
     windows = sample_windows(arr, n_windows, n_trigrams, g)
     return list(windows.split(batch))
+
+
+def sample_chunk_windows(
+    arr: np.ndarray, bounds: np.ndarray, batch: int, n_trigrams: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``sample_windows`` over several independent byte chunks held in one buffer.
+
+    arr: uint8[L], chunk c is ``arr[bounds[c]:bounds[c + 1]]`` (each starts at a multiple of 3 in
+    its own stream); windows never straddle two chunks, which need not be adjacent in the corpus
+    (a data-parallel worker holds an arbitrary subset of a corpus' chunks). Every valid start is
+    equally likely. -> [B, n_trigrams + 1, 3] uint8.
+    """
+    need = n_trigrams + 1
+    starts = np.asarray(bounds[:-1], dtype=np.int64)
+    n_tri = (np.asarray(bounds[1:], dtype=np.int64) - starts) // 3
+    valid = np.maximum(n_tri - need + 1, 0)
+    if valid.sum() == 0:
+        raise ValueError(
+            f"no chunk holds a window of {need} trigrams (largest has {int(n_tri.max(initial=0))}); "
+            "use larger chunks or a smaller model.seq_trigrams"
+        )
+    cum = np.cumsum(valid)
+    pick = torch.randint(0, int(cum[-1]), (batch,), generator=generator).numpy()
+    chunk = np.searchsorted(cum, pick, side="right")
+    offset = pick - (cum[chunk] - valid[chunk])
+    first = starts[chunk] + 3 * offset
+    idx = first[:, None] + np.arange(3 * need)[None, :]
+    return torch.from_numpy(arr[idx].reshape(batch, need, 3))

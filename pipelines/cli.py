@@ -50,6 +50,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.demo",
     "pipelines.atlas_query_cli",
     "pipelines.atlas_cli",
+    "pipelines.train_cli",
 )
 
 OPTIONAL_PACKAGES = ("ray", "mlflow", "duckdb", "pyarrow", "datasets", "transformers")

@@ -27,11 +27,16 @@ def split_segments(window: torch.Tensor, T: int, n_seg: int):
         yield seg[:, :-1], seg[:, 1:]
 
 
-def train_step(model, optimizer, scheduler, micro_batches, train_cfg, step: int = 0, scaler=None):
+def train_step(
+    model, optimizer, scheduler, micro_batches, train_cfg, step: int = 0, scaler=None, mean=None
+):
     """Backward over ``accum`` micro-batches (each streamed in ``n_seg`` segments with the hub
     state detached between segments), clip at ``max(mean task loss, 1)``, Adam step, schedule step.
 
     micro_batches: list of [B, T·n_seg + 1, 3] uint8 windows. Returns float metrics.
+    ``mean`` (data-parallel training) averages a float over all ranks: the clip threshold must be
+    the global batch's task loss, or ranks holding the same gradients would clip them differently
+    and their weights would drift apart.
     """
     cfg = model.cfg if not hasattr(model, "module") else model.module.cfg
     device = next(model.parameters()).device
@@ -56,7 +61,7 @@ def train_step(model, optimizer, scheduler, micro_batches, train_cfg, step: int 
                 sums[k] = sums.get(k, 0.0) + float(v) * scale
     if scaler:
         scaler.unscale_(optimizer)
-    task = sums.get("loss_main", 0.0)
+    task = sums.get("loss_main", 0.0) if mean is None else mean(sums.get("loss_main", 0.0))
     clip = max(task, 1.0) if train_cfg.grad_clip == "task" else float(train_cfg.grad_clip)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     if scaler:

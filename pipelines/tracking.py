@@ -1,0 +1,369 @@
+"""MLflow as the system of record: where the store lives, experiments, and a batching run logger.
+
+Everything goes through ``mlflow.tracking.MlflowClient`` with an explicit tracking URI and run id,
+never the fluent global-run API, so a Ray worker in another process (and another cwd) can log into
+a run the driver created. The driver calls ``check_tracking`` and ``ensure_experiment`` before fanning
+out: a fresh SQLite store initialised by several processes at once races on its schema migration.
+mlflow takes seconds to import and the CLI imports this module at start-up, so imports are lazy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from functools import lru_cache
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import GeolipError
+
+log = logging.getLogger(__name__)
+
+# MLflow's own limits (mlflow.utils.validation); repeated here to keep the import lazy.
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+MAX_ERROR_TAG = 5000
+PARAMS_PER_BATCH = 100
+METRICS_PER_BATCH = 1000
+RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+EXPECTED = "sqlite:///ABSOLUTE/PATH.db, http(s)://HOST:PORT or databricks"
+
+# SQLite stores whose schema this process has already created or migrated.
+_initialised: set[str] = set()
+
+
+class TrackingError(GeolipError):
+    """The tracking store is misconfigured or unreachable; the message says how to fix it."""
+
+
+def default_tracking_uri(data: Path) -> str:
+    """The project's store: ``sqlite:////ABS/data/mlflow/mlflow.db`` (absolute: workers move cwd)."""
+    return f"sqlite:///{(Path(data) / 'mlflow' / 'mlflow.db').resolve().as_posix()}"
+
+
+def resolve_tracking_uri(flag: str | None, data: Path) -> str:
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the default store under ``data``.
+
+    Relative SQLite paths are made absolute against the current cwd; file stores are refused.
+    """
+    raw = flag or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(data)
+    return _normalise(raw.strip())
+
+
+def _normalise(uri: str) -> str:
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    if scheme == "sqlite":
+        return _absolute_sqlite(uri)
+    if scheme in ("http", "https", "databricks") or uri == "databricks":
+        return uri
+    if scheme in ("", "file"):
+        raise TrackingError(
+            f"tracking URI {uri!r} is a file store, which MLflow 3.17 refuses; "
+            "use sqlite:///ABSOLUTE/PATH.db or http://HOST:PORT instead"
+        )
+    raise TrackingError(f"unsupported tracking URI {uri!r}: expected {EXPECTED}")
+
+
+def _absolute_sqlite(uri: str) -> str:
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///:memory:"):
+        # An in-memory store vanishes with the process and is invisible to workers.
+        raise TrackingError(f"tracking URI {uri!r} is not a SQLite file: expected {EXPECTED}")
+    path, sep, query = uri[len("sqlite:///") :].partition("?")
+    absolute = Path(path).resolve().as_posix()  # "/abs" stays, "rel.db" joins the cwd
+    return f"sqlite:///{absolute}{sep}{query}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:////abs`` URI, or None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].partition("?")[0])
+
+
+@lru_cache(maxsize=8)
+def _client(uri: str):
+    """One client per store and process (a SQLite client holds a connection pool)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail early, with an actionable message, when the store cannot be used: a server must answer
+    ``/health``; a SQLite directory must be writable, and its schema is created here, once per
+    process, so that workers never race on the migration."""
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri, timeout)
+    elif (db := _sqlite_path(uri)) is not None:
+        _check_sqlite(uri, db)
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status} from {url}"
+    except urllib.error.HTTPError as e:  # something answers, but not an MLflow server
+        reason = f"HTTP {e.code} {e.reason} from {url}"
+    except (OSError, HTTPException, ValueError) as e:  # URLError and timeouts are OSErrors
+        reason = str(getattr(e, "reason", None) or e) or type(e).__name__
+    raise TrackingError(
+        f"tracking server {uri} is unreachable: {reason}; "
+        "start one with `geolip ui` or pass --tracking-uri"
+    )
+
+
+def _check_sqlite(uri: str, db: Path) -> None:
+    directory = db.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrackingError(f"cannot create the MLflow directory {directory}: {e}") from e
+    if not os.access(directory, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        # SQLite writes a journal next to the database, so the directory must be writable too.
+        raise TrackingError(
+            f"MLflow directory {directory} is not writable; fix its permissions or pass "
+            "--tracking-uri / --data-dir elsewhere"
+        )
+    if uri in _initialised:
+        return
+    try:
+        _client(uri).search_experiments(max_results=1)
+    except Exception as e:  # any failure here means the store is unusable
+        raise TrackingError(f"cannot open the MLflow store {uri}: {e}") from e
+    _initialised.add(uri)
+
+
+def artifact_root(uri: str, data: Path) -> str | None:
+    """Absolute ``file://`` artifact root for a SQLite store (MLflow would use ``./mlruns`` under
+    each worker's cwd); None for servers, which manage their own artifacts."""
+    if _sqlite_path(uri) is None:
+        return None
+    return (Path(data) / "mlflow" / "artifacts").resolve().as_uri()
+
+
+def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
+    """Get or create the experiment ``name``; returns its id.
+
+    A new experiment stores artifacts under ``artifact_location/<name>`` when a location is given
+    (see ``artifact_root``). Safe against another process creating it at the same moment.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    if (found := _existing_experiment(client, name)) is not None:
+        return found
+    location = _experiment_location(artifact_location, name) if artifact_location else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Lost the race: someone created it between our get and create.
+        if (found := _existing_experiment(client, name)) is not None:
+            return found
+        raise
+
+
+def _existing_experiment(client, name: str) -> str | None:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    if experiment.lifecycle_stage == "deleted":
+        # A deleted experiment still owns its name, so creating a new one would fail.
+        raise TrackingError(
+            f"MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted; restore it "
+            f"with `mlflow experiments restore --experiment-id {experiment.experiment_id}` "
+            "or choose another name"
+        )
+    return experiment.experiment_id
+
+
+def _experiment_location(root: str, name: str) -> str:
+    """``root/<name>`` with ``root`` made absolute (a URI, or a path relative to the cwd)."""
+    if "://" not in root and not root.startswith("file:"):
+        root = Path(root).resolve().as_uri()
+    return f"{root.rstrip('/')}/{urllib.parse.quote(name, safe='')}"
+
+
+def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:
+    """``{"model": {"d": 64}, "seeds": [1, 2]}`` -> ``{"model.d": "64", "seeds": "[1, 2]"}``.
+
+    Dataclasses flatten like dicts; values are truncated to MLflow's param value limit.
+    """
+    flat: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, dict):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+            continue
+        if isinstance(value, list | tuple):
+            text = json.dumps(value, default=str)
+        else:
+            text = str(value)
+        flat[name] = text[:MAX_PARAM_VALUE]
+    return flat
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class RunLogger:
+    """Logs into one MLflow run from any process; metrics are buffered and written in batches.
+
+    MLflow's SQLite store manages ~65 writes/s, so one write per scalar per step would dominate a
+    short training loop. Use as a context manager: an exception marks the run FAILED.
+    """
+
+    def __init__(self, uri: str, run_id: str, flush_every: int = 200):
+        self.uri = uri
+        self.run_id = run_id
+        self.flush_every = flush_every
+        self.skipped_nonfinite = 0  # NaN/inf values dropped (stores refuse or distort them)
+        self._client = _client(uri)
+        self._buffer: list = []
+        self._finished = False
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Buffer one step's scalars; writes happen every ``flush_every`` rows and on ``flush``."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        for key, value in metrics.items():
+            value = float(value)
+            if not math.isfinite(value):
+                # SQLite keeps NaN but silently turns inf into 1.8e308; skip both, count them.
+                self.skipped_nonfinite += 1
+                continue
+            self._buffer.append(Metric(key, value, timestamp, int(step)))
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered metrics; rows already written leave the buffer even if a later chunk fails."""
+        while self._buffer:
+            chunk = self._buffer[:METRICS_PER_BATCH]
+            self._client.log_batch(self.run_id, metrics=chunk)
+            del self._buffer[: len(chunk)]
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set (or overwrite) run tags; values are stringified and truncated to MLflow's limit."""
+        from mlflow.entities import RunTag
+
+        rows = [RunTag(str(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
+        for chunk in _chunks(rows, PARAMS_PER_BATCH):
+            self._client.log_batch(self.run_id, tags=chunk)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log a nested config as flattened params (write-once: a changed value raises)."""
+        from mlflow.entities import Param
+
+        rows = [Param(k, v) for k, v in flatten_params(params).items()]
+        for chunk in _chunks(rows, PARAMS_PER_BATCH):
+            self._client.log_batch(self.run_id, params=chunk)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy one file into the run's artifacts (under ``artifact_path`` if given)."""
+        self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a directory's contents into the run's artifacts."""
+        self._client.log_artifacts(self.run_id, str(directory), artifact_path)
+
+    def log_figure(self, fig, name: str) -> None:
+        """Save a matplotlib figure as ``plots/<name>.png`` in the run's artifacts."""
+        filename = Path(name).name
+        if not filename.endswith(".png"):
+            filename += ".png"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / filename
+            fig.savefig(path, bbox_inches="tight")
+            self.log_artifact(path, "plots")
+
+    def log_dict(self, d: dict, name: str) -> None:
+        """Store a dict as a JSON (or, by extension, YAML) artifact file ``name``."""
+        self._client.log_dict(self.run_id, d, name)
+
+    def log_text(self, text: str, name: str) -> None:
+        """Store text as the artifact file ``name``."""
+        self._client.log_text(self.run_id, text, name)
+
+    def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
+        """Flush and terminate the run; ``error`` becomes the ``error`` tag. Later calls do nothing."""
+        if status not in RUN_STATUSES:
+            raise TrackingError(f"run status {status!r} is not one of {', '.join(RUN_STATUSES)}")
+        if self._finished:
+            return
+        self.flush()
+        if error is not None:
+            self.set_tags({"error": error[:MAX_ERROR_TAG]})
+        self._client.set_terminated(self.run_id, status=status)
+        self._finished = True
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            self.finish()
+            return False
+        try:
+            self.finish("FAILED", error=repr(exc))  # repr escapes newlines: one line
+        except Exception:  # never hide the training error behind a logging one
+            log.warning("could not mark MLflow run %s FAILED", self.run_id, exc_info=True)
+        return False
+
+
+def start_run(
+    uri: str,
+    experiment_id: str,
+    run_name: str,
+    *,
+    tags: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> RunLogger:
+    """Create a run (a child of ``parent_run_id`` if given), log ``params``, return its logger."""
+    all_tags = {str(k): str(v)[:MAX_TAG_VALUE] for k, v in (tags or {}).items()}
+    all_tags["mlflow.runName"] = run_name
+    if parent_run_id is not None:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = _client(uri).create_run(experiment_id, tags=all_tags, run_name=run_name)
+    logger = RunLogger(uri, run.info.run_id)
+    if params:
+        logger.log_params(params)
+    return logger
+
+
+def find_run(uri: str, experiment_id: str, run_name: str) -> str | None:
+    """The id of the most recent (non-deleted) run named ``run_name``, to resume into it."""
+    quote = "'" if "'" not in run_name else '"'  # the filter grammar has no escapes
+    if quote in run_name:
+        raise TrackingError(f"run name {run_name!r} contains both quote characters")
+    runs = _client(uri).search_runs(
+        [experiment_id],
+        filter_string=f"attributes.run_name = {quote}{run_name}{quote}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """Every logged ``(step, value)`` of one metric, by step (then by time, for re-logged steps)."""
+    rows = _client(uri).get_metric_history(run_id, key)
+    rows = sorted(rows, key=lambda m: (m.step, m.timestamp))
+    return [(m.step, m.value) for m in rows]
