@@ -45,6 +45,7 @@ class TrainJob:
     data_dir: str | None = None
     eval_bytes: int = 1_000_000
     run_name: str | None = None
+    threads: int | None = None
     tags: dict = field(default_factory=dict)
     fault: dict | None = None
 
@@ -96,9 +97,7 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
     from pipelines.byte_shards import build_byte_shards
     from pipelines.paths import data_dir
 
-    _check_job(job)
-    run_cfg = build_run_config(job.preset, job.head, job.overrides)
-    _check_batch(run_cfg, job.workers)
+    run_cfg = check_job(job)
     data = data_dir(job.data_dir)
     shards = build_byte_shards(job.corpus, data, progress=progress)
     if shards.n_bytes("validation") == 0:
@@ -129,7 +128,15 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
     )  # fmt: skip
 
 
-def _check_job(job: TrainJob) -> None:
+def check_job(job: TrainJob):
+    """The run config of ``job`` after the checks that need no data (cheap: run them first)."""
+    _check_flags(job)
+    run_cfg = build_run_config(job.preset, job.head, job.overrides)
+    _check_batch(run_cfg, job.workers)
+    return run_cfg
+
+
+def _check_flags(job: TrainJob) -> None:
     if job.workers < 1:
         raise GeolipError(f"--workers must be >= 1, got {job.workers}")
     if job.data_mode not in ("shard", "replicate"):

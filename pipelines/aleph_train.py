@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.aleph_job import PreparedJob, TrainJob, prepare_job
+from pipelines.aleph_job import PreparedJob, TrainJob, check_job, prepare_job
 from pipelines.errors import GeolipError
 
 CURVES = ("bpb", "val_bpb")
@@ -46,6 +46,7 @@ def train_aleph(job: TrainJob, progress=print) -> TrainOutcome:
         start_run,
     )
 
+    check_job(job)  # a bad flag or config key is reported before the store is touched
     data = data_dir(job.data_dir)
     uri = resolve_tracking_uri(job.tracking_uri, data)
     check_tracking(uri)  # an unreachable server fails here, before any work
@@ -80,8 +81,7 @@ def _fit(prepared: PreparedJob, run_id: str, uri: str):
     job = prepared.job
     _init_ray(job.workers)
     use_gpu = _use_gpu(job.use_gpu)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    threads = max(1, cpus // job.workers) if not use_gpu else 4
+    threads = job.threads  # None: the worker divides its node's cores among its local workers
     dataset = ray.data.read_parquet(str(prepared.shards.side("train")))
     data_config = ray.train.DataConfig(
         datasets_to_split=[] if job.data_mode == "replicate" else "all"

@@ -36,7 +36,9 @@ def train_loop_per_worker(config: dict) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(config["threads_per_worker"])))
+    # Physical cores of this node shared by its workers (Ray's logical CPUs may be more).
+    threads = config["threads_per_worker"] or os.cpu_count() // ctx.get_local_world_size()
+    torch.set_num_threads(max(1, int(threads)))
     device = ray.train.torch.get_device()
     model, run_cfg, opt, sched, start = _restore(config, device)
     ddp = ray.train.torch.prepare_model(model) if world > 1 else model
@@ -253,4 +255,8 @@ def _maybe_fail(config: dict, step: int, rank: int, world: int) -> None:
     if marker.exists():
         return
     marker.write_text(f"killed rank {rank} after step {step}\n")
+    # Ray Train registers a reported checkpoint when its controller next polls the workers
+    # (every 2 s): a crash within that window loses the newest checkpoint. Wait past it, so the
+    # test exercises the documented guarantee rather than that window.
+    time.sleep(float(fault.get("delay", 5.0)))
     os._exit(1)

@@ -51,6 +51,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.atlas_query_cli",
     "pipelines.atlas_cli",
     "pipelines.train_cli",
+    "pipelines.eval_cli",
 )
 
 OPTIONAL_PACKAGES = ("ray", "mlflow", "duckdb", "pyarrow", "datasets", "transformers")

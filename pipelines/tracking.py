@@ -138,6 +138,9 @@ def _check_sqlite(uri: str, db: Path) -> None:
         )
     if uri in _initialised:
         return
+    # Creating a store logs its schema migrations at INFO: noise next to the command's output.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         _client(uri).search_experiments(max_results=1)
     except Exception as e:  # any failure here means the store is unusable

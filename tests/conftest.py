@@ -19,13 +19,14 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole session (4 logical CPUs on any machine, no dashboard).
+    """One local Ray for the whole session (4 logical CPUs on any machine).
 
     Start-up costs ~10 s, so every test that needs Ray shares this one; it is shut down when the
     session ends. Tests using it should be marked ``@pytest.mark.ray``.
     """
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, ignore_reinit_error=True, logging_level="WARNING")
+    # The dashboard serves the state API that Ray Train's placement-group cleaner polls.
+    ray.init(num_cpus=4, ignore_reinit_error=True, logging_level="WARNING")
     yield ray
     ray.shutdown()

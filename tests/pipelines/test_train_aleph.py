@@ -1,0 +1,162 @@
+"""``geolip train aleph`` end to end: real local Ray Train, real MLflow SQLite store under tmp.
+
+Each fit of the tiny model costs ~20-40 s here (Train controller, worker group, Ray Data split),
+so every fit is shared by as many checks as possible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.aleph_job import TrainJob
+from pipelines.aleph_train import train_aleph
+from pipelines.errors import GeolipError
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+CORPUS = "builtin:python-docs"
+TINY = ("train.steps=12", "train.log_every=4", "train.batch_size=4", "train.eval_windows=8")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, ray_session) -> Path:
+    return tmp_path_factory.mktemp("train-data")
+
+
+def _job(data: Path, **kw) -> TrainJob:
+    base = dict(corpus=CORPUS, preset="tiny", head="pmix", overrides=TINY, data_dir=str(data),
+                eval_bytes=30_000, threads=1)  # fmt: skip
+    base.update(kw)
+    return TrainJob(**base)
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _steps(uri: str, run_id: str, key: str) -> list[int]:
+    return [m.step for m in sorted(_client(uri).get_metric_history(run_id, key), key=_order)]
+
+
+def _order(m):
+    return (m.timestamp, m.step)
+
+
+def _assert_resumed_at_checkpoint(steps: list[int]) -> None:
+    """Steps 1-10 all logged; only those after the step-4 checkpoint (5, 6) may repeat.
+
+    Whether 5 and 6 appear twice depends on the crash: metrics are logged in batches, and a rank
+    killed outright never flushes the ones it buffered since its last checkpoint.
+    """
+    assert sorted(set(steps)) == list(range(1, 11))
+    repeated = {s for s in steps if steps.count(s) > 1}
+    assert repeated <= {5, 6}
+    assert steps[-6:] == [5, 6, 7, 8, 9, 10]  # the last attempt started after step 4
+
+
+def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None:
+    from geolip.checkpoint import load_checkpoint
+    from geolip.eval import bpb_windowed
+    from pipelines.cli import main
+
+    out = train_aleph(_job(data, workers=2), progress=lambda s: None)
+    client = _client(out.tracking_uri)
+    run = client.get_run(out.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == out.name
+    assert out.tracking_uri.startswith("sqlite:////") and str(data) in out.tracking_uri
+    params = run.data.params
+    assert params["config.model.head"] == "pmix" and params["config.train.steps"] == "12"
+    assert params["job.workers"] == "2"
+    tags = run.data.tags
+    assert tags["head"] == "pmix" and tags["seed"] == "0" and tags["arm"] == "free"
+    assert tags["bank"].endswith("(N=512)")
+    assert _steps(out.tracking_uri, out.run_id, "bpb") == [4, 8, 12]
+    metrics = run.data.metrics
+    for key in (
+        "val_bpb",
+        "lr",
+        "tokens_per_s",
+        "coverage",
+        "gate_acc",
+        "inbank_nll",
+        "gauge/dev",
+        "gauge/erank",
+        "heldout_bpb_windowed",
+        "heldout_bpb_streamed",
+    ):
+        assert key in metrics, key  # fmt: skip
+    artifacts = {a.path for a in client.list_artifacts(out.run_id)}
+    assert {"checkpoint", "plots", "verdict.json"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(out.run_id, "plots")}
+    assert {"plots/bpb_curves.png", "plots/gauge.png"} <= plots
+    ckpt = {a.path for a in client.list_artifacts(out.run_id, "checkpoint")}
+    assert "checkpoint/model.safetensors" in ckpt and "checkpoint/bank.safetensors" in ckpt
+    # The run's held-out figures are the library's single-process evaluation of its checkpoint.
+    model, run_cfg, meta = load_checkpoint(out.checkpoint)
+    assert meta["step"] == 12 and meta["mlflow_run_id"] == out.run_id
+    held = np.load(out.checkpoint.parent / "heldout.npy")
+    assert bpb_windowed(model, held).bpb == pytest.approx(metrics["heldout_bpb_windowed"], abs=1e-9)
+    verdict = json.loads((out.checkpoint.parent / "verdict.json").read_text())
+    assert verdict["final"]["heldout_bpb_windowed"] == metrics["heldout_bpb_windowed"]
+    # `geolip eval aleph` scores the same held-out bytes and logs into the checkpoint's run.
+    argv = ["eval", "aleph", str(out.checkpoint), "--corpus", CORPUS, "--data-dir", str(data),
+            "--eval-bytes", "30000", "--no-compressors", "--format", "json"]  # fmt: skip
+    assert main(argv) == 0
+    logged = _client(out.tracking_uri).get_run(out.run_id).data.metrics
+    assert logged["eval/bpb_windowed"] == pytest.approx(metrics["heldout_bpb_windowed"], abs=1e-9)
+    # The same config and seed again is the same run: refused without --resume.
+    with pytest.raises(GeolipError, match="already exists.*--resume"):
+        train_aleph(_job(data, workers=2), progress=lambda s: None)
+
+
+def test_two_workers_match_one_worker_at_the_same_global_batch(data: Path) -> None:
+    """Replicated data: both ranks draw the global batch and keep their half; DDP averages."""
+    steps = ("train.steps=3", "train.log_every=1", "train.batch_size=4", "train.eval_windows=8")
+    losses = {}
+    for workers in (1, 2):
+        job = _job(data, workers=workers, overrides=steps, data_mode="replicate")
+        out = train_aleph(job, progress=lambda s: None)
+        history = _client(out.tracking_uri).get_metric_history(out.run_id, "loss_main")
+        losses[workers] = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert len(losses[1]) == 3
+    np.testing.assert_allclose(losses[2], losses[1], rtol=2e-4)
+
+
+def test_injected_worker_failure_restarts_from_the_last_checkpoint(data: Path) -> None:
+    overrides = ("train.steps=10", "train.log_every=1", "train.batch_size=4", "train.seed=1")
+    fault = {"step": 6, "marker": str(data / "fault-restart")}
+    job = _job(data, workers=2, overrides=overrides, checkpoint_every=4, max_failures=1,
+               fault=fault)  # fmt: skip
+    out = train_aleph(job, progress=lambda s: None)
+    assert Path(fault["marker"]).exists()  # the worker really died
+    assert _client(out.tracking_uri).get_run(out.run_id).info.status == "FINISHED"
+    _assert_resumed_at_checkpoint(_steps(out.tracking_uri, out.run_id, "bpb"))
+    assert json.loads((out.checkpoint / "meta.json").read_text())["step"] == 10
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint(data: Path) -> None:
+    overrides = ("train.steps=10", "train.log_every=1", "train.batch_size=4", "train.seed=2")
+    fault = {"step": 6, "marker": str(data / "fault-stop")}
+    job = _job(data, overrides=overrides, checkpoint_every=4, max_failures=0, fault=fault)
+    with pytest.raises(GeolipError, match="failed"):
+        train_aleph(job, progress=lambda s: None)
+    from pipelines.tracking import default_tracking_uri
+
+    uri = default_tracking_uri(data)
+    client = _client(uri)
+    experiment = client.get_experiment_by_name("geolip-aleph").experiment_id
+    [failed] = [r for r in client.search_runs([experiment]) if r.data.tags.get("seed") == "2"]
+    assert failed.info.status == "FAILED" and "error" in failed.data.tags
+    with pytest.raises(GeolipError, match="--resume"):
+        train_aleph(dataclasses.replace(job, fault=None), progress=lambda s: None)
+    out = train_aleph(dataclasses.replace(job, fault=None, resume=True), progress=lambda s: None)
+    assert out.run_id == failed.info.run_id  # the same MLflow run continues
+    run = client.get_run(out.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
+    _assert_resumed_at_checkpoint(_steps(uri, out.run_id, "bpb"))

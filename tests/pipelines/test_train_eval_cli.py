@@ -1,0 +1,136 @@
+"""``geolip train aleph`` bad input (refused before any worker starts) and ``geolip eval``.
+
+No Ray here: every mistake must be caught by ``prepare_job`` / the tracking check, and the eval
+commands are single-process. The MLflow store is a real SQLite file under tmp.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from geolip.checkpoint import save_checkpoint
+from geolip.models.aleph.bank import bank_from_bytes
+from geolip.models.aleph.model import AlephLM
+from geolip.presets import tiny, with_head
+from pipelines.cli import main
+
+CORPUS = "builtin:python-docs"
+
+
+def _train(tmp_path, *extra: str) -> list[str]:
+    return ["train", "aleph", "--corpus", CORPUS, "--data-dir", str(tmp_path), *extra]
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geolip: error:") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--head", "pmix9"], "unknown head 'pmix9'"),
+        (["--set", "train.nope=1"], "unknown key 'train.nope'"),
+        (["--set", "model.d_model=abc"], "model.d_model"),
+        (["--workers", "3"], "divisible by --workers 3"),
+        (["--graft", "depth"], "--graft depth needs --init-from"),
+        (["--graft", "sideways"], "--graft must be one of"),
+    ],
+)
+def test_bad_configs_fail_before_any_work(tmp_path, capsys, args, needle) -> None:
+    assert main(_train(tmp_path, *args)) == 2
+    assert needle in _error(capsys)
+    assert not (tmp_path / "ray_results").exists()
+
+
+def test_unreachable_tracking_server_is_refused_first(tmp_path, capsys) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    assert main(_train(tmp_path, "--tracking-uri", f"http://127.0.0.1:{port}")) == 2
+    err = _error(capsys)
+    assert f"127.0.0.1:{port}" in err and "unreachable" in err
+    assert not (tmp_path / "shards").exists()  # refused before even reading the corpus
+
+
+def test_corpus_without_enough_validation_bytes(tmp_path, capsys) -> None:
+    small = tmp_path / "small.txt"
+    small.write_text("one short line of text\n")
+    argv = ["train", "aleph", "--corpus", f"file:{small}", "--data-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "validation" in _error(capsys)
+
+
+def test_bank_and_donor_problems(tmp_path, capsys) -> None:
+    bad_bank = tmp_path / "bank.safetensors"
+    bad_bank.write_bytes(b"not a bank")
+    assert main(_train(tmp_path, "--bank", str(bad_bank))) == 2
+    assert "bank.safetensors" in _error(capsys)
+    donor = _checkpoint(tmp_path, "byte")
+    assert main(_train(tmp_path, "--init-from", str(donor), "--graft", "mixture")) == 2
+    assert "pmix or apmix" in _error(capsys)
+    assert main(_train(tmp_path, "--init-from", str(donor), "--head", "byte",
+                       "--set", "model.d_model=32")) == 2  # fmt: skip
+    err = _error(capsys)
+    assert "d_model" in err and "choose --graft" in err
+
+
+def _checkpoint(tmp_path, head="pmix"):
+    run_cfg = with_head(tiny(), head)
+    torch.manual_seed(0)
+    bank = bank_from_bytes(b"the cat sat on the mat and the dog sat on the log " * 20, 64)
+    model = AlephLM(run_cfg.model, bank if run_cfg.model.uses_bank else None)
+    return save_checkpoint(tmp_path / f"ck-{head}", model, run_cfg)
+
+
+def test_eval_aleph_equals_the_library_and_logs_a_run(tmp_path, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from geolip.checkpoint import load_checkpoint
+    from geolip.eval import bpb_streamed, bpb_windowed
+    from pipelines.byte_shards import build_byte_shards, read_side
+    from pipelines.tracking import default_tracking_uri
+
+    ck = _checkpoint(tmp_path)
+    argv = ["eval", "aleph", str(ck), "--corpus", CORPUS, "--data-dir", str(tmp_path),
+            "--eval-bytes", "20000", "--format", "json", "--prime-bytes", "50000"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    model, _, _ = load_checkpoint(ck)
+    held = read_side(build_byte_shards(CORPUS, tmp_path), "validation", limit=20000)
+    assert out["windowed"]["bpb"] == pytest.approx(bpb_windowed(model, held).bpb, abs=1e-12)
+    assert out["streamed"]["bpb"] == pytest.approx(bpb_streamed(model, held, 8).bpb, abs=1e-12)
+    names = [c["name"] for c in out["compressors"]]
+    assert names == ["gzip -9", "bzip2 -9", "xz -9e", "zstd -19 --long"]
+    assert all(0 < c["primed_bpb"] < c["bpb"] < 8 for c in out["compressors"])
+    # No MLflow run in the checkpoint: a new run in the geolip-eval experiment holds the figures.
+    run = MlflowClient(default_tracking_uri(tmp_path)).get_run(out["mlflow_run_id"])
+    assert run.data.metrics["eval/bpb_windowed"] == out["windowed"]["bpb"]
+    assert "eval/compress/xz_9e/primed_bpb" in run.data.metrics
+
+
+def test_eval_contrast_table_and_plot(tmp_path, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import default_tracking_uri
+
+    ck = _checkpoint(tmp_path, "kernel")
+    argv = ["eval", "contrast", str(ck), "--corpus", CORPUS, "--data-dir", str(tmp_path),
+            "--windows", "8", "--seeds", "2", "--format", "json"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["op"] for r in out["rows"]] == ["permute", "randomize", "rotate"]
+    assert all(r["n_seeds"] == 2 and np.isfinite(r["delta_bpb_mean"]) for r in out["rows"])
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    plots = [a.path for a in client.list_artifacts(out["mlflow_run_id"], "plots")]
+    assert plots == ["plots/contrast_all.png"]
+    assert main(["eval", "contrast", str(ck), "--corpus", CORPUS, "--data-dir", str(tmp_path),
+                 "--ops", "twist", "--no-log"]) == 2  # fmt: skip
+    assert "twist" in _error(capsys)
