@@ -53,6 +53,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.train_cli",
     "pipelines.eval_cli",
     "pipelines.features_cli",
+    "pipelines.svae_cli",
 )
 
 OPTIONAL_PACKAGES = ("ray", "mlflow", "duckdb", "pyarrow", "datasets", "transformers")

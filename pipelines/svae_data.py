@@ -1,0 +1,95 @@
+"""Datasets of ``geolip train svae --data``: feature shards, structured images, or text as image.
+
+``load_svae_data`` returns train/validation tensors (each sample is its own reconstruction
+target) and what the model config must match:
+
+- ``features:DIR`` — token vectors of a ``geolip features extract`` directory, standardised with
+  the manifest's train statistics and cut into a patchwork ``[T, N, P]`` (spec §2.3).
+- ``images:structured`` — synthetic, spatially correlated 3×16×16 images (§10.3, offline).
+- ``text:URI`` — byte trigrams of the corpus as 3×16×16 images (§2.2), random windows of the
+  train split and of the held-out split.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.errors import GeolipError
+
+
+@dataclass
+class SVAEData:
+    kind: str
+    train: torch.Tensor
+    val: torch.Tensor
+    source: dict
+    """What the data is (for the checkpoint's host config and the verdict)."""
+    patch_dim: int | None = None
+    n_patches: int | None = None
+
+
+def load_svae_data(spec: str, n_train: int = 4096, n_val: int = 512, seed: int = 0) -> SVAEData:
+    kind, _, rest = spec.partition(":")
+    if kind == "features" and rest:
+        return _features(Path(rest).expanduser().resolve())
+    if kind == "images" and rest == "structured":
+        return _images(n_train, n_val, seed)
+    if kind == "text" and rest:
+        return _text(rest, n_train, n_val, seed)
+    raise GeolipError(
+        f"--data {spec!r}: expected features:DIR, images:structured or text:CORPUS_URI"
+    )
+
+
+def _features(path: Path) -> SVAEData:
+    from geolip.models.svae.adapters import patch_dim_for, patch_features
+    from pipelines.features import load_vectors
+
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise GeolipError(f"--data features:{path}: no feature manifest there ({exc})") from exc
+    mean = torch.tensor(manifest["standardize"]["mean"])
+    std = torch.tensor(manifest["standardize"]["std"])
+    d = int(manifest["host"]["hidden_size"])
+    P = patch_dim_for(d)
+    sides = {}
+    for side in ("train", "validation"):
+        x = (torch.from_numpy(load_vectors(path / side)) - mean) / std
+        sides[side] = patch_features(x, P)
+    source = {"kind": "features", "dir": str(path), "host": manifest["host"],
+              "corpus": manifest["corpus"], "layer": manifest["request"]["layer"],
+              "P": P, "N": d // P, "mean": manifest["standardize"]["mean"],
+              "std": manifest["standardize"]["std"]}  # fmt: skip
+    return SVAEData("features", sides["train"], sides["validation"], source, P, d // P)
+
+
+def _images(n_train: int, n_val: int, seed: int) -> SVAEData:
+    from geolip.models.svae.adapters import structured_images
+
+    train = structured_images(n_train, seed=seed)
+    val = structured_images(n_val, seed=seed + 10_000)
+    return SVAEData("images", train, val, {"kind": "images", "generator": "structured"})
+
+
+def _text(uri: str, n_train: int, n_val: int, seed: int) -> SVAEData:
+    from atlas.corpus import corpus_bytes
+    from geolip.models.svae.adapters import bytes_to_image
+
+    C, H, W, ps = 3, 16, 16, 2
+    need = C * H * W
+    rng = np.random.default_rng(seed)
+    sides = {}
+    for side, n in (("train", n_train), ("validation", n_val)):
+        data, _ = corpus_bytes(uri, side)
+        if len(data) < need:
+            raise GeolipError(f"--data text:{uri}: the {side} split has {len(data)} bytes, "
+                              f"fewer than one {need}-byte image")  # fmt: skip
+        starts = rng.integers(0, len(data) - need + 1, n)
+        sides[side] = torch.stack([bytes_to_image(data[s : s + need], C, H, W, ps) for s in starts])
+    return SVAEData("text", sides["train"], sides["validation"], {"kind": "text", "corpus": uri})

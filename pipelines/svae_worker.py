@@ -1,0 +1,131 @@
+"""The Ray Train worker loop of ``geolip train svae`` (one process per data-parallel rank).
+
+Same conventions as AlephLM training (``pipelines.aleph_worker``): batches drawn with a generator
+seeded by ``(seed, step, rank)`` so a resumed run continues exactly; rank 0 evaluates, logs to the
+driver's MLflow run and writes checkpoints (weights as safetensors, configs as JSON, optimizer
+state with ``torch.save`` read back with ``weights_only=True``) that Ray Train persists.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from pipelines.aleph_worker import _quiet_ray_train_logs, _seed
+
+STATE = "train_state.pt"
+
+
+def svae_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import torch
+    from safetensors.torch import load_file
+
+    from geolip.models.svae.config import GeoConfig
+    from geolip.models.svae.model import SVAECompanion
+    from geolip.train.svae import SVAETrainConfig, build_optimizers, evaluate, svae_step
+    from pipelines.tracking import RunLogger
+
+    _quiet_ray_train_logs()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(config.get("threads") or 1)))
+    cfg, tcfg = GeoConfig.from_dict(config["geo"]), SVAETrainConfig(**config["train"])
+    data = load_file(config["data"])
+    train_x, val_x = data[config["train_key"]], data[config["val_key"]]
+    model = SVAECompanion(cfg)
+    opts, scheds = build_optimizers(model, tcfg)
+    start = _restore(model, opts, scheds)
+    wrapped = _dispatching(model)
+    ddp = ray.train.torch.prepare_model(wrapped) if world > 1 else wrapped
+    logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
+    prefix, mean, per_rank = config["prefix"], train_x.mean(0), tcfg.batch_size // world
+    for step in range(start, tcfg.steps):
+        gen = torch.Generator().manual_seed(_seed(tcfg.seed, step, rank))
+        idx = torch.randint(0, len(train_x), (per_rank,), generator=gen)
+        metrics = svae_step(_Unwrapped(ddp, model), train_x[idx], opts, scheds, tcfg)
+        done = step + 1
+        if done % tcfg.eval_every == 0 or done == tcfg.steps:
+            checkpoint = None
+            with tempfile.TemporaryDirectory() as tmp:
+                if rank == 0:
+                    metrics.update(evaluate(model, val_x, mean))
+                    logger.log_metrics({prefix + k: v for k, v in metrics.items()}, done)
+                    logger.flush()
+                    print(f"{prefix or 'main/'}step {done}/{tcfg.steps}  cos_ext "
+                          f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}", flush=True)  # fmt: skip
+                    checkpoint = _save(Path(tmp), model, opts, scheds, done, config)
+                ray.train.report({"step": done}, checkpoint=checkpoint)
+
+
+def _dispatching(model):
+    """An ``nn.Module`` whose forward takes images or patchworks (DDP wraps one forward)."""
+    from torch import nn
+
+    class Dispatch(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x, **kw):
+            return self.m(x, **kw) if x.ndim == 4 else self.m.forward_patches(x, **kw)
+
+    return Dispatch(model)
+
+
+class _Unwrapped:
+    """What ``svae_step`` needs: forwards through DDP (gradient sync), parameter groups of the
+    bare model (the two optimizers hold those same tensors)."""
+
+    def __init__(self, ddp, model):
+        self.ddp, self.model = ddp, model
+
+    def __call__(self, x, **kw):
+        return self.ddp(x, **kw)
+
+    forward_patches = __call__
+
+    def train(self, mode: bool = True):
+        return self.ddp.train(mode)
+
+    def battery_parameters(self):
+        return self.model.battery_parameters()
+
+    def shell_parameters(self):
+        return self.model.shell_parameters()
+
+
+def _restore(model, opts, scheds) -> int:
+    import ray.train
+    import torch
+    from safetensors.torch import load_file
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return 0
+    with ckpt.as_directory() as d:
+        model.load_state_dict(load_file(str(Path(d) / "model.safetensors")))
+        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+    for opt, s in zip(opts, state["optimizers"]):
+        opt.load_state_dict(s)
+    for sched, s in zip(scheds, state["schedulers"]):
+        sched.load_state_dict(s)
+    return int(state["step"])
+
+
+def _save(tmp: Path, model, opts, scheds, step: int, config: dict):
+    import ray.train
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp / "checkpoint"
+    path.mkdir()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path / "model.safetensors"))
+    (path / "geo_config.json").write_text(json.dumps(config["geo"], indent=1) + "\n")
+    (path / "meta.json").write_text(json.dumps({"step": step, "prefix": config["prefix"]}) + "\n")
+    state = {"optimizers": [o.state_dict() for o in opts],
+             "schedulers": [s.state_dict() for s in scheds], "step": step}  # fmt: skip
+    torch.save(state, path / STATE)
+    return ray.train.Checkpoint.from_directory(str(path))

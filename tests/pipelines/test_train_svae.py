@@ -1,0 +1,50 @@
+"""``geolip train svae`` end to end on real Ray Train and a real MLflow store (tiny budgets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.errors import GeolipError
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_structured_images_train_with_control_and_verdict(tmp_path, ray_session, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import default_tracking_uri
+
+    argv = ["train", "svae", "--data", "images:structured", "--data-dir", str(tmp_path),
+            "--set", "train.steps=30", "--set", "train.eval_every=15",
+            "--set", "train.batch_size=32"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint:" in out
+    [final] = list((tmp_path / "runs" / "svae").glob("*/final"))
+    verdict = json.loads((final / "verdict.json").read_text())
+    assert verdict["mechanism"] in ("A", "B", "indeterminate")
+    assert verdict["control"]["mechanism"] in ("A", "B", "indeterminate")
+    assert 0 < verdict["alpha_final"] < 0.2 and verdict["lens_isometry_err"] < 1e-4
+    assert -1 <= verdict["recon_cos_external"] <= 1
+    for name in ("model.safetensors", "geo_config.json", "host_config.json", "verdict.json"):
+        assert (final / name).exists(), name
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    exp = client.get_experiment_by_name("geolip-svae")
+    [run] = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["mechanism"] == verdict["mechanism"]
+    assert "cos_ext" in run.data.metrics and "control/cos_ext" in run.data.metrics
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/omega.png", "plots/alpha.png", "plots/deviation_hist.png",
+            "plots/reconstructions.png"} <= plots  # fmt: skip
+
+
+def test_bad_data_spec_is_refused(tmp_path):
+    from pipelines.svae_data import load_svae_data
+
+    with pytest.raises(GeolipError, match="features:DIR, images:structured or text"):
+        load_svae_data("pictures:nice")
+    with pytest.raises(GeolipError, match="no feature manifest"):
+        load_svae_data(f"features:{tmp_path}")
