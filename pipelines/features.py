@@ -68,6 +68,17 @@ def host_info(host: str) -> dict:
             f"--host {host}: cannot load an encoder config ({' '.join(str(exc).split())[:200]}); "
             "pass a local model directory or a cached Hugging Face name"
         ) from exc
+    kind = getattr(config, "model_type", "?")
+    causal = any("CausalLM" in a or "LMHead" in a for a in (config.architectures or []))
+    if (
+        getattr(config, "is_decoder", False)
+        or getattr(config, "is_encoder_decoder", False)
+        or causal
+    ):
+        raise GeolipError(
+            f"--host {host}: a {kind} model with architectures {config.architectures} is not an "
+            "encoder; feature shards need a bidirectional encoder (BERT-like)"
+        )
     return {
         "name": host,
         "path": str(where),
@@ -166,9 +177,8 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
 
 
 def _sentences(req: FeatureRequest, side: str) -> list[dict]:
-    from geolip.models.svae.adapters import split_sentences
-
     from atlas.corpus import iter_split
+    from geolip.models.svae.adapters import split_sentences
 
     limit = req.max_sentences if side == "train" else max(16, req.max_sentences // 10)
     rows: list[dict] = []

@@ -60,7 +60,13 @@ def _features(path: Path) -> SVAEData:
     P = patch_dim_for(d)
     sides = {}
     for side in ("train", "validation"):
-        x = (torch.from_numpy(load_vectors(path / side)) - mean) / std
+        raw = torch.from_numpy(load_vectors(path / side))
+        if raw.shape[1] != d or len(mean) != d:
+            raise GeolipError(
+                f"--data features:{path}: {side} vectors have {raw.shape[1]} dims and the "
+                f"statistics {len(mean)}, but the manifest's host has hidden size {d}"
+            )
+        x = (raw - mean) / std
         sides[side] = patch_features(x, P)
     source = {"kind": "features", "dir": str(path), "host": manifest["host"],
               "corpus": manifest["corpus"], "layer": manifest["request"]["layer"],
