@@ -369,7 +369,7 @@ def test_smoke_training_halves_both_losses_with_finite_monitors() -> None:
     opts, scheds = build_optimizers(model, tcfg)
     gen = torch.Generator().manual_seed(0)
     first = last = None
-    for step in range(tcfg.steps):
+    for _ in range(tcfg.steps):
         batch = x[torch.randint(0, len(x), (tcfg.batch_size,), generator=gen)]
         losses = svae_step(model, batch, opts, scheds, tcfg)
         first = first or losses
