@@ -8,7 +8,6 @@ from matplotlib.figure import Figure
 
 def log_svae_plots(logger, model, data, finals: dict) -> None:
     from pipelines.plots import curves_figure, spectrum_figure
-    from pipelines.tracking import metric_history
 
     with torch.no_grad():
         spectra, labels = [], []
@@ -25,13 +24,25 @@ def log_svae_plots(logger, model, data, finals: dict) -> None:
             if data.kind in ("images", "text"):
                 logger.log_figure(_recon_grid(x[:6], out), "reconstructions.png")
     logger.log_figure(spectrum_figure(spectra, labels, "omega spectrum (sorted)"), "omega.png")
-    history = {}
-    for key in [k for k in _metric_keys(logger) if "alpha_layer" in k or k.endswith("mean_alpha")]:
-        for step, value in metric_history(logger.uri, logger.run_id, key):
-            history.setdefault(step, {"step": step})[key] = value
-    rows = [history[s] for s in sorted(history)]
+    if data.kind == "text":
+        rows = _history(logger, lambda k: "byte_recovery" in k and not k.startswith("verdict"))
+        series = sorted({k for r in rows for k in r if k != "step"})
+        logger.log_figure(curves_figure(rows, series, "exact byte recovery (held-out)",
+                                        ylabel="fraction of bytes"), "byte_recovery.png")  # fmt: skip
+    rows = _history(logger, lambda k: ("alpha_layer" in k or k.endswith("mean_alpha"))
+                    and not k.startswith("verdict"))  # fmt: skip
     series = sorted({k for r in rows for k in r if k != "step"})
     logger.log_figure(curves_figure(rows, series, "α trajectories", ylabel="α"), "alpha.png")
+
+
+def _history(logger, want) -> list[dict]:
+    from pipelines.tracking import metric_history
+
+    history: dict[int, dict] = {}
+    for key in [k for k in _metric_keys(logger) if want(k)]:
+        for step, value in metric_history(logger.uri, logger.run_id, key):
+            history.setdefault(step, {"step": step})[key] = value
+    return [history[s] for s in sorted(history)]
 
 
 def _forward(model, x):

@@ -118,9 +118,12 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
                 continue
             config = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "data": str(run_dir / "data.safetensors"),
                       "train_key": key, "val_key": key.replace("train", "val"), "prefix": prefix,
-                      "run_id": logger.run_id, "tracking_uri": uri, "threads": job.threads}  # fmt: skip
+                      "run_id": logger.run_id, "tracking_uri": uri, "threads": job.threads,
+                      "text": data.kind == "text"}  # fmt: skip
             result = _fit(job, name + ("-control" if prefix else ""), config, data_root)
-            finals["control" if prefix else "main"] = _final_eval(result, geo, tensors, key)
+            finals["control" if prefix else "main"] = _final_eval(
+                result, geo, tensors, key, data.kind == "text"
+            )
         out = _finish(
             job, name, run_dir, geo, tcfg, data, finals, logger, time.perf_counter() - started
         )
@@ -171,7 +174,7 @@ def _fit(job: SVAEJob, name: str, config: dict, data_root: Path):
         raise GeolipError(f"training run {name} failed: {_root_cause(exc)}") from exc
 
 
-def _final_eval(result, geo, tensors: dict, key: str) -> dict:
+def _final_eval(result, geo, tensors: dict, key: str, text: bool) -> dict:
     from safetensors.torch import load_file
 
     from geolip.models.svae.model import SVAECompanion
@@ -183,7 +186,7 @@ def _final_eval(result, geo, tensors: dict, key: str) -> dict:
     train = tensors[key]
     return {
         "model": model,
-        "eval": evaluate(model, tensors[key.replace("train", "val")], train.mean(0)),
+        "eval": evaluate(model, tensors[key.replace("train", "val")], train.mean(0), text=text),
     }
 
 

@@ -50,7 +50,7 @@ def svae_loop_per_worker(config: dict) -> None:
             checkpoint = None
             with tempfile.TemporaryDirectory() as tmp:
                 if rank == 0:
-                    metrics.update(evaluate(model, val_x, mean))
+                    metrics.update(evaluate(model, val_x, mean, text=config.get("text", False)))
                     logger.log_metrics({prefix + k: v for k, v in metrics.items()}, done)
                     logger.flush()
                     print(f"{prefix or 'main/'}step {done}/{tcfg.steps}  cos_ext "

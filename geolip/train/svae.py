@@ -82,9 +82,14 @@ def svae_step(model, x: torch.Tensor, opts: list, scheds: list, tcfg: SVAETrainC
 
 
 @torch.no_grad()
-def evaluate(model, x: torch.Tensor, train_mean: torch.Tensor, batch: int = 256) -> dict:
+def evaluate(
+    model, x: torch.Tensor, train_mean: torch.Tensor, batch: int = 256, text: bool = False
+) -> dict:
     """Held-out figures of §13/§14 on ``x``: recon cosine (int/ext) with the mean-predictor
-    baseline, MSE, frame deviation and envelope, α, s_delta, modulation and the ablation gain."""
+    baseline, MSE, frame deviation and envelope, α, s_delta, modulation and the ablation gain;
+    with ``text`` (byte-trigram images) also the exact byte recovery of both recons (§2.2)."""
+    from geolip.models.svae.adapters import byte_recovery
+
     was = model.training
     model.eval()
     parts: dict[str, list] = {}
@@ -102,6 +107,10 @@ def evaluate(model, x: torch.Tensor, train_mean: torch.Tensor, batch: int = 256)
             "modulation": torch.full((len(xb),), relative_modulation(out["S_att"], out["omega"])),
             "omega": out["omega"],
         }  # fmt: skip
+        if text:
+            for name in ("internal", "external"):
+                value = byte_recovery(out[f"{name}_recon"], xb)
+                rows[f"byte_recovery_{name[:3]}"] = torch.full((len(xb),), value)
         for k, v in rows.items():
             parts.setdefault(k, []).append(v)
     model.train(was)
@@ -110,6 +119,9 @@ def evaluate(model, x: torch.Tensor, train_mean: torch.Tensor, batch: int = 256)
     alphas = [float(a.mean()) for a in model.alpha_values()]
     result = {k: float(cat[k].mean()) for k in ("cos_int", "cos_ext", "cos_off", "mse_int",
                                                   "mse_ext", "mse_off", "s_delta", "modulation")}  # fmt: skip
+    for key in ("byte_recovery_int", "byte_recovery_ext"):
+        if key in cat:
+            result[key] = float(cat[key].mean())
     result.update(
         baseline_cos=mean_predictor_cosine(train_mean, x),
         frame_deviation=float(cat["dev"].mean()),
