@@ -113,6 +113,15 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
     # The same config and seed again is the same run: refused without --resume.
     with pytest.raises(GeolipError, match="already exists.*--resume"):
         train_aleph(_job(data, workers=2), progress=lambda s: None)
+    # A warm start (--init-from, same architecture) begins where the donor ended, not from scratch.
+    warm_job = _job(data, init_from=str(out.checkpoint), overrides=(*TINY, "train.steps=4",
+                    "train.seed=7"))  # fmt: skip
+    warm = train_aleph(warm_job, progress=lambda s: None)
+    warm_run = client.get_run(warm.run_id)
+    assert warm_run.data.tags["donor"] == str(out.checkpoint) and warm.name != out.name
+    [cold_first] = [m.value for m in client.get_metric_history(out.run_id, "bpb") if m.step == 4]
+    [warm_first] = [m.value for m in client.get_metric_history(warm.run_id, "bpb") if m.step == 4]
+    assert warm_first < cold_first - 0.3
 
 
 def test_two_workers_match_one_worker_at_the_same_global_batch(data: Path) -> None:
