@@ -232,7 +232,8 @@ def load_vectors(directory: Path) -> np.ndarray:
     order = pc.sort_indices(table, [("document", "ascending"), ("sentence", "ascending"),
                                     ("token", "ascending")])  # fmt: skip
     column = table.take(order).column("vector").combine_chunks()
-    return np.asarray(column.flatten(), dtype=np.float32).reshape(len(column), -1)
+    # A copy: Arrow buffers are read-only, and torch wants writable memory.
+    return np.array(column.flatten(), dtype=np.float32).reshape(len(column), -1)
 
 
 def fit_standardizer(train_dir: Path, hidden: int) -> dict:
