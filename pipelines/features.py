@@ -104,11 +104,12 @@ def _revision(where) -> str:
 class HostEncoder:
     """Ray Data callable class: loads the host once per actor, maps sentences to token rows."""
 
-    def __init__(self, path: str, layer: int, max_length: int):
+    def __init__(self, path: str, layer: int, max_length: int, actors: int = 1):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+        # The node's cores shared by the pool's actors (Ray's CPU reservation is only a hint).
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(actors, 1)))
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -134,6 +135,7 @@ class HostEncoder:
         # Parquet reader see the vectors as FLOAT[d].
         flat = pa.array(vectors.reshape(-1), pa.float32())
         return pa.table({
+            "split": pa.array(np.asarray(batch["split"])[rows.numpy()].tolist(), pa.string()),
             "document": pa.array(np.asarray(batch["document"])[rows.numpy()].tolist(), pa.string()),
             "sentence": pa.array(np.asarray(batch["sentence"])[rows.numpy()], pa.int32()),
             "token": pa.array(tokens.numpy() - 1, pa.int32()),  # position after [CLS]
@@ -160,8 +162,7 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:
-        splits = {side: _run_side(req, info, rows, staging / side, progress)
-                  for side, rows in sentences.items()}  # fmt: skip
+        splits = _run(req, info, sentences, staging, progress)
         stats = fit_standardizer(staging / "train", info["hidden_size"])
         manifest = {"format": FORMAT, "key": key, "host": info, "request": asdict(req),
                     "corpus": req.corpus, "splits": splits, "standardize": stats,
@@ -192,7 +193,8 @@ def _sentences(req: FeatureRequest, side: str) -> list[dict]:
     return rows
 
 
-def _run_side(req: FeatureRequest, info: dict, rows: list[dict], out: Path, progress) -> dict:
+def _run(req: FeatureRequest, info: dict, sentences: dict, staging: Path, progress) -> dict:
+    """Both sides in one actor pool (the host loads once per actor, not once per side)."""
     import ray
     import ray.data
 
@@ -202,19 +204,28 @@ def _run_side(req: FeatureRequest, info: dict, rows: list[dict], out: Path, prog
     # Headroom: a pool holding every CPU starves Ray Data's own tasks (NOTES-stack deadlock).
     size = max(1, int(gpus) if gpus else min(2, int(cpus) - 1))
     resources = {"num_gpus": 1} if gpus else {"num_cpus": 0.5}
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // req.batch_size))
+    rows = [{**r, "split": side} for side, side_rows in sentences.items() for r in side_rows]
+    # Batches of similar lengths pad less (sentence-transformers sorts the same way); the
+    # shards' row order does not matter, readers order by (document, sentence, token).
+    rows.sort(key=lambda r: len(r["text"]))
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // (4 * req.batch_size)))
     encoded = ds.map_batches(
         HostEncoder,
         fn_constructor_kwargs={"path": info["path"], "layer": req.layer,
-                               "max_length": req.max_length},
+                               "max_length": req.max_length, "actors": size},
         compute=ray.data.ActorPoolStrategy(size=size),
         batch_size=req.batch_size,
         **resources,
     )  # fmt: skip
-    encoded.write_parquet(str(out))
-    tokens = _count_rows(out)
-    progress(f"features {out.name}: {len(rows):,} sentences -> {tokens:,} token vectors")
-    return {"sentences": len(rows), "tokens": tokens}
+    encoded.write_parquet(str(staging / "all"), partition_cols=["split"])
+    splits = {}
+    for side, side_rows in sentences.items():
+        os.replace(staging / "all" / f"split={side}", staging / side)
+        tokens = _count_rows(staging / side)
+        progress(f"features {side}: {len(side_rows):,} sentences -> {tokens:,} token vectors")
+        splits[side] = {"sentences": len(side_rows), "tokens": tokens}
+    shutil.rmtree(staging / "all")
+    return splits
 
 
 def _count_rows(directory: Path) -> int:
