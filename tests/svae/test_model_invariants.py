@@ -308,10 +308,6 @@ def test_spectral_off_is_the_omega_ablation(model):
 
 
 def test_monitors_on_aleph_codebook_buffer():
-    pytest.importorskip(
-        "geolip.models.svae.monitors",
-        reason="geolip.models.svae.monitors (AlephAssessor) has not landed yet",
-    )
     cfg = tiny_test()
     m = SVAECompanion(cfg)
     assert torch.equal(m.codebook, SVAECompanion(cfg).codebook)  # invariant 26: codebook
@@ -325,10 +321,6 @@ def test_monitors_on_aleph_codebook_buffer():
 
 
 def test_images_shapes_smooth_and_resolution():
-    pytest.importorskip(
-        "geolip.models.svae.adapters",
-        reason="geolip.models.svae.adapters (extract/stitch_patches) has not landed yet",
-    )
     from geolip.models.svae.adapters import stitch_patches
 
     m = core()
