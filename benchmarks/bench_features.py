@@ -9,13 +9,13 @@ the extracted features and on ``image16``. Target: Ray Data extraction >= 0.8x `
   batch, timed once before and once after the Ray runs (the mean is the baseline; the two
   bracket the Ray runs against drift on a shared machine). Its model load is timed on its own.
 - Ray Data (incl. start-up): ``manifest["seconds"]`` of a whole extraction (both sides, one
-  actor pool each: actor start, model load, encode, Parquet writes, the standardiser fit), run
+  one actor pool: actor start, model load, encode, Parquet writes, the standardiser fit), run
   twice on the same request (the second with ``overwrite=True``). ``ray.init`` is timed once,
   in no row.
 - Ray Data (steady): the marginal rate between the second run and a run of 32 sentences,
-  (sentences_N - sentences_32) / (seconds_N - seconds_32): the fixed costs (two pools' start-up,
+  (sentences_N - sentences_32) / (seconds_N - seconds_32): the fixed costs (the pool's start-up,
   the standardiser, writing) cancel. overhead = seconds - sentences / steady rate.
-- threads: ``HostEncoder`` sets ``torch.set_num_threads(os.cpu_count() // 2)`` per actor and the
+- threads: ``HostEncoder`` sets ``torch.set_num_threads(os.cpu_count() // pool)`` per actor and the
   CPU pool has ``min(2, CPUs - 1)`` actors; the baseline gets pool x per-actor threads (also shown
   at torch's default, all cores, when that differs).
 - companion: ``train_svae`` steps x batch / the time of the steps; the final evaluation (one, at
@@ -65,7 +65,7 @@ def actor_threads() -> tuple[int, int]:
     gpus = ray.cluster_resources().get("GPU", 0)
     cpus = ray.cluster_resources().get("CPU", 1)
     pool = max(1, int(gpus) if gpus else min(2, int(cpus) - 1))
-    return pool, max(1, (os.cpu_count() or 2) // 2)
+    return pool, max(1, (os.cpu_count() or 2) // pool)
 
 
 # --- baseline: sentence-transformers' encode --------------------------------------------------
@@ -324,7 +324,7 @@ def main() -> None:
           f"ray {ray.__version__}")  # fmt: skip
     print(f"sentences: {len(sides['train'])} train + {len(sides['validation'])} validation of "
           f"{VALID.name}; host {HOST}, max length 128, batch 32")  # fmt: skip
-    print(f"threads: Ray pool {pool} actor(s) x {per_actor} torch thread(s) (os.cpu_count() // 2)"
+    print(f"threads: Ray pool {pool} actor(s) x {per_actor} torch thread(s) (os.cpu_count() // pool)"
           f" -> baseline encode at {threads}")  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="bench-features-"))
     try:
@@ -374,10 +374,10 @@ def main() -> None:
     for r in runs + ([small] if small else []):
         if "train_s" in r:
             print(f"  {r['label']}: train side ~{r['train_s']:.1f} s, validation side "
-                  f"~{r['validation_s']:.1f} s (each with its own pool start-up), standardiser + "
+                  f"~{r['validation_s']:.1f} s (one pool for both sides), standardiser + "
                   f"manifest ~{r['finish_s']:.1f} s; whole call {r['call_s']:.1f} s")  # fmt: skip
     print(
-        "overhead = seconds - sentences / steady rate (two actor-pool start-ups, one per side, "
+        "overhead = seconds - sentences / steady rate (one actor-pool start-up, "
         "+ the standardiser fit and writing)"
     )
     same = "same" if st_tokens == runs[-1]["tokens"] else "DIFFERENT"
