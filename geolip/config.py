@@ -231,19 +231,28 @@ def _parse_value(raw: str, current: Any) -> Any:
 
 def apply_overrides(cfg: AlephRunConfig, overrides: list[str]) -> AlephRunConfig:
     """Apply ``section.key=value`` strings (``--set``); errors name the offending key."""
+    sections = apply_section_overrides({"model": cfg.model, "train": cfg.train}, overrides)
+    return dataclasses.replace(cfg, **sections)
+
+
+def apply_section_overrides(sections: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set section.key=value`` over named frozen dataclasses (e.g. ``{"model": ...,
+    "train": ...}``); returns the replaced ones. Values parse by the field's current type;
+    errors name the offending item and key."""
+    sections = dict(sections)
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
         _check(bool(sep and dot), f"--set expects section.key=value, got {item!r}")
-        _check(section in ("model", "train"), f"--set section must be model or train: {item!r}")
-        sub = getattr(cfg, section)
+        _check(section in sections, f"--set section must be one of {list(sections)}: {item!r}")
+        sub = sections[section]
         _check(
             hasattr(sub, name),
-            f"--set: unknown key {key!r}; known: {[f.name for f in fields(sub)]}",
+            f"--set {item!r}: unknown key {key!r}; known: {[f.name for f in fields(sub)]}",
         )
         try:
             value = _parse_value(raw.strip(), getattr(sub, name))
         except ValueError as exc:
             raise ConfigError(f"--set {key}: {exc}") from exc
-        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{name: value})})
-    return cfg
+        sections[section] = dataclasses.replace(sub, **{name: value})
+    return sections

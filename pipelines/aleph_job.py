@@ -106,7 +106,7 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
             "corpus or one whose documents can be split"
         )
     donor = _load_donor(job.init_from) if job.init_from else None
-    bank = _resolve_bank(job, run_cfg, donor)
+    bank = _resolve_bank(job, run_cfg, donor, shards)
     model = _graft(donor, run_cfg, job.graft, bank) if donor is not None else None
     if model is not None:
         run_cfg = dataclasses.replace(run_cfg, model=model.cfg)
@@ -196,7 +196,7 @@ def _load_donor(path: str):
     return model
 
 
-def _resolve_bank(job: TrainJob, run_cfg, donor):
+def _resolve_bank(job: TrainJob, run_cfg, donor, shards):
     """The bank the run uses: ``--bank FILE``, else the donor's, else cut from the train shards."""
     from geolip.models.aleph.bank import bank_from_bytes, load_bank
 
@@ -206,10 +206,8 @@ def _resolve_bank(job: TrainJob, run_cfg, donor):
         return load_bank(Path(job.bank).expanduser().resolve())
     if donor is not None and donor.bank is not None:
         return donor.bank
-    from pipelines.byte_shards import build_byte_shards, read_side
-    from pipelines.paths import data_dir
+    from pipelines.byte_shards import read_side
 
-    shards = build_byte_shards(job.corpus, data_dir(job.data_dir), progress=lambda s: None)
     train = read_side(shards, "train").tobytes()
     size = run_cfg.train.bank_size
     return bank_from_bytes(train, size, {"corpus": job.corpus, "split": "train", "cut": "top-N"})

@@ -89,10 +89,10 @@ def _run_aleph(args: argparse.Namespace) -> int:
 
 
 def _aleph_metrics(result: dict) -> dict:
+    from pipelines.compress import metric_name
+
     metrics = {f"eval/bpb_{r}": result[r]["bpb"] for r in ("windowed", "streamed")}
     for row in result.get("compressors", []):
-        from pipelines.compress import metric_name
-
         metrics[f"eval/compress/{metric_name(row['name'])}/bpb"] = row["bpb"]
         if row.get("primed_bpb") is not None:
             metrics[f"eval/compress/{metric_name(row['name'])}/primed_bpb"] = row["primed_bpb"]
@@ -171,11 +171,11 @@ def _log_eval(args, meta: dict, data: Path, result: dict, metrics: dict, report=
         logger = start_run(uri, experiment, name, tags={"checkpoint": result["checkpoint"]})
     step = int(meta.get("step", 0))
     logger.log_metrics(metrics, step)
+    from pipelines.plots import bars_figure
+
     kind = "contrast" if report is not None else "eval"
     logger.log_dict(result, f"{kind}.json")
     if report is not None:
-        from pipelines.plots import bars_figure
-
         rows = [{"op": r["op"], "delta": r["delta_bpb_mean"], "std": r["delta_bpb_std"]}
                 for r in report.rows()]  # fmt: skip
         title = f"controller contrast ({report.scope}): base {report.base_bpb:.3f} bpb"
@@ -184,8 +184,6 @@ def _log_eval(args, meta: dict, data: Path, result: dict, metrics: dict, report=
     else:
         rows = [{"name": f"AlephLM {r}", "bpb": result[r]["bpb"]} for r in ("windowed", "streamed")]
         rows += [{"name": c["name"], "bpb": c["bpb"]} for c in result.get("compressors", [])]
-        from pipelines.plots import bars_figure
-
         logger.log_figure(bars_figure(rows, "name", "bpb", title="held-out bits/byte",
                                       ylabel="bits/byte"), "eval_bpb.png")  # fmt: skip
     logger.flush()

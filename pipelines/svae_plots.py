@@ -15,7 +15,7 @@ def log_svae_plots(logger, model, data, finals: dict) -> None:
             x = data.val[:256] if label == "main" else None
             if x is None:
                 continue
-            out = _forward(final["model"], x)
+            out = final["model"](x)
             spectra.append(out["omega"].mean(dim=(0, 1)).tolist())
             labels.append(f"ω ({label})")
             spectra.append(out["S_att"].mean(dim=(0, 1)).tolist())
@@ -43,10 +43,6 @@ def _history(logger, want) -> list[dict]:
         for step, value in metric_history(logger.uri, logger.run_id, key):
             history.setdefault(step, {"step": step})[key] = value
     return [history[s] for s in sorted(history)]
-
-
-def _forward(model, x):
-    return model(x) if x.ndim == 4 else model.forward_patches(x)
 
 
 def _metric_keys(logger) -> list[str]:

@@ -9,7 +9,6 @@ the self-describing checkpoint (``model.safetensors``, ``geo_config.json``, ``ho
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -37,36 +36,13 @@ class SVAEJob:
 
 def build_configs(kind: str, data, overrides) -> tuple:
     """(GeoConfig, SVAETrainConfig) for the data, with ``--set model.k=v / train.k=v``."""
+    from geolip.config import apply_section_overrides
     from geolip.models.svae.config import features, image16
     from geolip.train.svae import SVAETrainConfig
 
     geo = features(data.patch_dim, data.n_patches) if kind == "features" else image16()
-    train = SVAETrainConfig()
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        section, _, name = key.partition(".")
-        target = {"model": geo, "train": train}.get(section)
-        if not sep or target is None or not hasattr(target, name):
-            known = [f.name for f in dataclasses.fields(target)] if target is not None else []
-            raise GeolipError(
-                f"--set {item!r}: expected model.KEY=V or train.KEY=V; known: {known}"
-            )
-        value = _parse(raw, getattr(target, name))
-        if section == "model":
-            geo = dataclasses.replace(geo, **{name: value})
-        else:
-            train = dataclasses.replace(train, **{name: value})
-    return geo, train
-
-
-def _parse(raw: str, current):
-    if isinstance(current, bool):
-        return raw.lower() in ("1", "true", "yes", "on")
-    if isinstance(current, int):
-        return int(raw)
-    if isinstance(current, float):
-        return float(raw)
-    return raw
+    sections = apply_section_overrides({"model": geo, "train": SVAETrainConfig()}, overrides)
+    return sections["model"], sections["train"]
 
 
 def train_svae_job(job: SVAEJob, progress=print) -> dict:

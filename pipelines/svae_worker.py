@@ -37,14 +37,13 @@ def svae_loop_per_worker(config: dict) -> None:
     model = SVAECompanion(cfg)
     opts, scheds = build_optimizers(model, tcfg)
     start = _restore(model, opts, scheds)
-    wrapped = _dispatching(model)
-    ddp = ray.train.torch.prepare_model(wrapped) if world > 1 else wrapped
+    ddp = ray.train.torch.prepare_model(model) if world > 1 else model
     logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
     prefix, mean, per_rank = config["prefix"], train_x.mean(0), tcfg.batch_size // world
     for step in range(start, tcfg.steps):
         gen = torch.Generator().manual_seed(_seed(tcfg.seed, step, rank))
         idx = torch.randint(0, len(train_x), (per_rank,), generator=gen)
-        metrics = svae_step(_Unwrapped(ddp, model), train_x[idx], opts, scheds, tcfg)
+        metrics = svae_step(ddp, train_x[idx], opts, scheds, tcfg)
         done = step + 1
         if done % tcfg.eval_every == 0 or done == tcfg.steps:
             checkpoint = None
@@ -57,43 +56,6 @@ def svae_loop_per_worker(config: dict) -> None:
                           f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}", flush=True)  # fmt: skip
                     checkpoint = _save(Path(tmp), model, opts, scheds, done, config)
                 ray.train.report({"step": done}, checkpoint=checkpoint)
-
-
-def _dispatching(model):
-    """An ``nn.Module`` whose forward takes images or patchworks (DDP wraps one forward)."""
-    from torch import nn
-
-    class Dispatch(nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x, **kw):
-            return self.m(x, **kw) if x.ndim == 4 else self.m.forward_patches(x, **kw)
-
-    return Dispatch(model)
-
-
-class _Unwrapped:
-    """What ``svae_step`` needs: forwards through DDP (gradient sync), parameter groups of the
-    bare model (the two optimizers hold those same tensors)."""
-
-    def __init__(self, ddp, model):
-        self.ddp, self.model = ddp, model
-
-    def __call__(self, x, **kw):
-        return self.ddp(x, **kw)
-
-    forward_patches = __call__
-
-    def train(self, mode: bool = True):
-        return self.ddp.train(mode)
-
-    def battery_parameters(self):
-        return self.model.battery_parameters()
-
-    def shell_parameters(self):
-        return self.model.shell_parameters()
 
 
 def _restore(model, opts, scheds) -> int:

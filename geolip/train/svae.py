@@ -56,14 +56,11 @@ def build_optimizers(model, tcfg: SVAETrainConfig) -> tuple[list, list]:
     return opts, scheds
 
 
-def _forward(model, x: torch.Tensor, **kw) -> dict:
-    return model(x, **kw) if x.ndim == 4 else model.forward_patches(x, **kw)
-
-
 def svae_step(model, x: torch.Tensor, opts: list, scheds: list, tcfg: SVAETrainConfig) -> dict:
-    """One §10.2 step on a batch ``x`` (its own target). Returns float losses."""
+    """One §10.2 step on a batch ``x`` (its own target; images or a patchwork). ``model`` may be
+    DDP-wrapped: only its forward and ``train`` are used. Returns float losses."""
     model.train()
-    out = _forward(model, x)
+    out = model(x)
     for opt in opts:
         opt.zero_grad(set_to_none=True)
     l_int = F.mse_loss(out["internal_recon"], x)
@@ -72,9 +69,10 @@ def svae_step(model, x: torch.Tensor, opts: list, scheds: list, tcfg: SVAETrainC
     # reaches only the battery and L_ext only the shell. One pass also suits DDP, whose reducer
     # expects a single backward per forward.
     (l_int + l_ext).backward()
-    torch.nn.utils.clip_grad_norm_(model.battery_parameters(), tcfg.grad_clip)
-    torch.nn.utils.clip_grad_norm_(model.shell_parameters(), tcfg.grad_clip)
     for opt, sched in zip(opts, scheds):
+        # Each optimizer holds one group (battery, shell): clip them separately (§10.2).
+        group = [p for g in opt.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(group, tcfg.grad_clip)
         opt.step()
         sched.step()
     return {"loss_int": float(l_int.detach()), "loss_ext": float(l_ext.detach()),
@@ -95,8 +93,8 @@ def evaluate(
     parts: dict[str, list] = {}
     for i in range(0, len(x), batch):
         xb = x[i : i + batch]
-        out = _forward(model, xb, return_attn=False)
-        off = _forward(model, xb, use_spectral=False)
+        out = model(xb)
+        off = model(xb, use_spectral=False)
         dev = deviation(out["M_stem"], model.cfg.D_base)
         rows = {
             "cos_int": _cos(out["internal_recon"], xb), "cos_ext": _cos(out["external_recon"], xb),

@@ -119,9 +119,12 @@ class SVAECompanion(nn.Module):
     ) -> dict:
         """images: [B, C, H, W] (H, W divisible by ps; any size) -> the ``forward_patches`` dict
         with internal_recon = BoundarySmooth(stitch(internal_patches)) and external_recon =
-        stitch(external_patches), both [B, C, H, W]."""
+        stitch(external_patches), both [B, C, H, W]. A patchwork [B, N, P] (feature tokens) goes
+        straight to :meth:`forward_patches`, so one call serves both inputs (and DDP)."""
         from geolip.models.svae.adapters import extract_patches, stitch_patches
 
+        if images.ndim == 3:
+            return self.forward_patches(images, use_spectral, return_attn)
         cfg = self.cfg
         B, C, H, W = images.shape
         if cfg.channels != C or H % cfg.ps or W % cfg.ps or C * cfg.ps**2 != cfg.P:
