@@ -97,6 +97,14 @@ def _limit_arrow_threads() -> None:
         pa.set_cpu_count(1)
 
 
+def warm_up() -> None:
+    """A no-op task that loads what ``count_shard`` and ``merge_bucket`` need (see build)."""
+    import duckdb  # noqa: F401  (the merge's tasks run in the same worker processes)
+    import ray.data  # noqa: F401  (the map's tasks run inside Ray Data's task wrapper)
+
+    _limit_arrow_threads()
+
+
 def count_shard(row: dict, cfg: AtlasConfig, root: str, partitions: int) -> dict:
     """The map task of a build: count one staged block (a Parquet shard), write its partials.
 
