@@ -32,6 +32,8 @@ class SVAEJob:
     max_failures: int = 2
     threads: int | None = None
     tags: dict = field(default_factory=dict)
+    fault: dict | None = None
+    """Test hook (``pipelines.aleph_worker._maybe_fail``): the main fit's last rank dies once."""
 
 
 def build_configs(kind: str, data, overrides) -> tuple:
@@ -105,7 +107,7 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
             config = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "data": str(run_dir / "data.safetensors"),
                       "train_key": key, "val_key": key.replace("train", "val"), "prefix": prefix,
                       "run_id": logger.run_id, "tracking_uri": uri, "threads": job.threads,
-                      "text": data.kind == "text"}  # fmt: skip
+                      "text": data.kind == "text", "fault": None if prefix else job.fault}  # fmt: skip
             result = _fit(job, name + ("-control" if prefix else ""), config, data_root)
             finals["control" if prefix else "main"] = _final_eval(
                 result, geo, tensors, key, data.kind == "text"

@@ -12,7 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from pipelines.aleph_worker import _quiet_ray_train_logs, _seed
+from pipelines.aleph_worker import _maybe_fail, _quiet_ray_train_logs, _seed
 
 STATE = "train_state.pt"
 
@@ -56,6 +56,11 @@ def svae_loop_per_worker(config: dict) -> None:
                           f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}", flush=True)  # fmt: skip
                     checkpoint = _save(Path(tmp), model, opts, scheds, done, config)
                 ray.train.report({"step": done}, checkpoint=checkpoint)
+        _maybe_fail(config, done, rank, world)
+    if start >= tcfg.steps:  # resumed a finished fit: hand its state back once more
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = _save(Path(tmp), model, opts, scheds, start, config) if rank == 0 else None
+            ray.train.report({"step": start}, checkpoint=checkpoint)
 
 
 def _restore(model, opts, scheds) -> int:

@@ -48,3 +48,45 @@ def test_bad_data_spec_is_refused(tmp_path):
         load_svae_data("pictures:nice")
     with pytest.raises(GeolipError, match="no feature manifest"):
         load_svae_data(f"features:{tmp_path}")
+
+
+def test_stopped_run_resumes_and_restarts_continue_exactly(tmp_path, ray_session):
+    """A fit killed after its step-10 checkpoint: with ``max_failures=0`` the run fails, then
+    ``--resume`` continues the same MLflow run; with ``max_failures=1`` Ray Train restarts it.
+    Both end with the weights of an uninterrupted run (batches are seeded by step)."""
+    import dataclasses
+
+    import torch
+    from mlflow.tracking import MlflowClient
+    from safetensors.torch import load_file
+
+    from pipelines.svae_train import SVAEJob, train_svae_job
+    from pipelines.tracking import default_tracking_uri
+
+    sets = ("train.steps=20", "train.eval_every=10", "train.batch_size=16")
+    weights = {}
+    for case in ("stopped", "restarted", "plain"):
+        fault = None if case == "plain" else {"step": 10, "marker": str(tmp_path / f"{case}.fault")}
+        job = SVAEJob("images:structured", sets, control=False, data_dir=str(tmp_path / case),
+                      max_failures=int(case == "restarted"), fault=fault)  # fmt: skip
+        if case == "stopped":
+            with pytest.raises(GeolipError, match="failed"):
+                train_svae_job(job, progress=lambda s: None)
+            with pytest.raises(GeolipError, match="--resume"):
+                train_svae_job(dataclasses.replace(job, fault=None), progress=lambda s: None)
+            job = dataclasses.replace(job, fault=None, resume=True)
+        out = train_svae_job(job, progress=lambda s: None)
+        weights[case] = load_file(str(out["checkpoint"] / "model.safetensors"))
+        client = MlflowClient(default_tracking_uri(tmp_path / case))
+        run = client.get_run(out["run_id"])
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(out["run_id"], "cos_ext")]
+        assert max(steps) == 20 and 10 in steps
+        if fault:
+            assert (tmp_path / f"{case}.fault").exists()  # the worker really died
+        if case == "stopped":
+            assert run.data.tags["resumed"] == "true"
+            assert len(client.search_runs([run.info.experiment_id])) == 1  # the same run
+    for case in ("stopped", "restarted"):
+        for key, value in weights["plain"].items():
+            assert torch.equal(weights[case][key], value), (case, key)
