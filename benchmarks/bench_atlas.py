@@ -194,6 +194,27 @@ def make_corpus(size_mb: float, tmp: Path) -> Path:
     return path
 
 
+def make_shuffled(size_mb: float, tmp: Path, seed: int = 0) -> Path:
+    """Repeats of valid.txt with each line's words shuffled anew: unlike plain repeats, its word
+    bigrams and trigrams keep growing, so the select phase sees many candidates (its cost per
+    candidate is what the WikiText-103 estimate needs)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lines = VALID.read_bytes().split(b"\n")
+    out, size = [], 0
+    while size < size_mb * MB:
+        for line in lines:
+            words = line.split(b" ")
+            if len(words) > 2:
+                words = [words[i] for i in rng.permutation(len(words))]
+            out.append(b" ".join(words))
+            size += len(line) + 1
+    path = tmp / f"shuffled-{size_mb:g}MB.txt"
+    path.write_bytes(b"\n".join(out))
+    return path
+
+
 def heaps(tmp: Path) -> dict[str, dict]:
     """Growth of each stratum's distinct grams and candidates (count >= min_count) over prefixes
     of real text (1/8 .. 1 of valid.txt), as power laws ``∝ bytes ** beta`` (Heaps' law).
@@ -297,7 +318,23 @@ def _linear(atlas: list[dict]) -> tuple[dict, dict]:
     return fixed, slope
 
 
-def extrapolate(results: list[dict], scaling: dict | None, growth: dict, workers: int) -> None:
+def _select_model(big: dict, shuffled: dict | None, candidates: float) -> tuple[float, str]:
+    """Select seconds at ``candidates`` kept grams: the fixed cost of the largest build plus a
+    per-candidate rate from the word-shuffled build (many more candidates), else scaled as is."""
+    kept = sum(s["kept"] for s in big["strata"].values())
+    sel = big["phases"]["select"]
+    if shuffled:
+        extra = sum(s["kept"] for s in shuffled["strata"].values()) - kept
+        rate = (shuffled["phases"]["select"] - sel) / extra if extra > 0 else 0.0
+        if rate > 0:
+            how = f"{sel:.1f} s + {rate * 1e6:.2f} s per 1M more candidates (word-shuffled build)"
+            return sel + rate * max(0.0, candidates - kept), how
+    return sel * candidates / kept, f"{sel:.1f} s x{candidates / kept:.0f} (candidate growth)"
+
+
+def extrapolate(
+    results: list[dict], scaling: dict | None, growth: dict, workers: int, shuffled: dict | None
+) -> None:
     """WikiText-103 (540 MB) on 1, 2 and 16 cores from the measured builds; the model is printed
     with the numbers."""
     atlas = [r for r in results if r["method"] == "atlas"]
@@ -319,22 +356,23 @@ def extrapolate(results: list[dict], scaling: dict | None, growth: dict, workers
     # are those of 1.1 MB; a real 4 MB block holds more distinct grams (Heaps growth). Select
     # reads every candidate, whose number grows with the corpus.
     distinct_r = _growth_factor(growth, "distinct", 4 / growth["char"]["mb"])
-    cand_r = _growth_factor(growth, "kept", WT103_MB / growth["char"]["mb"])
+    candidates = sum(g["kept"] * (WT103_MB / g["mb"]) ** g["beta_kept"] for g in growth.values())
     map1 = slope["map"] * (s_map if workers > 1 else 1.0)
     merge1 = slope["merge"] * (s_merge if workers > 1 else 1.0) * distinct_r
-    base = sum(v for k, v in fixed.items() if k != "select") + big["phases"]["select"] * cand_r
+    select, select_how = _select_model(big, shuffled, candidates)
+    base = sum(v for k, v in fixed.items() if k != "select") + select
     base += slope["stage"] * WT103_MB
     built = ", ".join(f"{r['size']:g}" for r in atlas)
-    sel = big["phases"]["select"]
     lines = [
         "\n== estimate for WikiText-103 (540 MB) ==",
         f"model from the builds of {built} MB ({workers} workers): fixed",
         f"  {sum(fixed.values()):.1f} s (Ray start, task start-up), stage {slope['stage']:.3f} s/MB",
         f"  (serial), map {map1:.3f} s/MB per core, merge {merge1:.3f} s/MB per core (incl.",
-        f"  x{distinct_r:.2f} for the distinct grams of real 4 MB blocks), select {sel:.1f} s",
-        f"  x{cand_r:.0f} (candidate growth). {workers}-worker speed-up: map {s_map:.2f}, merge",
-        f"  {s_merge:.2f} ({how}); the same efficiency is assumed",
-        "  at 16 cores (135 map tasks of 4 MB, 2 x cores merge buckets).",
+        f"  x{distinct_r:.2f} for the distinct grams of real 4 MB blocks), select {select:.1f} s",
+        f"  for ~{candidates / 1e6:.1f}M candidates ({select_how}).",
+        f"  {workers}-worker speed-up: map {s_map:.2f}, merge {s_merge:.2f} ({how});",
+        "  the same efficiency is assumed at 16 cores (135 map tasks of 4 MB, 2 x cores merge",
+        "  buckets).",
     ]
     print("\n".join(lines))
     for cores in (1, 2, 16):
@@ -362,7 +400,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="Ray CPUs of the atlas build")
     p.add_argument("--counter-max-mb", type=float, default=10, help="largest Counter case")
     p.add_argument(
-        "--scaling-mb", type=float, default=10, help="size of the 1-worker build (0: skip)"
+        "--scaling-mb",
+        type=float,
+        help="size of the 1-worker build (default: the largest; 0: skip)",
+    )
+    p.add_argument(
+        "--shuffled-mb", type=float, default=20, help="word-shuffled build for select (0: skip)"
     )
     p.add_argument("--save", type=Path, help="also write the raw measurements as JSON here")
     p.add_argument("--case", choices=("atlas", "counter", "duckdb"), help=argparse.SUPPRESS)
@@ -380,7 +423,9 @@ def main(argv=None) -> None:
         return
     print(f"load average before: {os.getloadavg()[0]:.2f} (2-core machine shared with others)")
     sizes = [0.25] if args.quick else [float(x) for x in args.sizes.split(",")]
-    scaling_mb = 0 if args.quick else args.scaling_mb
+    scaling_mb = 0 if args.quick else (args.scaling_mb or max(sizes))
+    if args.scaling_mb == 0:
+        scaling_mb = 0
     tmp = Path(tempfile.mkdtemp(prefix="bench-atlas-"))
     results, scaling = [], None
     try:
@@ -399,13 +444,19 @@ def main(argv=None) -> None:
                 print(f"{size:g} MB atlas, 1 worker: {scaling['seconds']:.1f} s", flush=True)
             if corpus != VALID:
                 corpus.unlink()
+        shuffled = None
+        if args.shuffled_mb and not args.quick:
+            shuffled = measure(
+                "atlas", make_shuffled(args.shuffled_mb, tmp), tmp / "shuffled", args.workers
+            )
+            print(f"{args.shuffled_mb:g} MB word-shuffled atlas: {shuffled['seconds']:.1f} s")
         growth = heaps(tmp)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         if args.save:
-            raw = {"results": results, "scaling": scaling, "growth": growth}
+            raw = {"results": results, "scaling": scaling, "growth": growth, "shuffled": shuffled}
             args.save.write_text(json.dumps(raw, indent=1))
         print_results(results)
-        extrapolate(results, scaling, growth, args.workers)
+        extrapolate(results, scaling, growth, args.workers, shuffled)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
