@@ -113,7 +113,7 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
     name = job.run_name or run_name(job, run_cfg, bank)
     run_dir = data / "runs" / "aleph" / name
     storage = data / "ray_results"
-    _check_name(run_dir, storage / name, job.resume)
+    check_run_name(run_dir, storage / name, job.resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     bank_path = _write_bank(bank, run_dir)
     init_dir = _write_init(model, run_cfg, run_dir) if model is not None else None
@@ -173,7 +173,9 @@ def run_name(job: TrainJob, run_cfg, bank) -> str:
     return f"aleph-{job.preset}-{job.head}-{config_hash(identity, 8)}-s{run_cfg.train.seed}"
 
 
-def _check_name(run_dir: Path, train_dir: Path, resume: bool) -> None:
+def check_run_name(run_dir: Path, train_dir: Path, resume: bool) -> None:
+    """Refuse a name in use without ``--resume`` and ``--resume`` of a run with no checkpoint
+    (``train_dir``: Ray Train's directory of the run); clear a run that never checkpointed."""
     started = train_dir.exists() and any(train_dir.glob("checkpoint_*"))
     if resume and not started:
         raise GeolipError(

@@ -38,13 +38,11 @@ def train_aleph(job: TrainJob, progress=print) -> TrainOutcome:
     """Run ``job`` on Ray Train (local Ray unless ``RAY_ADDRESS`` names a cluster)."""
     from pipelines.paths import data_dir
     from pipelines.tracking import (
-        RunLogger,
         artifact_root,
         check_tracking,
         ensure_experiment,
-        find_run,
+        open_run,
         resolve_tracking_uri,
-        start_run,
     )
 
     check_job(job)  # a bad flag or config key is reported before the store is touched
@@ -53,13 +51,10 @@ def train_aleph(job: TrainJob, progress=print) -> TrainOutcome:
     check_tracking(uri)  # an unreachable server fails here, before any work
     prepared = prepare_job(job, progress=progress)
     experiment = ensure_experiment(uri, job.experiment, artifact_root(uri, data))
-    run_id = find_run(uri, experiment, prepared.name) if job.resume else None
-    if run_id is None:
-        params = {"config": prepared.run_cfg.to_dict(), "job": _job_params(prepared)}
-        logger = start_run(uri, experiment, prepared.name, tags=prepared.tags, params=params)
-    else:
-        logger = RunLogger(uri, run_id)
-        logger.set_tags({"resumed": "true"})
+    params = {"config": prepared.run_cfg.to_dict(), "job": _job_params(prepared)}
+    logger = open_run(
+        uri, experiment, prepared.name, resume=job.resume, tags=prepared.tags, params=params
+    )
     progress(
         f"run {prepared.name}: MLflow {uri} (experiment {job.experiment}, run {logger.run_id})"
     )

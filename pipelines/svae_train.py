@@ -53,17 +53,16 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
 
     from geolip.config import config_hash
     from geolip.models.svae.adapters import shuffle_patches
+    from pipelines.aleph_job import check_run_name
     from pipelines.paths import data_dir
     from pipelines.svae_data import load_svae_data
     from pipelines.tracking import (
-        RunLogger,
         artifact_root,
         check_tracking,
         ensure_experiment,
-        find_run,
+        open_run,
         resolve_tracking_uri,
-        start_run,
-    )  # fmt: skip
+    )
 
     data_root = data_dir(job.data_dir)
     data = load_svae_data(job.data)
@@ -77,11 +76,7 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     ident = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "data": job.data, "w": job.workers}
     name = f"svae-{data.kind}-{config_hash(ident, 8)}-s{tcfg.seed}"
     run_dir = data_root / "runs" / "svae" / name
-    started = (data_root / "ray_results" / name).exists()
-    if started and not job.resume:
-        raise GeolipError(f"run {name} already exists; pass --resume or change the config")
-    if job.resume and not started:
-        raise GeolipError(f"--resume: run {name} has not been started; drop --resume")
+    check_run_name(run_dir, data_root / "ray_results" / name, job.resume)  # the main fit's
     run_dir.mkdir(parents=True, exist_ok=True)
     x = _as_patches(data.train, geo), _as_patches(data.val, geo)
     tensors = {"train": data.train, "val": data.val,
@@ -90,13 +85,9 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(run_dir / "data.safetensors"))
     experiment = ensure_experiment(uri, job.experiment, artifact_root(uri, data_root))
     tags = {"data": job.data, "kind": data.kind, "seed": str(tcfg.seed), **job.tags}
-    run_id = find_run(uri, experiment, name) if job.resume else None
-    if run_id is None:
-        params = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "job.workers": job.workers}
-        logger = start_run(uri, experiment, name, tags=tags, params=params)
-    else:  # the same MLflow run continues; Ray Train resumes both fits from their checkpoints
-        logger = RunLogger(uri, run_id)
-        logger.set_tags({"resumed": "true"})
+    params = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "job.workers": job.workers}
+    # Resumed: the same MLflow run continues; Ray Train resumes both fits from their checkpoints.
+    logger = open_run(uri, experiment, name, resume=job.resume, tags=tags, params=params)
     progress(f"run {name}: MLflow {uri} (run {logger.run_id})")
     started = time.perf_counter()
     try:

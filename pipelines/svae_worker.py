@@ -46,21 +46,16 @@ def svae_loop_per_worker(config: dict) -> None:
         metrics = svae_step(ddp, train_x[idx], opts, scheds, tcfg)
         done = step + 1
         if done % tcfg.eval_every == 0 or done == tcfg.steps:
-            checkpoint = None
-            with tempfile.TemporaryDirectory() as tmp:
-                if rank == 0:
-                    metrics.update(evaluate(model, val_x, mean, text=config.get("text", False)))
-                    logger.log_metrics({prefix + k: v for k, v in metrics.items()}, done)
-                    logger.flush()
-                    print(f"{prefix or 'main/'}step {done}/{tcfg.steps}  cos_ext "
-                          f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}", flush=True)  # fmt: skip
-                    checkpoint = _save(Path(tmp), model, opts, scheds, done, config)
-                ray.train.report({"step": done}, checkpoint=checkpoint)
+            if rank == 0:
+                metrics.update(evaluate(model, val_x, mean, text=config.get("text", False)))
+                logger.log_metrics({prefix + k: v for k, v in metrics.items()}, done)
+                logger.flush()
+                print(f"{prefix or 'main/'}step {done}/{tcfg.steps}  cos_ext "
+                      f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}", flush=True)  # fmt: skip
+            _report(model, opts, scheds, done, config, rank)
         _maybe_fail(config, done, rank, world)
     if start >= tcfg.steps:  # resumed a finished fit: hand its state back once more
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = _save(Path(tmp), model, opts, scheds, start, config) if rank == 0 else None
-            ray.train.report({"step": start}, checkpoint=checkpoint)
+        _report(model, opts, scheds, start, config, rank)
 
 
 def _restore(model, opts, scheds) -> int:
@@ -79,6 +74,15 @@ def _restore(model, opts, scheds) -> int:
     for sched, s in zip(scheds, state["schedulers"]):
         sched.load_state_dict(s)
     return int(state["step"])
+
+
+def _report(model, opts, scheds, step: int, config: dict, rank: int) -> None:
+    """Report ``step`` to Ray Train, with rank 0's checkpoint (the ranks hold equal weights)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = _save(Path(tmp), model, opts, scheds, step, config) if rank == 0 else None
+        ray.train.report({"step": step}, checkpoint=checkpoint)
 
 
 def _save(tmp: Path, model, opts, scheds, step: int, config: dict):

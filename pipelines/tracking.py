@@ -356,6 +356,25 @@ def start_run(
     return logger
 
 
+def open_run(
+    uri: str,
+    experiment_id: str,
+    run_name: str,
+    *,
+    resume: bool,
+    tags: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> RunLogger:
+    """A new run, or with ``resume`` the latest run named ``run_name`` continued (tagged
+    ``resumed``; its params stay as first logged, MLflow params being write-once)."""
+    run_id = find_run(uri, experiment_id, run_name) if resume else None
+    if run_id is None:
+        return start_run(uri, experiment_id, run_name, tags=tags, params=params)
+    logger = RunLogger(uri, run_id)
+    logger.set_tags({"resumed": "true"})
+    return logger
+
+
 def find_run(uri: str, experiment_id: str, run_name: str) -> str | None:
     """The id of the most recent (non-deleted) run named ``run_name``, to resume into it."""
     quote = "'" if "'" not in run_name else '"'  # the filter grammar has no escapes
