@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
+from atlas import heap
 from atlas.config import STRATA, AtlasConfig
 from atlas.extract import BlockCounts, count_arrow
 from atlas.keys import binary_buffers
@@ -111,12 +112,20 @@ def count_shard(row: dict, cfg: AtlasConfig, root: str, partitions: int) -> dict
     ``row`` is ``{"shard": path, "block": index}``; returns the block's statistics. The partial
     files are named by the block index, so a retried task rewrites them instead of adding more.
     """
-    started = time.perf_counter()
     _limit_arrow_threads()
+    heap.keep()
+    try:
+        return _count_shard(row, cfg, Path(root), partitions)
+    finally:
+        heap.release()  # the block's arrays are gone with _count_shard's frame
+
+
+def _count_shard(row: dict, cfg: AtlasConfig, root: Path, partitions: int) -> dict:
+    started = time.perf_counter()
     docs = pq.read_table(row["shard"], columns=["doc"]).column("doc")
     counts = count_arrow(docs, cfg, partitions)
     counted = time.perf_counter()
-    rows = write_partials(counts, Path(root), f"{int(row['block']):06d}")
+    rows = write_partials(counts, root, f"{int(row['block']):06d}")
     return {
         "block": int(row["block"]),
         "n_docs": counts.n_docs,

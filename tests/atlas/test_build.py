@@ -7,6 +7,7 @@ helpers below them need no Ray.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -123,7 +124,9 @@ def test_layout_schema_and_manifest(full_atlas, corpus_uri) -> None:
 @pytest.mark.ray
 def test_builtin_tiny_equals_the_reference(ray_session, tmp_path) -> None:
     cfg = AtlasConfig(target_size=10**9, min_count=1)
+    environ = dict(os.environ)
     result = build_atlas("builtin:tiny", tmp_path / "tiny", cfg, progress=False)
+    assert dict(os.environ) == environ  # the build's Ray Data settings are its own
     ref = reference_count(train_docs("builtin:tiny", cfg), cfg)
     got = read_atlas(result.path)
     for stratum in STRATA:
