@@ -34,8 +34,12 @@ class TrainOutcome:
     seconds: float
 
 
-def train_aleph(job: TrainJob, progress=print) -> TrainOutcome:
-    """Run ``job`` on Ray Train (local Ray unless ``RAY_ADDRESS`` names a cluster)."""
+def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutcome:
+    """Run ``job`` on Ray Train (local Ray unless ``RAY_ADDRESS`` names a cluster).
+
+    ``train_callbacks`` go to Ray Train's ``RunConfig`` (a Tune trial passes
+    ``TuneReportCallback`` so that its scheduler sees every report).
+    """
     from pipelines.paths import data_dir
     from pipelines.tracking import (
         artifact_root,
@@ -60,7 +64,7 @@ def train_aleph(job: TrainJob, progress=print) -> TrainOutcome:
     )
     started = time.perf_counter()
     try:
-        result = _fit(prepared, logger.run_id, uri)
+        result = _fit(prepared, logger.run_id, uri, list(train_callbacks))
         outcome = _finish(prepared, logger, uri, result, time.perf_counter() - started)
     except BaseException as exc:
         logger.finish("FAILED", error=_one_line(exc))
@@ -69,7 +73,7 @@ def train_aleph(job: TrainJob, progress=print) -> TrainOutcome:
     return outcome
 
 
-def _fit(prepared: PreparedJob, run_id: str, uri: str):
+def _fit(prepared: PreparedJob, run_id: str, uri: str, callbacks: list):
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -95,6 +99,7 @@ def _fit(prepared: PreparedJob, run_id: str, uri: str):
             storage_path=str(prepared.storage),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
+            callbacks=callbacks or None,
         ),
         datasets={"train": dataset},
         dataset_config=data_config,

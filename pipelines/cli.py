@@ -56,6 +56,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.svae_cli",
 )
 
+ENTRY_POINT_GROUP = "geolip.commands"
 OPTIONAL_PACKAGES = ("ray", "mlflow", "duckdb", "pyarrow", "datasets", "transformers")
 
 
@@ -132,10 +133,16 @@ INFO = Command(
 
 
 def load_commands() -> list[Command]:
-    """The built-in commands plus those of every module in ``COMMAND_MODULES``."""
+    """The built-in commands, those of every module in ``COMMAND_MODULES``, and those of the
+    modules registered under the ``geolip.commands`` entry point (``tune``'s ``geolip sweep``:
+    layers above ``pipelines`` plug in without ``pipelines`` importing them)."""
+    from importlib.metadata import entry_points
+
     commands = [INFO]
     for module in COMMAND_MODULES:
         commands += importlib.import_module(module).COMMANDS
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        commands += importlib.import_module(ep.value).COMMANDS
     return commands
 
 

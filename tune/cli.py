@@ -1,0 +1,88 @@
+"""``geolip sweep PROGRAM`` and ``geolip sweep report RUN_ID`` (registered through the
+``geolip.commands`` entry point: ``pipelines`` does not import ``tune``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.cli import Command
+from pipelines.train_cli import add_common_run_arguments
+
+PROGRAM_HELP = {
+    "seed-battery": "heads byte/kernel/pmix/pmix8/apmix x banks dense/sparse x seeds (exp_007)",
+    "preservation": "codebook arms free/div x3/frozen/slowlane/spread/frozen-random under pmix, apmix, kernel",
+    "survey": "kernel-aux doses, write-head aux, bank vocabulary swap, context length (exp_010)",
+    "graft": "depth, mixture and pmix->apmix grafts vs cold starts and the continued donor (§13)",
+    "ladder": "address dimension D ladder, with and without the tau_D control (§12)",
+    "contrast": "controller contrast (permute/randomize) over a battery's checkpoints (§10)",
+    "search": "ASHA search over lr, tau, K and chunk on held-out bits/byte",
+}
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", default="tiny", help="tiny (minutes on 2 CPUs) | small | full")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the scale's)")
+    p.add_argument("--arms", default="", help="comma-separated arms to run (default: all)")
+    p.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override a config value in every trial, e.g. --set train.steps=40 (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--corpus", default="builtin:python-docs", help="corpus URI of every trial")
+    p.add_argument("--donor", default=None, help="graft: donor checkpoint dir or MLflow run id")
+    p.add_argument(
+        "--from", dest="source", default=None,
+        help="contrast: parent MLflow run id of a seed-battery sweep (default: the last one)",
+    )  # fmt: skip
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
+    p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--name", default=None, help="sweep name (default: from its options)")
+    p.add_argument("--experiment", default="geolip-sweeps", help="MLflow experiment name")
+    add_common_run_arguments(p)
+
+
+def _runner(program: str):
+    def run(args: argparse.Namespace) -> int:
+        from rich.console import Console
+
+        from tune.sweep import SweepJob, run_sweep
+
+        console = Console()
+        arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+        gpu = {"auto": None, "on": True, "off": False}[args.gpu]
+        job = SweepJob(
+            program=program, scale=args.scale, seeds=args.seeds, arms=arms, sets=tuple(args.sets),
+            corpus=args.corpus, donor=args.donor, source=args.source, workers=args.workers,
+            use_gpu=gpu, resume=args.resume, name=args.name, experiment=args.experiment,
+            tracking_uri=args.tracking_uri, data_dir=args.data_dir,
+        )  # fmt: skip
+        outcome = run_sweep(job, progress=console.print)
+        console.print(
+            f"sweep {outcome.name}: MLflow run {outcome.run_id} in {outcome.tracking_uri}"
+        )
+        return 0
+
+    return run
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_id", help="the sweep's parent MLflow run id")
+    p.add_argument("--no-log", action="store_true", help="print only; do not log to the run")
+    add_common_run_arguments(p)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipelines.paths import data_dir
+    from pipelines.tracking import check_tracking, resolve_tracking_uri
+    from tune.report import summarize
+
+    uri = resolve_tracking_uri(args.tracking_uri, data_dir(args.data_dir))
+    check_tracking(uri)
+    summarize(uri, args.run_id, log=not args.no_log)
+    return 0
+
+
+COMMANDS = [
+    *(Command(f"sweep {name}", text, _add, _runner(name)) for name, text in PROGRAM_HELP.items()),
+    Command("sweep report", "re-render a sweep's summary from MLflow alone", _add_report, _report),
+]

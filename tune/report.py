@@ -1,0 +1,289 @@
+"""The summary of a sweep, read from MLflow alone (``geolip sweep report RUN_ID`` re-renders it).
+
+Per arm: mean ± std over seeds of the final held-out bits/byte (``val_bpb``, on the fixed
+windows every trial of a sweep shares), trials finished / failed, and the program's deltas
+against its reference arm (the ones the model card reports). The ``contrast`` program gets its
+own table: permute / randomize Δbpb per head and the closed-loop / open-loop dependence ratio.
+Markdown, CSV and JSON go to the parent run with PNG plots (bars with the seed spread, gauge
+trajectories per arm), and the table is printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections import defaultdict
+
+from tune.spec import SweepError
+
+METRIC = "val_bpb"
+OPEN_NOISE = 1e-6
+GAUGE_KEYS = ("gauge/dev", "gauge/erank", "gauge/theta_min_deg", "gauge/concentration")
+
+
+def child_runs(uri: str, parent_run_id: str) -> list:
+    """Every MLflow run whose parent is the sweep's run (any status)."""
+    from pipelines.tracking import _client
+
+    client = _client(uri)
+    parent = client.get_run(parent_run_id)
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    return client.search_runs([parent.info.experiment_id], query, max_results=5000)
+
+
+def close_open_children(uri: str, parent_run_id: str, phase: str) -> None:
+    """Mark the phase's child runs still RUNNING as KILLED (pruned by ASHA, or their process died)."""
+    from pipelines.tracking import _client
+
+    client = _client(uri)
+    for run in child_runs(uri, parent_run_id):
+        if run.info.status == "RUNNING" and run.data.tags.get("phase") == phase:
+            client.set_tag(run.info.run_id, "pruned_or_stopped", "true")
+            client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _reference(program: str, arm: str) -> str | None:
+    """The arm ``arm`` is compared with, per program (None: it is a reference itself)."""
+    if program == "seed-battery":
+        return None if arm == "byte" else "byte"
+    if program == "preservation":
+        head, _, name = arm.partition("/")
+        return None if name == "free" else f"{head}/free"
+    if program == "survey":
+        return None if arm == "kaux/0" else "kaux/0"
+    if program == "graft":
+        kind, _, variant = arm.partition("/")
+        return f"{kind}/cold" if variant == "graft" else None
+    if program == "ladder":
+        return None if arm == "d4" else "d4"
+    return None
+
+
+def _rows(runs: list) -> list[dict]:
+    rows = []
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        rows.append({
+            "arm": tags.get("arm", "?"), "kind": tags.get("kind", "train"),
+            "head": tags.get("head", ""), "seed": tags.get("seed", ""),
+            "status": run.info.status, "run_id": run.info.run_id, "metrics": dict(metrics),
+            "sample": tags.get("sample", ""),
+        })  # fmt: skip
+    return rows
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def arm_table(program: str, rows: list[dict]) -> list[dict]:
+    """One row per arm of the train trials: n, failed, mean ± std of val_bpb, Δ vs reference."""
+    by_arm: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "train":
+            by_arm[r["arm"]].append(r)
+    table = []
+    for arm, runs in by_arm.items():
+        done = [
+            r["metrics"][METRIC]
+            for r in runs
+            if r["status"] == "FINISHED" and METRIC in r["metrics"]
+        ]
+        mean, std = _stats(done)
+        table.append({"arm": arm, "n": len(done), "failed": len(runs) - len(done),
+                      "val_bpb": mean, "std": std})  # fmt: skip
+    means = {t["arm"]: t["val_bpb"] for t in table}
+    for t in table:
+        ref = _reference(program, t["arm"])
+        t["reference"] = ref or ""
+        t["delta"] = t["val_bpb"] - means[ref] if ref in means else math.nan
+        if program == "graft" and t["arm"].endswith("/graft") and "continued" in means:
+            t["delta_vs_continued"] = t["val_bpb"] - means["continued"]
+    return sorted(table, key=lambda t: t["arm"])
+
+
+def contrast_table(rows: list[dict]) -> tuple[list[dict], dict]:
+    """Per arm: base bpb and Δbpb of each op (mean ± std over checkpoints); dependence ratios."""
+    by_arm: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "contrast" and r["status"] == "FINISHED":
+            by_arm[r["arm"]].append(r["metrics"])
+    table = []
+    for arm, ms in sorted(by_arm.items()):
+        row = {
+            "arm": arm,
+            "n": len(ms),
+            "base_bpb": _stats([m["contrast/base_bpb"] for m in ms])[0],
+        }
+        for op in ("permute", "randomize"):
+            key = f"contrast/{op}/delta_bpb"
+            row[op], row[f"{op}_std"] = _stats([m[key] for m in ms if key in m])
+            if len(ms) == 1:  # one checkpoint: the spread over the ablation's own seeds
+                row[f"{op}_std"] = ms[0].get(f"{key}_std", math.nan)
+        table.append(row)
+    ratios = {}
+    closed = [t for t in table if t["arm"].startswith("kernel")]
+    opened = [t for t in table if t["arm"].startswith("pmix") and not t["arm"].startswith("pmix8")]
+    for op in ("permute", "randomize"):
+        if closed and opened:
+            c = statistics.fmean(t[op] for t in closed)
+            o = statistics.fmean(t[op] for t in opened)
+            # |Δ_open| at fp reorder noise (~1e-6, §10.2): the ratio is unbounded, not signed.
+            ratios[op] = {
+                "closed": c,
+                "open": o,
+                "ratio": c / o if abs(o) > OPEN_NOISE else math.inf,
+            }
+    return table, ratios
+
+
+def search_table(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if r["kind"] == "train":
+            out.append({"sample": r["sample"], "status": r["status"],
+                        "val_bpb": r["metrics"].get(METRIC, math.nan)})  # fmt: skip
+    return sorted(out, key=lambda t: (math.isnan(t["val_bpb"]), t["val_bpb"]))
+
+
+def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) -> dict:
+    """Build, log (to the parent run) and print the summary of sweep ``parent_run_id``."""
+    from pipelines.tracking import RunLogger, _client
+
+    try:
+        parent = _client(uri).get_run(parent_run_id)
+    except Exception as exc:
+        raise SweepError(f"no MLflow run {parent_run_id} in {uri}") from exc
+    program = parent.data.tags.get("program")
+    if parent.data.tags.get("kind") != "sweep" or not program:
+        raise SweepError(f"MLflow run {parent_run_id} is not a geolip sweep")
+    rows = _rows(child_runs(uri, parent_run_id))
+    summary = {"program": program, "sweep": parent.data.tags.get("sweep"),
+               "run_id": parent_run_id, "arms": arm_table(program, rows)}  # fmt: skip
+    if program == "contrast":
+        summary["contrast"], summary["dependence"] = contrast_table(rows)
+    if program == "survey":
+        summary["bank_swap"] = [r["metrics"] for r in rows if r["kind"] == "bank_swap"]
+    if program == "search":
+        summary["search"] = search_table(rows)
+    markdown = to_markdown(summary)
+    progress(markdown)
+    if log:
+        logger = RunLogger(uri, parent_run_id)
+        logger.log_text(markdown, "summary.md")
+        logger.log_text(to_csv(summary["arms"]), "summary.csv")
+        logger.log_dict(_json_safe(summary), "summary.json")
+        _log_plots(logger, uri, summary, rows)
+        logger.flush()
+    return summary
+
+
+def _fmt(x, spec: str = ".4f") -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def to_markdown(summary: dict) -> str:
+    lines = [f"## {summary['sweep']} ({summary['program']})", ""]
+    if summary["arms"]:
+        lines += [
+            "| arm | n | failed | val bpb (mean ± std) | vs | Δ |",
+            "|---|---:|---:|---|---|---:|",
+        ]
+        for t in summary["arms"]:
+            delta = _fmt(t["delta"], "+.4f")
+            if "delta_vs_continued" in t:
+                delta += f" (vs continued {_fmt(t['delta_vs_continued'], '+.4f')})"
+            lines.append(f"| {t['arm']} | {t['n']} | {t['failed']} | {_fmt(t['val_bpb'])} ± "
+                         f"{_fmt(t['std'])} | {t['reference'] or '—'} | {delta} |")  # fmt: skip
+    if summary.get("contrast"):
+        lines += [
+            "",
+            "| arm | n | base bpb | Δ permute | Δ randomize |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for t in summary["contrast"]:
+            lines.append(f"| {t['arm']} | {t['n']} | {_fmt(t['base_bpb'])} | "
+                         f"{_fmt(t['permute'], '+.4f')} ± {_fmt(t['permute_std'])} | "
+                         f"{_fmt(t['randomize'], '+.4f')} ± {_fmt(t['randomize_std'])} |")  # fmt: skip
+        for op, d in summary.get("dependence", {}).items():
+            ratio = "∞ (open loop at fp noise)" if math.isinf(d["ratio"]) else f"{d['ratio']:.1f}"
+            lines.append(f"\n{op}: closed loop (kernel) {d['closed']:+.4f}, open loop (pmix) "
+                         f"{d['open']:+.2e}, dependence ratio {ratio}")  # fmt: skip
+    for m in summary.get("bank_swap", []):
+        lines.append(f"\nbank swap: {_fmt(m.get('swap/bpb_trained_bank'))} -> "
+                     f"{_fmt(m.get('swap/bpb_swapped_bank'))} bpb (coverage "
+                     f"{_fmt(m.get('swap/coverage_trained'), '.3f')} -> "
+                     f"{_fmt(m.get('swap/coverage_swapped'), '.3f')})")  # fmt: skip
+    if summary.get("search"):
+        lines += ["", "| sample | status | val bpb |", "|---|---|---:|"]
+        lines += [
+            f"| {t['sample']} | {t['status']} | {_fmt(t['val_bpb'])} |" for t in summary["search"]
+        ]
+    return "\n".join(lines)
+
+
+def to_csv(table: list[dict]) -> str:
+    out = io.StringIO()
+    keys = list(dict.fromkeys(k for row in table for k in row))
+    writer = csv.DictWriter(out, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(table)
+    return out.getvalue()
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _log_plots(logger, uri: str, summary: dict, rows: list[dict]) -> None:
+    from pipelines.plots import bars_figure
+    from tune.plots import arm_curves_figure
+
+    arms = [t for t in summary["arms"] if t["n"]]
+    if arms:
+        title = f"{summary['program']}: held-out bits/byte (error bars: std over seeds)"
+        logger.log_figure(
+            bars_figure(arms, "arm", "val_bpb", "std", title, "bits/byte"), "arms_bpb.png"
+        )
+    if summary.get("contrast"):
+        bars = [{"bar": f"{t['arm']} {op}", "delta": t[op], "std": t[f"{op}_std"]}
+                for t in summary["contrast"] for op in ("permute", "randomize")]  # fmt: skip
+        logger.log_figure(bars_figure(bars, "bar", "delta", "std", "controller contrast",
+                                      "Δ bits/byte", baseline=0.0), "contrast.png")  # fmt: skip
+    histories = _gauge_histories(uri, rows)
+    if histories:
+        logger.log_figure(
+            arm_curves_figure(histories, GAUGE_KEYS, "gauge per arm"), "gauge_arms.png"
+        )
+
+
+def _gauge_histories(uri: str, rows: list[dict]) -> dict[str, list[dict]]:
+    """Per arm, the gauge metrics per step averaged over its finished train trials."""
+    from pipelines.tracking import metric_history
+
+    sums: dict[str, dict[int, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for r in rows:
+        if r["kind"] != "train" or r["status"] != "FINISHED":
+            continue
+        for key in GAUGE_KEYS:
+            for step, value in metric_history(uri, r["run_id"], key):
+                sums[r["arm"]][step][key].append(value)
+    return {
+        arm: [
+            {"step": s, **{k: statistics.fmean(v) for k, v in steps[s].items()}}
+            for s in sorted(steps)
+        ]
+        for arm, steps in sums.items()
+    }
