@@ -36,6 +36,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--name", default=None, help="sweep name (default: from its options)")
     p.add_argument("--experiment", default="geolip-sweeps", help="MLflow experiment name")
     add_common_run_arguments(p)
@@ -54,9 +55,12 @@ def _runner(program: str):
             program=program, scale=args.scale, seeds=args.seeds, arms=arms, sets=tuple(args.sets),
             corpus=args.corpus, donor=args.donor, source=args.source, workers=args.workers,
             use_gpu=gpu, resume=args.resume, name=args.name, experiment=args.experiment,
-            tracking_uri=args.tracking_uri, data_dir=args.data_dir,
+            tracking_uri=args.tracking_uri, data_dir=args.data_dir, dry_run=args.dry_run,
         )  # fmt: skip
-        outcome = run_sweep(job, progress=console.print)
+        # A plan is read (and copied) line by line: no wrapping.
+        outcome = run_sweep(job, progress=print if args.dry_run else console.print)
+        if args.dry_run:
+            return 0
         console.print(
             f"sweep {outcome.name}: MLflow run {outcome.run_id} in {outcome.tracking_uri}"
         )

@@ -131,8 +131,8 @@ def survey(opts: Options) -> list[Phase]:
             seed=t.seed,
             bank="dense",
             source=t.key,
-            tags={**t.tags, "component": "bank-swap", "eval_bank": "dense"},
-        )  # fmt: skip
+            tags={**t.tags, "arm": "swap/dense", "component": "bank-swap", "eval_bank": "dense"},
+        )
         for t in trials
         if t.arm == "kaux/0"
     ]

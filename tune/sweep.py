@@ -46,6 +46,7 @@ class SweepJob:
     tracking_uri: str | None = None
     data_dir: str | None = None
     tags: dict = field(default_factory=dict)
+    dry_run: bool = False
     fault: dict | None = None
     """Test hook: ``{trial key: {"step": s, "marker": path}}``, that trial's worker dies once."""
 
@@ -73,7 +74,8 @@ def run_sweep(job: SweepJob, progress=print) -> SweepOutcome:
     build_run_config(sc.preset, "pmix", (*sc.overrides, *job.sets))  # unknown --set keys fail here
     data = data_dir(job.data_dir)
     uri = resolve_tracking_uri(job.tracking_uri, data)
-    check_tracking(uri)
+    if not job.dry_run or job.source or job.donor or job.program == "contrast":
+        check_tracking(uri)  # an unreachable server fails here, before any work
     source = _source_sweep(uri, job.source) if job.source else None
     if source is None and job.program == "contrast":
         source = _last_battery(uri, job.experiment, job.corpus)
@@ -87,6 +89,9 @@ def run_sweep(job: SweepJob, progress=print) -> SweepOutcome:
     _check_state(state, name, job.resume)
     if donor is not None:
         _check_grafts(phases, donor, sc, job.sets)
+    if job.dry_run:
+        progress(plan_text(phases, sc, job.sets))
+        return SweepOutcome(name, "", uri, {"phases": [[t.key for t in p.trials] for p in phases]})
     return _launch(job, sc, seeds, phases, name, state, data, uri, source, progress)
 
 
@@ -97,6 +102,24 @@ def sweep_name(job: SweepJob, seeds: int) -> str:
                 "sets": job.sets, "corpus": job.corpus, "donor": job.donor, "source": job.source,
                 "workers": job.workers}  # fmt: skip
     return f"sweep-{job.program}-{job.scale}-{config_hash(identity, 8)}"
+
+
+def plan_text(phases: list[Phase], sc, sets) -> str:
+    """The plan as text: per phase, each trial's kind, arm and what it changes."""
+    lines = []
+    for p in phases:
+        lines.append(f"phase {p.name}: {len(p.trials)} trial(s)"
+                     + (f", ASHA over {sorted(p.search['space'])}" if p.search else ""))  # fmt: skip
+        for t in p.trials:
+            extra = " ".join(o for o in t.overrides if not o.startswith("train.seed="))
+            dep = (
+                f" from {t.donor} ({t.graft})" if t.donor else f" of {t.source}" if t.source else ""
+            )
+            lines.append(f"  {t.key:<28} {t.kind:<9} {t.head:<6} {extra}{dep}")
+    total = sum(len(p.trials) for p in phases)
+    lines.append(f"{total} trials; preset {sc.preset}, {sc.steps} steps per cold run"
+                 + (f", --set {' '.join(sets)}" if sets else ""))  # fmt: skip
+    return "\n".join(lines)
 
 
 def _check_state(state: Path, name: str, resume: bool) -> None:
@@ -114,6 +137,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
     from pipelines.tracking import artifact_root, ensure_experiment, open_run
     from tune.report import summarize
 
+    per_trial, concurrent = _resources(job)  # a cluster too small fails before anything is made
     build_byte_shards(job.corpus, data, progress=progress)  # once, before trials share it
     experiment = ensure_experiment(uri, job.experiment, artifact_root(uri, data))
     tags = {"kind": "sweep", "program": job.program, "scale": job.scale, "seeds": str(seeds),
@@ -132,7 +156,6 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
     _write_json(state / "sweep.json", plan_doc)
     try:
         ctx = _context(job, sc, name, parent.run_id, uri, experiment, data, source)
-        per_trial, concurrent = _resources(job)
         for phase in phases:
             _run_phase(phase, ctx, state, per_trial, concurrent, job.resume, progress)
         summary = summarize(uri, parent.run_id, progress=progress)
@@ -200,7 +223,11 @@ def _run_phase(phase: Phase, ctx: dict, state: Path, per_trial: dict, concurrent
     if not trials:
         return
     ctx = {**ctx, "phase": phase.name}
-    trainable = tune.with_resources(run_trial, per_trial)
+    specs = {t.key: t.to_dict() for t in trials}
+    # Specs and context travel as parameters, not config: Tune prints every config it starts.
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, specs=specs, ctx=ctx), per_trial
+    )
     path = state / "tune" / phase.name
     progress(f"phase {phase.name}: {len(trials)} trial(s), up to {concurrent} at a time")
     if resume and tune.Tuner.can_restore(str(path)):
@@ -208,7 +235,7 @@ def _run_phase(phase: Phase, ctx: dict, state: Path, per_trial: dict, concurrent
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=_param_space(phase, trials, ctx),
+            param_space=_param_space(phase, trials),
             tune_config=_tune_config(phase, concurrent),
             run_config=tune.RunConfig(
                 name=phase.name,
@@ -234,14 +261,13 @@ def _runnable(trials, ctx) -> tuple[list[TrialSpec], list[tuple[TrialSpec, str]]
     return ok, skipped
 
 
-def _param_space(phase: Phase, trials: list[TrialSpec], ctx: dict) -> dict:
+def _param_space(phase: Phase, trials: list[TrialSpec]) -> dict:
     from ray import tune
 
     # Tune's progress table shows the grid's values: the trial keys read well there.
-    specs = {t.key: t.to_dict() for t in trials}
     if phase.search is None:
-        return {"key": tune.grid_search(list(specs)), "specs": specs, "ctx": ctx}
-    space = {"key": trials[0].key, "specs": specs, "ctx": ctx}
+        return {"key": tune.grid_search([t.key for t in trials])}
+    space = {"key": trials[0].key}
     for key, (kind, *args) in phase.search["space"].items():
         space[key] = tune.loguniform(*args) if kind == "loguniform" else tune.choice(args[0])
     return space

@@ -34,14 +34,13 @@ def trial_overrides(spec: TrialSpec, ctx: dict, sampled: dict | None = None) -> 
     return out + tuple(f"{k}={v}" for k, v in (sampled or {}).items())
 
 
-def run_trial(config: dict) -> None:
-    """The Tune trainable: ``config = {"key": trial key, "specs": {key: TrialSpec dict},
-    "ctx": sweep context, ...sampled search values}``."""
+def run_trial(config: dict, specs: dict, ctx: dict) -> None:
+    """The Tune trainable: ``config = {"key": trial key, ...sampled search values}``; ``specs``
+    maps keys to TrialSpec dicts, ``ctx`` is the sweep's context (``tune.with_parameters``)."""
     import ray.data
 
-    spec = TrialSpec.from_dict(config["specs"][config["key"]])
-    ctx = config["ctx"]
-    sampled = {k: v for k, v in config.items() if k not in ("key", "specs", "ctx")}
+    spec = TrialSpec.from_dict(specs[config["key"]])
+    sampled = {k: v for k, v in config.items() if k != "key"}
     # Tune's trial table is the sweep's progress display; per-trial dataset bars would bury it.
     ray.data.DataContext.get_current().enable_progress_bars = False
     if spec.kind == "train":

@@ -1,0 +1,103 @@
+"""The experiment programs' plans (no Ray): trials, arms, dependencies, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from tune.programs import PROGRAMS, Options, plan, scale
+from tune.spec import SCALES, SweepError, TrialSpec
+
+TINY = SCALES["tiny"]
+
+
+def _trials(program: str, seeds: int = 1, **kw) -> list[TrialSpec]:
+    return [t for p in plan(program, Options(TINY, seeds, **kw)) for t in p.trials]
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_every_program_plans_unique_trials_with_tags(program: str) -> None:
+    phases = plan(program, Options(TINY, 2))
+    trials = [t for p in phases for t in p.trials]
+    assert trials and len({t.key for t in trials}) == len(trials)
+    keys = {t.key for t in trials}
+    for t in trials:
+        assert t.tags["arm"] == t.arm and t.tags["seed"] == str(t.seed)
+        if t.kind == "train":
+            assert f"train.seed={t.seed}" in t.overrides
+        # A dependency is a trial of an earlier phase.
+        for dep in (t.donor, t.source):
+            assert dep is None or dep in keys
+    assert TrialSpec.from_dict(trials[0].to_dict()) == trials[0]
+
+
+def test_seed_battery_is_heads_by_banks_by_seeds() -> None:
+    trials = _trials("seed-battery", seeds=2)
+    assert len(trials) == 2 * (1 + 4 * 2)  # byte has no bank; four bank heads x dense/sparse
+    arms = {t.arm for t in trials}
+    assert {"byte", "kernel/dense", "pmix8/sparse", "apmix/dense"} <= arms
+    dense = next(t for t in trials if t.arm == "pmix/dense")
+    assert f"train.bank_size={TINY.banks['dense']}" in dense.overrides
+
+
+def test_preservation_arms_set_the_codebook_treatment() -> None:
+    trials = {t.arm: t for t in _trials("preservation")}
+    assert len(trials) == 3 * 8
+    assert "model.preservation=div" in trials["apmix/div_0.03"].overrides
+    assert "model.div_weight=0.03" in trials["apmix/div_0.03"].overrides
+    assert "model.slowlane_mult=0.1" in trials["kernel/slowlane"].overrides
+    assert "model.preservation=frozen_random" in trials["pmix/frozen_random"].overrides
+
+
+def test_graft_pairs_every_graft_with_a_cold_start_and_the_continued_donor() -> None:
+    phases = plan("graft", Options(TINY, 1))
+    assert [p.name for p in phases] == ["donors", "grafts"]
+    grafts = {t.arm: t for t in phases[1].trials}
+    assert set(grafts) == {"depth/graft", "depth/cold", "mixture/graft", "mixture/cold",
+                           "retrofit/graft", "retrofit/cold", "continued"}  # fmt: skip
+    assert grafts["depth/graft"].graft == "depth" and grafts["depth/graft"].donor == "donor-s0"
+    assert grafts["depth/cold"].donor is None
+    assert grafts["depth/graft"].overrides == grafts["depth/cold"].overrides  # same budget
+    assert grafts["continued"].graft == "none" and grafts["continued"].donor == "donor-s0"
+    # A given donor replaces the donor phase.
+    given = plan("graft", Options(TINY, 1, donor="/some/checkpoint"))
+    assert [p.name for p in given] == ["grafts"]
+    assert {t.donor for t in given[0].trials if t.donor} == {"/some/checkpoint"}
+
+
+def test_arms_filter_keeps_what_the_kept_trials_depend_on() -> None:
+    phases = plan("graft", Options(TINY, 1, arms=("mixture/graft",)))
+    assert [[t.key for t in p.trials] for p in phases] == [["donor-s0"], ["graft-mixture-s0"]]
+    contrast = plan("contrast", Options(TINY, 1, arms=("kernel/sparse",)))
+    assert {t.key for p in contrast for t in p.trials} == {
+        "kernel-sparse-s0", "contrast-kernel-sparse-s0"}  # fmt: skip
+
+
+def test_contrast_of_a_given_battery_only_evaluates() -> None:
+    battery = [t.to_dict() for t in _trials("seed-battery")]
+    phases = plan("contrast", Options(TINY, 1, source_sweep={"trials": battery, "name": "b"}))
+    assert [p.name for p in phases] == ["contrast"]
+    trials = phases[0].trials
+    assert all(t.kind == "contrast" for t in trials)
+    assert len(trials) == len(battery) - 1  # every bank head; byte has no codebook consumer
+
+
+def test_ladder_and_survey_and_search() -> None:
+    ladder = {t.arm: t for t in _trials("ladder")}
+    assert set(ladder) == {"d4", "d8", "d8/tauD", "d16", "d16/tauD"}
+    assert "model.tau=0.05" in ladder["d16/tauD"].overrides  # 0.1 * sqrt(4/16)
+    survey = plan("survey", Options(TINY, 1))
+    arms = {t.arm for t in survey[0].trials}
+    assert {"kaux/0", "kaux/0.1", "write/0.01", "context/64"} <= arms
+    assert [t.source for t in survey[1].trials] == ["kaux-0-s0"]
+    (search,) = plan("search", Options(TINY, 1))
+    assert search.search["samples"] == TINY.search_samples
+    assert set(search.search["space"]) == {"train.lr", "model.tau", "model.K", "model.chunk"}
+
+
+def test_bad_programs_arms_and_scales_are_named() -> None:
+    with pytest.raises(SweepError, match="unknown program 'nope'.*seed-battery"):
+        plan("nope", Options(TINY, 1))
+    with pytest.raises(SweepError, match=r"unknown arm\(s\) \['pmix/huge'\].*pmix/dense"):
+        plan("seed-battery", Options(TINY, 1, arms=("pmix/huge",)))
+    with pytest.raises(SweepError, match="unknown --scale 'giant'.*tiny, small, full"):
+        scale("giant")

@@ -1,0 +1,87 @@
+"""``geolip sweep`` end to end on the session's Ray and a real MLflow store.
+
+One tiny seed battery (kernel and pmix on the sparse bank) whose pmix trial's worker dies after
+a checkpoint: the sweep records that trial as failed and finishes; ``--resume`` restores the
+Tune run, the failed trial continues from its checkpoint and the finished one is not rerun. A
+contrast sweep then ablates the battery's checkpoints (found as "the last battery") and shows
+the model card's qualitative result; ``geolip sweep report`` re-renders it from MLflow alone.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.cli import main
+from tune.report import child_runs
+from tune.spec import SweepError
+from tune.sweep import SweepJob, run_sweep
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+ARMS = ("kernel/sparse", "pmix/sparse")
+CORPUS = "builtin:python-docs"
+
+
+def _job(tmp_path, program="seed-battery", **kw) -> SweepJob:
+    base = dict(program=program, scale="tiny", seeds=1, arms=ARMS, corpus=CORPUS,
+                data_dir=str(tmp_path / "data"))  # fmt: skip
+    base.update(kw)
+    return SweepJob(**base)
+
+
+def _children(outcome) -> dict:
+    return {r.data.tags["trial"]: r for r in child_runs(outcome.tracking_uri, outcome.run_id)}
+
+
+def test_battery_with_a_failing_trial_resumes_then_contrast(ray_session, tmp_path, capsys):
+    fault = {"pmix-sparse-s0": {"step": 24, "marker": str(tmp_path / "killed"), "delay": 3.0}}
+    first = run_sweep(_job(tmp_path, fault=fault), progress=lambda s: None)
+    arms = {t["arm"]: t for t in first.summary["arms"]}
+    assert arms["kernel/sparse"]["n"] == 1 and arms["pmix/sparse"]["failed"] == 1
+    runs = _children(first)
+    assert runs["pmix-sparse-s0"].info.status == "FAILED"
+    kernel_run = runs["kernel-sparse-s0"].info.run_id
+
+    with pytest.raises(SweepError, match="already exists.*--resume"):
+        run_sweep(_job(tmp_path, fault=fault), progress=lambda s: None)
+    resumed = run_sweep(_job(tmp_path, fault=fault, resume=True), progress=lambda s: None)
+    assert resumed.run_id == first.run_id
+    runs = _children(resumed)
+    assert len(runs) == 2 and runs["kernel-sparse-s0"].info.run_id == kernel_run
+    assert "resumed" not in runs["kernel-sparse-s0"].data.tags  # finished: not rerun
+    pmix = runs["pmix-sparse-s0"]
+    assert pmix.info.status == "FINISHED" and pmix.data.tags.get("resumed") == "true"
+    arms = {t["arm"]: t for t in resumed.summary["arms"]}
+    assert arms["pmix/sparse"]["n"] == 1 and arms["pmix/sparse"]["failed"] == 0
+
+    contrast = run_sweep(_job(tmp_path, "contrast", arms=()), progress=lambda s: None)
+    table = {t["arm"]: t for t in contrast.summary["contrast"]}
+    assert set(table) == set(ARMS)
+    # Closed loop: the kernel head reads codebook rows by index (§10.2).
+    assert table["kernel/sparse"]["permute"] > 1e-3
+    assert table["kernel/sparse"]["randomize"] > 1e-3
+    # Open loop: permuting is an exact symmetry of pmix.
+    assert abs(table["pmix/sparse"]["permute"]) < 1e-5
+    capsys.readouterr()
+    data = str(tmp_path / "data")
+    assert main(["sweep", "report", contrast.run_id, "--data-dir", data, "--no-log"]) == 0
+    out = capsys.readouterr().out
+    assert "| kernel/sparse | 1 |" in out and "dependence ratio" in out
+
+
+def test_bad_sweeps_fail_before_any_trial(ray_session, tmp_path, capsys):
+    with pytest.raises(SweepError, match="was never started"):
+        run_sweep(_job(tmp_path, resume=True), progress=lambda s: None)
+    with pytest.raises(SweepError, match="neither a checkpoint directory nor an MLflow run"):
+        run_sweep(_job(tmp_path, "graft", arms=(), donor="no-such-donor"), progress=lambda s: None)
+    with pytest.raises(SweepError, match="one trial needs 64.5 CPUs.*lower --workers"):
+        run_sweep(_job(tmp_path, workers=64, use_gpu=False), progress=lambda s: None)
+    assert not (tmp_path / "data" / "sweeps").exists() or not any(
+        (tmp_path / "data" / "sweeps").glob("*/sweep.json")
+    )
+    for argv, expected in [
+        (["sweep", "seed-battery", "--arms", "pmix/huge"], "unknown arm(s) ['pmix/huge']"),
+        (["sweep", "ladder", "--scale", "giant"], "unknown --scale 'giant'"),
+        (["sweep", "survey", "--set", "model.nope=1"], "nope"),
+    ]:
+        assert main([*argv, "--data-dir", str(tmp_path / "data")]) != 0
+        assert expected in capsys.readouterr().err
