@@ -101,3 +101,15 @@ def test_bad_programs_arms_and_scales_are_named() -> None:
         plan("seed-battery", Options(TINY, 1, arms=("pmix/huge",)))
     with pytest.raises(SweepError, match="unknown --scale 'giant'.*tiny, small, full"):
         scale("giant")
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys) -> None:
+    from pipelines.cli import main
+
+    data = tmp_path / "data"
+    argv = ["sweep", "graft", "--dry-run", "--seeds", "1", "--data-dir", str(data)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "phase donors: 1 trial(s)" in out and "phase grafts: 7 trial(s)" in out
+    assert "graft-depth-s0" in out and "from donor-s0 (depth)" in out
+    assert not data.exists()  # no store, no state: nothing ran
