@@ -64,8 +64,11 @@ def client(address: str | None):
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
+    # An explicit token is sent as is: Ray's own loader caches the first token it finds.
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        return JobSubmissionClient(url)
+        return JobSubmissionClient(url, headers=headers)
     except Exception as exc:  # ConnectionError, auth RuntimeError: say which and how to fix
         raise SubmitError(_connection_error(url, exc)) from exc
 
