@@ -84,7 +84,7 @@ def run_sweep(job: SweepJob, progress=print) -> SweepOutcome:
     donor = _donor_path(job.donor, uri, data) if job.donor else None
     opts = Options(sc, seeds, tuple(job.arms), donor=donor and str(donor), source_sweep=source)
     phases = plan(job.program, opts)
-    name = job.name or sweep_name(job, seeds)
+    name = job.name or sweep_name(job, seeds, source and source["name"])
     state = data / "sweeps" / name
     _check_state(state, name, job.resume)
     if donor is not None:
@@ -95,12 +95,14 @@ def run_sweep(job: SweepJob, progress=print) -> SweepOutcome:
     return _launch(job, sc, seeds, phases, name, state, data, uri, source, progress)
 
 
-def sweep_name(job: SweepJob, seeds: int) -> str:
+def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:
+    """``sweep-<program>-<scale>-<hash>``; the hash covers every option that changes results
+    (``source``: the battery a contrast ablates, when found rather than given)."""
     from geolip.config import config_hash
 
     identity = {"program": job.program, "scale": job.scale, "seeds": seeds, "arms": job.arms,
-                "sets": job.sets, "corpus": job.corpus, "donor": job.donor, "source": job.source,
-                "workers": job.workers}  # fmt: skip
+                "sets": job.sets, "corpus": job.corpus, "donor": job.donor,
+                "source": source or job.source, "workers": job.workers}  # fmt: skip
     return f"sweep-{job.program}-{job.scale}-{config_hash(identity, 8)}"
 
 
