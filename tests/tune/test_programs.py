@@ -113,3 +113,21 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys) -> None:
     assert "phase donors: 1 trial(s)" in out and "phase grafts: 7 trial(s)" in out
     assert "graft-depth-s0" in out and "from donor-s0 (depth)" in out
     assert not data.exists()  # no store, no state: nothing ran
+
+
+def test_a_donor_whose_shapes_cannot_be_grafted_is_refused_before_any_trial(tmp_path) -> None:
+    import dataclasses
+
+    from geolip.checkpoint import save_checkpoint
+    from geolip.models.aleph.bank import bank_from_bytes
+    from geolip.models.aleph.model import AlephLM
+    from geolip.presets import get_preset, with_head
+    from tune.sweep import SweepJob, run_sweep
+
+    run_cfg = with_head(get_preset("tiny"), "pmix")
+    narrow = dataclasses.replace(run_cfg, model=dataclasses.replace(run_cfg.model, d_model=32))
+    bank = bank_from_bytes(bytes(range(256)) * 64, 64)
+    donor = save_checkpoint(tmp_path / "donor", AlephLM(narrow.model, bank), narrow)
+    job = SweepJob("graft", seeds=1, donor=str(donor), dry_run=True, data_dir=str(tmp_path / "d"))
+    with pytest.raises(SweepError, match="cannot be grafted for graft-depth-s0"):
+        run_sweep(job, progress=lambda s: None)
