@@ -121,7 +121,8 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
     every = job.checkpoint_every or max(run_cfg.train.steps // 5, 1)
     tags = {"head": job.head, "preset": job.preset, "arm": run_cfg.model.preservation}
     tags.update(seed=str(run_cfg.train.seed), corpus=job.corpus, bank=_bank_tag(bank))
-    tags.update(donor=job.init_from or "", graft=job.graft if job.init_from else "", **job.tags)
+    tags.update(donor=job.init_from or "", graft=job.graft if job.init_from else "")
+    tags.update(job.tags)  # the caller's (a sweep's arm, seed, graft...) win
     return PreparedJob(
         job, run_cfg, name, data, run_dir, storage, shards, bank_path, init_dir, windows,
         heldout, every, tags,

@@ -43,12 +43,28 @@ def run_trial(config: dict, specs: dict, ctx: dict) -> None:
     sampled = {k: v for k, v in config.items() if k != "key"}
     # Tune's trial table is the sweep's progress display; per-trial dataset bars would bury it.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    if spec.kind == "train":
-        _train(spec, ctx, sampled)
-    elif spec.kind == "contrast":
-        _contrast(spec, ctx)
-    else:
-        _bank_swap(spec, ctx)
+    run = {"train": _train, "contrast": _contrast, "bank_swap": _bank_swap}[spec.kind]
+    try:
+        run(spec, ctx, sampled)
+    except Exception as exc:
+        _record_failure(spec, ctx, sampled, exc)
+        raise
+
+
+def _record_failure(spec: TrialSpec, ctx: dict, sampled: dict, exc: Exception) -> None:
+    """A trial that failed before its MLflow run existed still gets one, FAILED, with the error:
+    the summary (read from MLflow alone) counts it."""
+    from pipelines.tracking import find_run, start_run
+
+    name = trial_run_name(ctx["sweep"], _key(spec, sampled))
+    if find_run(ctx["uri"], ctx["experiment_id"], name) is not None:
+        return  # the run's own code marked it FAILED
+    logger = start_run(ctx["uri"], ctx["experiment_id"], name, tags=_tags(spec, ctx, sampled))
+    logger.finish("FAILED", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
+
+
+def _key(spec: TrialSpec, sampled: dict) -> str:
+    return spec.key if not sampled else f"{spec.key}-{_sample_id(sampled)}"
 
 
 def _tags(spec: TrialSpec, ctx: dict, sampled: dict) -> dict:
@@ -65,8 +81,7 @@ def _train(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
     from pipelines.aleph_job import TrainJob
     from pipelines.aleph_train import train_aleph
 
-    key = spec.key if not sampled else f"{spec.key}-{_sample_id(sampled)}"
-    name = trial_run_name(ctx["sweep"], key)
+    name = trial_run_name(ctx["sweep"], _key(spec, sampled))
     storage = Path(ctx["data_dir"]) / "ray_results" / name
     job = TrainJob(
         corpus=ctx["corpus"], preset=ctx["preset"], head=spec.head,
@@ -108,7 +123,7 @@ def _child_logger(spec: TrialSpec, ctx: dict, params: dict):
     return open_run(ctx["uri"], ctx["experiment_id"], name, resume=True, tags=tags, params=params)
 
 
-def _contrast(spec: TrialSpec, ctx: dict) -> None:
+def _contrast(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
     import ray.tune
 
     from geolip.experiments.contrast import controller_contrast
@@ -126,7 +141,7 @@ def _contrast(spec: TrialSpec, ctx: dict) -> None:
     ray.tune.report({k.replace("/", "_"): v for k, v in metrics.items()})
 
 
-def _bank_swap(spec: TrialSpec, ctx: dict) -> None:
+def _bank_swap(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
     """§13.4: the trained model on another bank, no parameter changes; both banks scored."""
     import ray.tune
 
