@@ -24,8 +24,8 @@ BATTERY_HEADS = ("byte", "kernel", "pmix", "pmix8", "apmix")
 PRESERVATION_HEADS = ("pmix", "apmix", "kernel")
 PRESERVATION_ARMS = ("free", "div_0.003", "div_0.01", "div_0.03", "frozen", "slowlane", "spread",
                      "frozen_random")  # fmt: skip
-KAUX_DOSES = (0.0, 0.01, 0.03, 0.1)
-WRITE_DOSES = (0.0, 0.01)
+KAUX_DOSES = (0.0, 0.03, 0.1, 0.3, 1.0)  # spec §7.2
+WRITE_DOSES = (0.0, 0.1)  # spec §7.2: λ_w = 0.1
 CONTRAST_OPS = ("permute", "randomize")
 
 

@@ -94,8 +94,15 @@ def arm_table(program: str, rows: list[dict]) -> list[dict]:
             if r["status"] == "FINISHED" and METRIC in r["metrics"]
         ]
         mean, std = _stats(done)
-        table.append({"arm": arm, "n": len(done), "failed": len(runs) - len(done),
-                      "val_bpb": mean, "std": std})  # fmt: skip
+        row = {"arm": arm, "n": len(done), "failed": len(runs) - len(done), "val_bpb": mean,
+               "std": std}  # fmt: skip
+        # The codebook's final gauge (§9): what the preservation arms and doses act on.
+        for key in ("gauge/dev", "gauge/erank"):
+            vals = [
+                r["metrics"][key] for r in runs if r["status"] == "FINISHED" and key in r["metrics"]
+            ]
+            row[key.split("/")[1]] = _stats(vals)[0]
+        table.append(row)
     means = {t["arm"]: t["val_bpb"] for t in table}
     for t in table:
         ref = _reference(program, t["arm"])
@@ -190,15 +197,16 @@ def to_markdown(summary: dict) -> str:
     lines = [f"## {summary['sweep']} ({summary['program']})", ""]
     if summary["arms"]:
         lines += [
-            "| arm | n | failed | val bpb (mean ± std) | vs | Δ |",
-            "|---|---:|---:|---|---|---:|",
+            "| arm | n | failed | val bpb (mean ± std) | vs | Δ | dev | erank |",
+            "|---|---:|---:|---|---|---:|---:|---:|",
         ]
         for t in summary["arms"]:
             delta = _fmt(t["delta"], "+.4f")
             if "delta_vs_continued" in t:
                 delta += f" (vs continued {_fmt(t['delta_vs_continued'], '+.4f')})"
             lines.append(f"| {t['arm']} | {t['n']} | {t['failed']} | {_fmt(t['val_bpb'])} ± "
-                         f"{_fmt(t['std'])} | {t['reference'] or '—'} | {delta} |")  # fmt: skip
+                         f"{_fmt(t['std'])} | {t['reference'] or '—'} | {delta} | "
+                         f"{_fmt(t.get('dev'), '+.4f')} | {_fmt(t.get('erank'), '.2f')} |")  # fmt: skip
     if summary.get("contrast"):
         lines += [
             "",

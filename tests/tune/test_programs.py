@@ -87,7 +87,7 @@ def test_ladder_and_survey_and_search() -> None:
     assert "model.tau=0.05" in ladder["d16/tauD"].overrides  # 0.1 * sqrt(4/16)
     survey = plan("survey", Options(TINY, 1))
     arms = {t.arm for t in survey[0].trials}
-    assert {"kaux/0", "kaux/0.1", "write/0.01", "context/64"} <= arms
+    assert {"kaux/0", "kaux/0.1", "kaux/1", "write/0.1", "context/64"} <= arms
     assert [t.source for t in survey[1].trials] == ["kaux-0-s0"]
     (search,) = plan("search", Options(TINY, 1))
     assert search.search["samples"] == TINY.search_samples

@@ -26,7 +26,7 @@ def test_arm_table_means_over_seeds_and_deltas_against_the_reference() -> None:
     assert table["kernel/dense"]["n"] == 0 and table["kernel/dense"]["failed"] == 1
     assert math.isnan(table["byte"]["delta"])
     markdown = to_markdown({"sweep": "s", "program": "seed-battery", "arms": list(table.values())})
-    assert "| pmix/dense | 2 | 0 | 2.6000 ± 0.1414 | byte | -0.5000 |" in markdown
+    assert "| pmix/dense | 2 | 0 | 2.6000 ± 0.1414 | byte | -0.5000 | — | — |" in markdown
     assert to_csv(list(table.values())).splitlines()[0].startswith("arm,n,failed,val_bpb")
 
 
