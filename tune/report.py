@@ -94,8 +94,8 @@ def arm_table(program: str, rows: list[dict]) -> list[dict]:
             if r["status"] == "FINISHED" and METRIC in r["metrics"]
         ]
         mean, std = _stats(done)
-        row = {"arm": arm, "n": len(done), "failed": len(runs) - len(done), "val_bpb": mean,
-               "std": std}  # fmt: skip
+        row = {"arm": arm, "n": len(done), "failed": sum(r["status"] == "FAILED" for r in runs),
+               "val_bpb": mean, "std": std}  # fmt: skip
         # The codebook's final gauge (§9): what the preservation arms and doses act on.
         for key in ("gauge/dev", "gauge/erank"):
             vals = [
@@ -195,7 +195,7 @@ def _fmt(x, spec: str = ".4f") -> str:
 
 def to_markdown(summary: dict) -> str:
     lines = [f"## {summary['sweep']} ({summary['program']})", ""]
-    if summary["arms"]:
+    if summary["arms"] and not summary.get("search"):
         lines += [
             "| arm | n | failed | val bpb (mean ± std) | vs | Δ | dev | erank |",
             "|---|---:|---:|---|---|---:|---:|---:|",
@@ -227,7 +227,13 @@ def to_markdown(summary: dict) -> str:
                      f"{_fmt(m.get('swap/coverage_trained'), '.3f')} -> "
                      f"{_fmt(m.get('swap/coverage_swapped'), '.3f')})")  # fmt: skip
     if summary.get("search"):
-        lines += ["", "| sample | status | val bpb |", "|---|---|---:|"]
+        lines += [
+            "",
+            "KILLED: pruned by ASHA",
+            "",
+            "| sample | status | val bpb |",
+            "|---|---|---:|",
+        ]
         lines += [
             f"| {t['sample']} | {t['status']} | {_fmt(t['val_bpb'])} |" for t in summary["search"]
         ]

@@ -281,8 +281,11 @@ def _tune_config(phase: Phase, concurrent: int):
 
     if phase.search is None:
         return tune.TuneConfig(max_concurrent_trials=concurrent)
-    # Reports come at every checkpoint (a fifth of the run): prune after the first.
-    asha = ASHAScheduler(max_t=5, grace_period=1, reduction_factor=2)
+    # Reports come at every checkpoint (a fifth of the run): rungs at 1, 2 and 4 reports prune.
+    # max_t above the 5 a run makes: a trial that survives ends by itself, finishing its run
+    # (at max_t ASHA would stop it at its last report, before its checkpoint and artifacts).
+    asha = ASHAScheduler(time_attr="training_iteration", max_t=64, grace_period=1,
+                         reduction_factor=2)  # fmt: skip
     return tune.TuneConfig(
         metric="val_bpb", mode="min", scheduler=asha, num_samples=phase.search["samples"],
         max_concurrent_trials=concurrent,
