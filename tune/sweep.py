@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tune.programs import Options, plan, scale
 from tune.spec import Phase, SweepError, TrialSpec
+from tune.trial import WORKER_TOKEN
 
 SWEEP_EXPERIMENT = "geolip-sweeps"
 
@@ -139,7 +140,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
     from pipelines.tracking import artifact_root, ensure_experiment, open_run
     from tune.report import summarize
 
-    per_trial, concurrent = _resources(job)  # a cluster too small fails before anything is made
+    per_trial, concurrent, gpu = _resources(job)  # too small a cluster fails before anything
     build_byte_shards(job.corpus, data, progress=progress)  # once, before trials share it
     experiment = ensure_experiment(uri, job.experiment, artifact_root(uri, data))
     tags = {"kind": "sweep", "program": job.program, "scale": job.scale, "seeds": str(seeds),
@@ -158,6 +159,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
     _write_json(state / "sweep.json", plan_doc)
     try:
         ctx = _context(job, sc, name, parent.run_id, uri, experiment, data, source)
+        ctx["use_gpu"] = gpu
         for phase in phases:
             _run_phase(phase, ctx, state, per_trial, concurrent, job.resume, progress)
         summary = summarize(uri, parent.run_id, progress=progress)
@@ -189,8 +191,15 @@ def _context(job, sc, name, parent_id, uri, experiment, data, source) -> dict:
     }  # fmt: skip
 
 
-def _resources(job: SweepJob) -> tuple[dict, int]:
-    """One trial's resources (its driver; Train reserves its workers itself) and how many fit."""
+def _resources(job: SweepJob) -> tuple[dict, int, bool]:
+    """One trial's resources, how many fit at once, and whether trials train on GPUs.
+
+    On CPUs a trial reserves its driver's share *and almost all of its workers' CPUs*; its Train
+    workers reserve a token ``WORKER_TOKEN`` each (Ray refuses all-zero bundles): Tune's own
+    resource check then bounds how many trials run. (With workers reserving whole CPUs, the
+    trials ``Tuner.restore`` restarts, which ignore ``max_concurrent_trials``, took every CPU with
+    their drivers and their workers waited forever.) GPU workers reserve their GPUs.
+    """
     import ray
 
     from pipelines.aleph_train import _init_ray
@@ -209,7 +218,8 @@ def _resources(job: SweepJob) -> tuple[dict, int]:
     fits = math.floor(cpus / need_cpu) if need_cpu else 10**6
     if gpu:
         fits = min(fits, math.floor(gpus / job.workers))
-    return {"CPU": job.driver_cpus}, max(1, fits)
+    trial_cpu = job.driver_cpus + (0 if gpu else job.workers * (1 - WORKER_TOKEN))
+    return {"CPU": trial_cpu}, max(1, fits), gpu
 
 
 def _run_phase(phase: Phase, ctx: dict, state: Path, per_trial: dict, concurrent: int,

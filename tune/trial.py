@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tune.spec import TrialSpec
 
+WORKER_TOKEN = 0.001  # CPUs a trial's Train worker reserves (tune.sweep._resources says why)
+
 CONTRAST_SEEDS = (0, 1, 2)  # spec §10.1: the mean over 3 seeds
 
 
@@ -87,6 +89,7 @@ def _train(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
         corpus=ctx["corpus"], preset=ctx["preset"], head=spec.head,
         overrides=trial_overrides(spec, ctx, sampled), workers=ctx["workers"],
         use_gpu=ctx["use_gpu"], max_failures=ctx["max_failures"],
+        worker_cpus=WORKER_TOKEN,  # the trial's reservation covers its workers (see sweep)
         init_from=str(checkpoint_of(ctx, spec.donor)) if spec.donor else None,
         graft=spec.graft, experiment=ctx["experiment"], tracking_uri=ctx["uri"],
         data_dir=ctx["data_dir"], eval_bytes=ctx["eval_bytes"], run_name=name,
