@@ -40,6 +40,8 @@ def head():
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
            f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # The head's jobs run `python` from its PATH: this environment's, as on an image.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{dash}"
