@@ -140,7 +140,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
     from pipelines.tracking import artifact_root, ensure_experiment, open_run
     from tune.report import summarize
 
-    per_trial, concurrent, gpu = _resources(job)  # too small a cluster fails before anything
+    bundles, concurrent, gpu = _resources(job)  # too small a cluster fails before anything
     build_byte_shards(job.corpus, data, progress=progress)  # once, before trials share it
     experiment = ensure_experiment(uri, job.experiment, artifact_root(uri, data))
     tags = {"kind": "sweep", "program": job.program, "scale": job.scale, "seeds": str(seeds),
@@ -161,7 +161,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
         ctx = _context(job, sc, name, parent.run_id, uri, experiment, data, source)
         ctx["use_gpu"] = gpu
         for phase in phases:
-            _run_phase(phase, ctx, state, per_trial, concurrent, job.resume, progress)
+            _run_phase(phase, ctx, state, bundles, concurrent, job.resume, progress)
         summary = summarize(uri, parent.run_id, progress=progress)
     except BaseException as exc:
         parent.finish("FAILED", error=f"{type(exc).__name__}: {exc}"[:500])
@@ -191,14 +191,18 @@ def _context(job, sc, name, parent_id, uri, experiment, data, source) -> dict:
     }  # fmt: skip
 
 
-def _resources(job: SweepJob) -> tuple[dict, int, bool]:
-    """One trial's resources, how many fit at once, and whether trials train on GPUs.
+def _resources(job: SweepJob) -> tuple[list[dict], int, bool]:
+    """One trial's placement-group bundles, how many trials fit at once, and whether on GPUs.
 
-    On CPUs a trial reserves its driver's share *and almost all of its workers' CPUs*; its Train
-    workers reserve a token ``WORKER_TOKEN`` each (Ray refuses all-zero bundles): Tune's own
-    resource check then bounds how many trials run. (With workers reserving whole CPUs, the
-    trials ``Tuner.restore`` restarts, which ignore ``max_concurrent_trials``, took every CPU with
-    their drivers and their workers waited forever.) GPU workers reserve their GPUs.
+    A trial's driver is a Tune actor in its own placement group, which captures the tasks it
+    starts (Ray Data's set-up tasks of the train dataset, one CPU each): so besides the
+    driver's bundle the group holds a bundle of ``max(1, workers)`` CPUs (on GPUs: 1 CPU for
+    those tasks). On CPUs that bundle is also what the trial's Train workers compute on: they
+    reserve only a token ``WORKER_TOKEN`` each in their own group (Ray refuses all-zero
+    bundles), so Tune's resource check alone bounds how many trials run, including the ones
+    ``Tuner.restore`` restarts past ``max_concurrent_trials`` (with workers reserving whole
+    CPUs those had taken every CPU with their drivers and waited forever). GPU workers reserve
+    their GPUs.
     """
     import ray
 
@@ -207,7 +211,8 @@ def _resources(job: SweepJob) -> tuple[dict, int, bool]:
     _init_ray(job.workers)
     total = ray.cluster_resources()
     gpu = job.use_gpu if job.use_gpu is not None else total.get("GPU", 0) > 0
-    need_cpu = job.driver_cpus + (0 if gpu else job.workers)
+    bundles = [{"CPU": job.driver_cpus}, {"CPU": 1 if gpu else max(1, job.workers)}]
+    need_cpu = sum(b["CPU"] for b in bundles) + (0 if gpu else job.workers * WORKER_TOKEN)
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
     if cpus < need_cpu or (gpu and gpus < job.workers):
         raise SweepError(
@@ -215,14 +220,13 @@ def _resources(job: SweepJob) -> tuple[dict, int, bool]:
             + (f" and {job.workers} GPUs" if gpu else "")
             + " (its driver plus --workers); lower --workers or add nodes"
         )
-    fits = math.floor(cpus / need_cpu) if need_cpu else 10**6
+    fits = math.floor(cpus / need_cpu)
     if gpu:
         fits = min(fits, math.floor(gpus / job.workers))
-    trial_cpu = job.driver_cpus + (0 if gpu else job.workers * (1 - WORKER_TOKEN))
-    return {"CPU": trial_cpu}, max(1, fits), gpu
+    return bundles, max(1, fits), gpu
 
 
-def _run_phase(phase: Phase, ctx: dict, state: Path, per_trial: dict, concurrent: int,
+def _run_phase(phase: Phase, ctx: dict, state: Path, bundles: list, concurrent: int,
                resume: bool, progress) -> None:  # fmt: skip
     from ray import tune
 
@@ -238,7 +242,7 @@ def _run_phase(phase: Phase, ctx: dict, state: Path, per_trial: dict, concurrent
     specs = {t.key: t.to_dict() for t in trials}
     # Specs and context travel as parameters, not config: Tune prints every config it starts.
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, specs=specs, ctx=ctx), per_trial
+        tune.with_parameters(run_trial, specs=specs, ctx=ctx), tune.PlacementGroupFactory(bundles)
     )
     path = state / "tune" / phase.name
     progress(f"phase {phase.name}: {len(trials)} trial(s), up to {concurrent} at a time")
