@@ -46,8 +46,6 @@ class TrainJob:
     eval_bytes: int = 1_000_000
     run_name: str | None = None
     threads: int | None = None
-    worker_cpus: float = 1.0
-    """CPUs each CPU worker reserves; a sweep trial reserves its workers' CPUs itself (0 here)."""
     tags: dict = field(default_factory=dict)
     fault: dict | None = None
 

@@ -92,7 +92,7 @@ def _fit(prepared: PreparedJob, run_id: str, uri: str, callbacks: list):
         scaling_config=ray.train.ScalingConfig(
             num_workers=job.workers,
             use_gpu=use_gpu,
-            resources_per_worker={"GPU": 1} if use_gpu else {"CPU": job.worker_cpus},
+            resources_per_worker={"GPU": 1} if use_gpu else {"CPU": 1},
         ),
         run_config=ray.train.RunConfig(
             name=prepared.name,

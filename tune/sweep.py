@@ -20,7 +20,6 @@ from pathlib import Path
 
 from tune.programs import Options, plan, scale
 from tune.spec import Phase, SweepError, TrialSpec
-from tune.trial import WORKER_TOKEN
 
 SWEEP_EXPERIMENT = "geolip-sweeps"
 
@@ -140,7 +139,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
     from pipelines.tracking import artifact_root, ensure_experiment, open_run
     from tune.report import summarize
 
-    bundles, concurrent, gpu = _resources(job)  # too small a cluster fails before anything
+    per_trial, concurrent, gpu = _resources(job)  # too small a cluster fails before anything
     build_byte_shards(job.corpus, data, progress=progress)  # once, before trials share it
     experiment = ensure_experiment(uri, job.experiment, artifact_root(uri, data))
     tags = {"kind": "sweep", "program": job.program, "scale": job.scale, "seeds": str(seeds),
@@ -161,7 +160,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
         ctx = _context(job, sc, name, parent.run_id, uri, experiment, data, source)
         ctx["use_gpu"] = gpu
         for phase in phases:
-            _run_phase(phase, ctx, state, bundles, concurrent, job.resume, progress)
+            _run_phase(phase, ctx, state, per_trial, concurrent, job.resume, progress)
         summary = summarize(uri, parent.run_id, progress=progress)
     except BaseException as exc:
         parent.finish("FAILED", error=f"{type(exc).__name__}: {exc}"[:500])
@@ -191,18 +190,13 @@ def _context(job, sc, name, parent_id, uri, experiment, data, source) -> dict:
     }  # fmt: skip
 
 
-def _resources(job: SweepJob) -> tuple[list[dict], int, bool]:
-    """One trial's placement-group bundles, how many trials fit at once, and whether on GPUs.
+def _resources(job: SweepJob) -> tuple[dict, int, bool]:
+    """One trial's resources (its driver; Train reserves its workers itself), how many trials
+    fit at once, and whether they train on GPUs.
 
-    A trial's driver is a Tune actor in its own placement group, which captures the tasks it
-    starts (Ray Data's set-up tasks of the train dataset, one CPU each): so besides the
-    driver's bundle the group holds a bundle of ``max(1, workers)`` CPUs (on GPUs: 1 CPU for
-    those tasks). On CPUs that bundle is also what the trial's Train workers compute on: they
-    reserve only a token ``WORKER_TOKEN`` each in their own group (Ray refuses all-zero
-    bundles), so Tune's resource check alone bounds how many trials run, including the ones
-    ``Tuner.restore`` restarts past ``max_concurrent_trials`` (with workers reserving whole
-    CPUs those had taken every CPU with their drivers and waited forever). GPU workers reserve
-    their GPUs.
+    What the trials reserve never fills the cluster with drivers waiting for workers: at most
+    ``floor(CPUs / (driver + workers))`` run at once (``max_concurrent_trials``), and a restored
+    sweep does not restart its errored trials all at once either (``_run_phase``).
     """
     import ray
 
@@ -211,8 +205,7 @@ def _resources(job: SweepJob) -> tuple[list[dict], int, bool]:
     _init_ray(job.workers)
     total = ray.cluster_resources()
     gpu = job.use_gpu if job.use_gpu is not None else total.get("GPU", 0) > 0
-    bundles = [{"CPU": job.driver_cpus}, {"CPU": 1 if gpu else max(1, job.workers)}]
-    need_cpu = sum(b["CPU"] for b in bundles) + (0 if gpu else job.workers * WORKER_TOKEN)
+    need_cpu = job.driver_cpus + (0 if gpu else job.workers)
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
     if cpus < need_cpu or (gpu and gpus < job.workers):
         raise SweepError(
@@ -223,10 +216,10 @@ def _resources(job: SweepJob) -> tuple[list[dict], int, bool]:
     fits = math.floor(cpus / need_cpu)
     if gpu:
         fits = min(fits, math.floor(gpus / job.workers))
-    return bundles, max(1, fits), gpu
+    return {"CPU": job.driver_cpus}, max(1, fits), gpu
 
 
-def _run_phase(phase: Phase, ctx: dict, state: Path, bundles: list, concurrent: int,
+def _run_phase(phase: Phase, ctx: dict, state: Path, per_trial: dict, concurrent: int,
                resume: bool, progress) -> None:  # fmt: skip
     from ray import tune
 
@@ -242,29 +235,49 @@ def _run_phase(phase: Phase, ctx: dict, state: Path, bundles: list, concurrent: 
     specs = {t.key: t.to_dict() for t in trials}
     # Specs and context travel as parameters, not config: Tune prints every config it starts.
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, specs=specs, ctx=ctx), tune.PlacementGroupFactory(bundles)
+        tune.with_parameters(run_trial, specs=specs, ctx=ctx), per_trial
     )
     path = state / "tune" / phase.name
     progress(f"phase {phase.name}: {len(trials)} trial(s), up to {concurrent} at a time")
     if resume and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+        # Finished trials stay finished; interrupted ones continue. Errored ones are not
+        # restarted by the restore itself: it would start all of them at once, past
+        # max_concurrent_trials (on 2 CPUs their drivers took every CPU their workers needed).
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=False)
+        grid = tuner.fit()
+        errored = [dict(r.config) for r in grid if r.error is not None]
+        if errored:
+            progress(f"phase {phase.name}: retrying {len(errored)} failed trial(s)")
+            space = {"retry": tune.grid_search(errored)}
+            grid = _fresh_tuner(trainable, space, _retry_name(state, phase.name), state,
+                                tune.TuneConfig(max_concurrent_trials=concurrent)).fit()  # fmt: skip
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=_param_space(phase, trials),
-            tune_config=_tune_config(phase, concurrent),
-            run_config=tune.RunConfig(
-                name=phase.name,
-                storage_path=str(state / "tune"),
-                failure_config=tune.FailureConfig(max_failures=0),
-                verbose=1,
-            ),
-        )
-    grid = tuner.fit()
+        tune_config = _tune_config(phase, concurrent)
+        space = _param_space(phase, trials)
+        grid = _fresh_tuner(trainable, space, phase.name, state, tune_config).fit()
     close_open_children(ctx["uri"], ctx["parent_run_id"], phase.name)
     failed = [r for r in grid if r.error is not None]
     if failed:
         progress(f"phase {phase.name}: {len(failed)} trial(s) failed (recorded in MLflow)")
+
+
+def _fresh_tuner(trainable, space: dict, name: str, state: Path, tune_config):
+    from ray import tune
+
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=str(state / "tune"),
+        failure_config=tune.FailureConfig(max_failures=0),
+        verbose=1,
+    )
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def _retry_name(state: Path, phase: str) -> str:
+    n = 1
+    while (state / "tune" / f"{phase}-retry-{n}").exists():
+        n += 1
+    return f"{phase}-retry-{n}"
 
 
 def _runnable(trials, ctx) -> tuple[list[TrialSpec], list[tuple[TrialSpec, str]]]:

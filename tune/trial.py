@@ -14,8 +14,6 @@ from pathlib import Path
 
 from tune.spec import TrialSpec
 
-WORKER_TOKEN = 0.001  # CPUs a trial's Train worker reserves (tune.sweep._resources says why)
-
 CONTRAST_SEEDS = (0, 1, 2)  # spec §10.1: the mean over 3 seeds
 
 
@@ -41,6 +39,7 @@ def run_trial(config: dict, specs: dict, ctx: dict) -> None:
     maps keys to TrialSpec dicts, ``ctx`` is the sweep's context (``tune.with_parameters``)."""
     import ray.data
 
+    config = config.get("retry", config)  # a failed trial retried on --resume (tune.sweep)
     spec = TrialSpec.from_dict(specs[config["key"]])
     sampled = {k: v for k, v in config.items() if k != "key"}
     # Tune's trial table is the sweep's progress display; per-trial dataset bars would bury it.
@@ -89,7 +88,6 @@ def _train(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
         corpus=ctx["corpus"], preset=ctx["preset"], head=spec.head,
         overrides=trial_overrides(spec, ctx, sampled), workers=ctx["workers"],
         use_gpu=ctx["use_gpu"], max_failures=ctx["max_failures"],
-        worker_cpus=WORKER_TOKEN,  # the trial's reservation covers its workers (see sweep)
         init_from=str(checkpoint_of(ctx, spec.donor)) if spec.donor else None,
         graft=spec.graft, experiment=ctx["experiment"], tracking_uri=ctx["uri"],
         data_dir=ctx["data_dir"], eval_bytes=ctx["eval_bytes"], run_name=name,

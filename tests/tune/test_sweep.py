@@ -73,7 +73,7 @@ def test_bad_sweeps_fail_before_any_trial(ray_session, tmp_path, capsys):
         run_sweep(_job(tmp_path, resume=True), progress=lambda s: None)
     with pytest.raises(SweepError, match="neither a checkpoint directory nor an MLflow run"):
         run_sweep(_job(tmp_path, "graft", arms=(), donor="no-such-donor"), progress=lambda s: None)
-    with pytest.raises(SweepError, match=r"one trial needs 64.5\d* CPUs.*lower --workers"):
+    with pytest.raises(SweepError, match="one trial needs 64.5 CPUs.*lower --workers"):
         run_sweep(_job(tmp_path, workers=64, use_gpu=False), progress=lambda s: None)
     assert not (tmp_path / "data" / "sweeps").exists() or not any(
         (tmp_path / "data" / "sweeps").glob("*/sweep.json")
