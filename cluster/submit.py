@@ -64,13 +64,29 @@ def client(address: str | None):
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
-    # An explicit token is sent as is: Ray's own loader caches the first token it finds.
-    token = os.environ.get("RAY_AUTH_TOKEN")
+    token = _token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
         return JobSubmissionClient(url, headers=headers)
     except Exception as exc:  # ConnectionError, auth RuntimeError: say which and how to fix
         raise SubmitError(_connection_error(url, exc)) from exc
+
+
+def _token() -> str | None:
+    """The cluster token, sent whenever there is one: ``RAY_AUTH_TOKEN``, the file named by
+    ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token`` (where ``ray start`` writes it).
+
+    Sent explicitly because Ray's client only sends it when ``RAY_AUTH_MODE=token`` is set in
+    the client's environment (a fresh local head enables token auth without that), and its
+    loader caches the first token it finds.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _connection_error(url: str, exc: Exception) -> str:
