@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from pipelines.errors import GeolipError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 90.0  # how long a fresh cluster may take to have a job agent
 # Flags whose values are paths a job writes or reads on the cluster.
 PATH_FLAGS = ("out", "data_dir", "atlas", "checkpoint", "init_from", "bank", "donor")
 
@@ -164,16 +166,29 @@ def submit(sub: Submission, progress=print) -> int:
     entrypoint = shlex.join(entry)
     sid = sub.submission_id or _stable_id(jobs, argv, env)
     metadata = {"geolip_command": shlex.join(argv)}
-    try:
-        jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None,
-                        submission_id=sid, metadata=metadata)  # fmt: skip
-    except Exception as exc:
-        raise SubmitError(f"submission {sid} refused: {' '.join(str(exc).split())[:300]}") from exc
+    _submit_when_ready(jobs, sid, entrypoint=entrypoint, runtime_env=runtime_env or None,
+                       submission_id=sid, metadata=metadata)  # fmt: skip
     progress(f"submitted {sid}: {entrypoint}")
     if not sub.wait:
         progress(f"follow it with: geolip jobs logs {sid} --follow")
         return 0
     return follow(jobs, sid, progress)
+
+
+def _submit_when_ready(jobs, sid: str, wait_s: float = AGENT_WAIT_S, **kwargs) -> None:
+    """``submit_job``, retried while the cluster has no job agent yet (a head that has just
+    started answers "No available agent to submit job" for some seconds)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            jobs.submit_job(**kwargs)
+            return
+        except Exception as exc:
+            text = " ".join(str(exc).split())
+            if "No available agent" in text and time.monotonic() < deadline:
+                time.sleep(2)
+                continue
+            raise SubmitError(f"submission {sid} refused: {text[:300]}") from exc
 
 
 def _stable_id(jobs, argv: list[str], env: dict) -> str:
