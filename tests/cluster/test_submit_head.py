@@ -39,6 +39,11 @@ def head():
     cmd = [str(RAY), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
            f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
+    # The session's own Ray holds the default agent ports (52365...): a head beside it needs
+    # its own, or its job agent cannot bind and no job can be submitted.
+    for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                 "runtime-env-agent-port", "ray-client-server-port"):  # fmt: skip
+        cmd.append(f"--{flag}={_free_port()}")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # The head's jobs run `python` from its PATH: this environment's, as on an image.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
