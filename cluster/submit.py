@@ -29,7 +29,6 @@ from pathlib import Path
 from pipelines.errors import GeolipError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 90.0  # how long a fresh cluster may take to have a job agent
 # Flags whose values are paths a job writes or reads on the cluster.
 PATH_FLAGS = ("out", "data_dir", "atlas", "checkpoint", "init_from", "bank", "donor")

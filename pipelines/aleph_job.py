@@ -201,7 +201,7 @@ def _load_donor(path: str):
 
 def _resolve_bank(job: TrainJob, run_cfg, donor, shards):
     """The bank the run uses: ``--bank FILE``, else the donor's, else cut from the train shards."""
-    from geolip.models.aleph.bank import bank_from_bytes, load_bank
+    from geolip.models.aleph.bank import load_bank
 
     if not run_cfg.model.uses_bank:
         return None
@@ -209,11 +209,16 @@ def _resolve_bank(job: TrainJob, run_cfg, donor, shards):
         return load_bank(Path(job.bank).expanduser().resolve())
     if donor is not None and donor.bank is not None:
         return donor.bank
+    return train_bank(shards, job.corpus, run_cfg.train.bank_size)
+
+
+def train_bank(shards, corpus: str, size: int):
+    """The top-``size`` trigrams of the corpus' train side (a bank cut from the byte shards)."""
+    from geolip.models.aleph.bank import bank_from_bytes
     from pipelines.byte_shards import read_side
 
     train = read_side(shards, "train").tobytes()
-    size = run_cfg.train.bank_size
-    return bank_from_bytes(train, size, {"corpus": job.corpus, "split": "train", "cut": "top-N"})
+    return bank_from_bytes(train, size, {"corpus": corpus, "split": "train", "cut": "top-N"})
 
 
 def _graft(donor, run_cfg, op: str, bank):

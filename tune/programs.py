@@ -87,24 +87,17 @@ def preservation(opts: Options) -> list[Phase]:
         for head in PRESERVATION_HEADS:
             for arm in PRESERVATION_ARMS:
                 name = f"{head}/{arm}"
-                sets = (*_bank(opts, "sparse"), f"model.preservation={_arm_field(arm)}")
-                sets += _arm_extra(arm)
+                sets = (*_bank(opts, "sparse"), *_arm_overrides(arm))
                 trials.append(_train(name.replace("/", "-"), name, head, seed, sets, "sparse",
                                      tags={"preservation": arm}))  # fmt: skip
     return [Phase("arms", tuple(trials))]
 
 
-def _arm_field(arm: str) -> str:
+def _arm_overrides(arm: str) -> tuple[str, ...]:
+    """The ``--set`` form of a preservation arm's config fields (``geolip.experiments``)."""
     from geolip.experiments.preservation import ARMS
 
-    return ARMS[arm]["preservation"]
-
-
-def _arm_extra(arm: str) -> tuple[str, ...]:
-    from geolip.experiments.preservation import ARMS
-
-    fields = {k: v for k, v in ARMS[arm].items() if k != "preservation"}
-    return tuple(f"model.{k}={v}" for k, v in fields.items())
+    return tuple(f"model.{k}={v}" for k, v in ARMS[arm].items())
 
 
 def survey(opts: Options) -> list[Phase]:

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 from pipelines.errors import GeolipError
 
-KINDS = ("train", "contrast", "bank_swap")
-
 
 class SweepError(GeolipError):
     """A sweep that cannot start: unknown program or arm, a missing donor, too small a cluster."""

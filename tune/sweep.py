@@ -18,8 +18,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tune.programs import Options, plan, scale
+from tune.programs import CONTRAST_OPS, Options, plan, scale
 from tune.spec import Phase, SweepError, TrialSpec
+from tune.trial import checkpoint_of
 
 SWEEP_EXPERIMENT = "geolip-sweeps"
 
@@ -92,7 +93,7 @@ def run_sweep(job: SweepJob, progress=print) -> SweepOutcome:
     if job.dry_run:
         progress(plan_text(phases, sc, job.sets))
         return SweepOutcome(name, "", uri, {"phases": [[t.key for t in p.trials] for p in phases]})
-    return _launch(job, sc, seeds, phases, name, state, data, uri, source, progress)
+    return _launch(job, sc, seeds, phases, name, state, data, uri, source, donor, progress)
 
 
 def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:
@@ -134,7 +135,7 @@ def _check_state(state: Path, name: str, resume: bool) -> None:
         raise SweepError(f"sweep {name} already exists ({state}); pass --resume to continue it")
 
 
-def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) -> SweepOutcome:
+def _launch(job, sc, seeds, phases, name, state, data, uri, source, donor, progress):
     from pipelines.byte_shards import build_byte_shards
     from pipelines.tracking import artifact_root, ensure_experiment, open_run
     from tune.report import summarize
@@ -157,7 +158,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
                 "phases": [p.name for p in phases]}  # fmt: skip
     _write_json(state / "sweep.json", plan_doc)
     try:
-        ctx = _context(job, sc, name, parent.run_id, uri, experiment, data, source)
+        ctx = _context(job, sc, name, parent.run_id, uri, experiment, data, source, donor)
         ctx["use_gpu"] = gpu
         for phase in phases:
             _run_phase(phase, ctx, state, per_trial, concurrent, job.resume, progress)
@@ -169,16 +170,12 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, progress) ->
     return SweepOutcome(name, parent.run_id, uri, summary)
 
 
-def _context(job, sc, name, parent_id, uri, experiment, data, source) -> dict:
+def _context(job, sc, name, parent_id, uri, experiment, data, source, donor) -> dict:
     """What every trial of the sweep needs (JSON-able; absolute paths only)."""
-    external = {}
-    if job.donor:
-        external[job.donor] = str(_donor_path(job.donor, uri, data))
-    if source:
-        for t in source["trials"]:
-            external[t["key"]] = str(
-                Path(data) / "runs" / "aleph" / f"{source['name']}-{t['key']}" / "final"
-            )
+    external = {job.donor: str(donor)} if donor is not None else {}
+    if source:  # the checkpoints of another sweep's trials, found as that sweep finds them
+        other = {"sweep": source["name"], "data_dir": str(Path(data).resolve())}
+        external.update({t["key"]: str(checkpoint_of(other, t["key"])) for t in source["trials"]})
     return {
         "sweep": name, "program": job.program, "phase": "", "parent_run_id": parent_id,
         "uri": uri, "experiment": job.experiment, "experiment_id": experiment,
@@ -186,7 +183,7 @@ def _context(job, sc, name, parent_id, uri, experiment, data, source) -> dict:
         "steps": sc.steps, "scale_overrides": list(sc.overrides), "sets": list(job.sets),
         "workers": job.workers, "use_gpu": job.use_gpu, "max_failures": job.max_failures,
         "eval_bytes": sc.eval_bytes, "banks": dict(sc.banks), "external": external,
-        "contrast_ops": ["permute", "randomize"], "faults": dict(job.fault or {}),
+        "contrast_ops": list(CONTRAST_OPS), "faults": dict(job.fault or {}),
     }  # fmt: skip
 
 

@@ -148,14 +148,13 @@ def _bank_swap(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
 
     from geolip.eval import bpb_batches
     from geolip.experiments.graft import swap_bank
-    from geolip.models.aleph.bank import bank_from_bytes
-    from pipelines.byte_shards import build_byte_shards, read_side
+    from pipelines.aleph_job import train_bank
+    from pipelines.byte_shards import build_byte_shards
 
     model, _, batches = _source(spec, ctx)
     shards = build_byte_shards(ctx["corpus"], Path(ctx["data_dir"]), progress=lambda s: None)
-    train = read_side(shards, "train").tobytes()
     size = ctx["banks"][spec.bank]
-    bank = bank_from_bytes(train, size, {"corpus": ctx["corpus"], "split": "train", "cut": "top-N"})
+    bank = train_bank(shards, ctx["corpus"], size)
     swapped = swap_bank(model, bank)
     metrics = {"swap/bpb_trained_bank": bpb_batches(model, batches).bpb}
     metrics["swap/bpb_swapped_bank"] = bpb_batches(swapped, batches).bpb
