@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint format demo bench clean
+.PHONY: venv test lint format demo ui bench clean
 
 venv: $(STAMP)
 
@@ -26,10 +26,14 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 test: venv lint
-	$(PY) -m pytest -m "not gpu" -q
+	$(PY) -m pytest -m "not gpu" -q --durations=15
 
+# The whole product end to end (~15 min on 2 CPUs); DEMO_ARGS="--scale smoke" for a 5-minute check.
 demo: venv
-	$(VENV)/bin/geolip demo
+	$(VENV)/bin/geolip demo $(DEMO_ARGS)
+
+ui: venv
+	$(VENV)/bin/geolip ui
 
 bench: venv
 	$(PY) benchmarks/bench_aleph_attention.py

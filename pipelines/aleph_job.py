@@ -40,6 +40,8 @@ class TrainJob:
     init_from: str | None = None
     graft: str = "none"
     resume: bool = False
+    auto_resume: bool = False
+    """Resume if the run has a checkpoint, else start it (``geolip demo``'s re-runs)."""
     experiment: str = "geolip-aleph"
     tracking_uri: str | None = None
     data_dir: str | None = None
@@ -113,6 +115,8 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
     name = job.run_name or run_name(job, run_cfg, bank)
     run_dir = data / "runs" / "aleph" / name
     storage = data / "ray_results"
+    if job.auto_resume and not job.resume:
+        job = dataclasses.replace(job, resume=has_checkpoint(storage / name))
     check_run_name(run_dir, storage / name, job.resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     bank_path = _write_bank(bank, run_dir)
@@ -174,10 +178,15 @@ def run_name(job: TrainJob, run_cfg, bank) -> str:
     return f"aleph-{job.preset}-{job.head}-{config_hash(identity, 8)}-s{run_cfg.train.seed}"
 
 
+def has_checkpoint(train_dir: Path) -> bool:
+    """Whether Ray Train's directory of a run holds a checkpoint to resume from."""
+    return train_dir.exists() and any(train_dir.glob("checkpoint_*"))
+
+
 def check_run_name(run_dir: Path, train_dir: Path, resume: bool) -> None:
     """Refuse a name in use without ``--resume`` and ``--resume`` of a run with no checkpoint
     (``train_dir``: Ray Train's directory of the run); clear a run that never checkpointed."""
-    started = train_dir.exists() and any(train_dir.glob("checkpoint_*"))
+    started = has_checkpoint(train_dir)
     if resume and not started:
         raise GeolipError(
             f"--resume: run {run_dir.name} has no checkpoint to resume from ({train_dir}); "

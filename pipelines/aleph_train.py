@@ -57,8 +57,9 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
     experiment = ensure_experiment(uri, job.experiment, artifact_root(uri, data))
     params = {"config": prepared.run_cfg.to_dict(), "job": _job_params(prepared)}
     logger = open_run(
-        uri, experiment, prepared.name, resume=job.resume, tags=prepared.tags, params=params
-    )
+        uri, experiment, prepared.name, resume=prepared.job.resume, tags=prepared.tags,
+        params=params,
+    )  # fmt: skip
     progress(
         f"run {prepared.name}: MLflow {uri} (experiment {job.experiment}, run {logger.run_id})"
     )

@@ -47,7 +47,7 @@ class Command:
 # Modules exposing `COMMANDS: list[Command]`, imported when the parser is built.
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.aleph_cli",
-    "pipelines.demo",
+    "pipelines.ui",
     "pipelines.atlas_query_cli",
     "pipelines.atlas_cli",
     "pipelines.train_cli",

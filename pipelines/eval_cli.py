@@ -68,23 +68,37 @@ def evaluate_aleph(model, held, train=None, streams: int = 8, compressors: bool 
     return out
 
 
-def _run_aleph(args: argparse.Namespace) -> int:
+def eval_checkpoint(checkpoint, corpus: str, data: Path, *, eval_bytes: int = 1_000_000,
+                    prime_bytes: int = 8_000_000, streams: int = 8, compressors: bool = True,
+                    log: bool = True, tracking_uri: str | None = None) -> dict:  # fmt: skip
+    """Held-out bits/byte of the checkpoint next to the compressors (primed on the last
+    ``prime_bytes`` of the train side), logged to its MLflow run unless ``log`` is false."""
     from geolip.checkpoint import load_checkpoint
     from pipelines.byte_shards import read_side
+
+    checkpoint = Path(checkpoint).expanduser().resolve()
+    model, run_cfg, meta = load_checkpoint(checkpoint)
+    held, shards = heldout_bytes(corpus, data, eval_bytes)
+    train = None
+    if compressors and prime_bytes > 0:
+        train = read_side(shards, "train")[-prime_bytes:].tobytes()
+    result = evaluate_aleph(model, held, train, streams, compressors)
+    result.update(checkpoint=str(checkpoint), corpus=corpus)
+    if log:
+        metrics = _aleph_metrics(result)
+        result["mlflow_run_id"] = _log_eval(tracking_uri, meta, data, result, metrics)
+    return result
+
+
+def _run_aleph(args: argparse.Namespace) -> int:
     from pipelines.paths import data_dir
 
-    data = data_dir(args.data_dir)
-    model, run_cfg, meta = load_checkpoint(Path(args.checkpoint).expanduser().resolve())
-    held, shards = heldout_bytes(args.corpus, data, args.eval_bytes)
-    train = None
-    if not args.no_compressors and args.prime_bytes > 0:
-        train_all = read_side(shards, "train")
-        train = train_all[-args.prime_bytes :].tobytes()
-    result = evaluate_aleph(model, held, train, args.streams, not args.no_compressors)
-    result.update(checkpoint=str(Path(args.checkpoint).resolve()), corpus=args.corpus)
-    if not args.no_log:
-        result["mlflow_run_id"] = _log_eval(args, meta, data, result, _aleph_metrics(result))
-    _print_aleph(result, args.format)
+    result = eval_checkpoint(
+        args.checkpoint, args.corpus, data_dir(args.data_dir), eval_bytes=args.eval_bytes,
+        prime_bytes=args.prime_bytes, streams=args.streams, compressors=not args.no_compressors,
+        log=not args.no_log, tracking_uri=args.tracking_uri,
+    )  # fmt: skip
+    print_aleph(result, args.format)
     return 0
 
 
@@ -99,7 +113,7 @@ def _aleph_metrics(result: dict) -> dict:
     return metrics
 
 
-def _print_aleph(result: dict, fmt: str) -> None:
+def print_aleph(result: dict, fmt: str = "table") -> None:
     if fmt == "json":
         print(json.dumps(result, indent=2))
         return
@@ -121,26 +135,40 @@ def _print_aleph(result: dict, fmt: str) -> None:
     Console().print(table)
 
 
-def _run_contrast(args: argparse.Namespace) -> int:
+def contrast_checkpoint(checkpoint, corpus: str, data: Path, *, eval_bytes: int = 1_000_000,
+                        ops=("permute", "randomize", "rotate"), seeds: int = 3, scope: str = "all",
+                        windows: int = 64, log: bool = True, tracking_uri: str | None = None):  # fmt: skip
+    """Controller contrast of the checkpoint on fixed held-out windows; ``(result, report)``,
+    logged (metrics, JSON and a bar plot) to its MLflow run unless ``log`` is false."""
     from geolip.checkpoint import load_checkpoint
     from geolip.data import fixed_eval_batches
     from geolip.experiments.contrast import controller_contrast
-    from pipelines.paths import data_dir
 
-    data = data_dir(args.data_dir)
-    model, run_cfg, meta = load_checkpoint(Path(args.checkpoint).expanduser().resolve())
-    held, _ = heldout_bytes(args.corpus, data, args.eval_bytes)
-    batches = fixed_eval_batches(held, args.windows, run_cfg.model.seq_trigrams, batch=16)
-    ops = tuple(op.strip() for op in args.ops.split(",") if op.strip())
-    report = controller_contrast(model, batches, ops, tuple(range(args.seeds)), args.scope)
-    result = {"checkpoint": str(Path(args.checkpoint).resolve()), "corpus": args.corpus,
-              "base_bpb": report.base_bpb, "scope": report.scope, "rows": report.rows()}  # fmt: skip
-    if not args.no_log:
+    checkpoint = Path(checkpoint).expanduser().resolve()
+    model, run_cfg, meta = load_checkpoint(checkpoint)
+    held, _ = heldout_bytes(corpus, data, eval_bytes)
+    batches = fixed_eval_batches(held, windows, run_cfg.model.seq_trigrams, batch=16)
+    report = controller_contrast(model, batches, tuple(ops), tuple(range(seeds)), scope)
+    result = {"checkpoint": str(checkpoint), "corpus": corpus, "base_bpb": report.base_bpb,
+              "scope": report.scope, "rows": report.rows()}  # fmt: skip
+    if log:
         metrics = {"contrast/base_bpb": report.base_bpb}
         for row in report.rows():
-            metrics[f"contrast/{args.scope}/{row['op']}/delta_bpb"] = row["delta_bpb_mean"]
-            metrics[f"contrast/{args.scope}/{row['op']}/delta_bpb_std"] = row["delta_bpb_std"]
-        result["mlflow_run_id"] = _log_eval(args, meta, data, result, metrics, report)
+            metrics[f"contrast/{scope}/{row['op']}/delta_bpb"] = row["delta_bpb_mean"]
+            metrics[f"contrast/{scope}/{row['op']}/delta_bpb_std"] = row["delta_bpb_std"]
+        result["mlflow_run_id"] = _log_eval(tracking_uri, meta, data, result, metrics, report)
+    return result, report
+
+
+def _run_contrast(args: argparse.Namespace) -> int:
+    from pipelines.paths import data_dir
+
+    ops = tuple(op.strip() for op in args.ops.split(",") if op.strip())
+    result, report = contrast_checkpoint(
+        args.checkpoint, args.corpus, data_dir(args.data_dir), eval_bytes=args.eval_bytes,
+        ops=ops, seeds=args.seeds, scope=args.scope, windows=args.windows, log=not args.no_log,
+        tracking_uri=args.tracking_uri,
+    )  # fmt: skip
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:
@@ -148,7 +176,9 @@ def _run_contrast(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_eval(args, meta: dict, data: Path, result: dict, metrics: dict, report=None) -> str:
+def _log_eval(
+    tracking_uri, meta: dict, data: Path, result: dict, metrics: dict, report=None
+) -> str:
     """Log to the checkpoint's MLflow run (or a new ``geolip-eval`` run); returns the run id."""
     from pipelines.tracking import (
         RunLogger,
@@ -160,14 +190,14 @@ def _log_eval(args, meta: dict, data: Path, result: dict, metrics: dict, report=
     )
 
     run_id, uri = meta.get("mlflow_run_id"), meta.get("tracking_uri")
-    if args.tracking_uri or not (run_id and uri):
-        uri, run_id = resolve_tracking_uri(args.tracking_uri, data), None
+    if tracking_uri or not (run_id and uri):
+        uri, run_id = resolve_tracking_uri(tracking_uri, data), None
     check_tracking(uri)
     if run_id:
         logger = RunLogger(uri, run_id)
     else:
         experiment = ensure_experiment(uri, "geolip-eval", artifact_root(uri, data))
-        name = f"eval-{Path(args.checkpoint).resolve().parent.name}"
+        name = f"eval-{Path(result['checkpoint']).parent.name}"
         logger = start_run(uri, experiment, name, tags={"checkpoint": result["checkpoint"]})
     step = int(meta.get("step", 0))
     logger.log_metrics(metrics, step)
@@ -187,7 +217,7 @@ def _log_eval(args, meta: dict, data: Path, result: dict, metrics: dict, report=
         logger.log_figure(bars_figure(rows, "name", "bpb", title="held-out bits/byte",
                                       ylabel="bits/byte"), "eval_bpb.png")  # fmt: skip
     logger.flush()
-    if not meta.get("mlflow_run_id") or args.tracking_uri:
+    if not meta.get("mlflow_run_id") or tracking_uri:
         logger.finish()
     return logger.run_id
 

@@ -39,19 +39,3 @@ def test_sample_bad_input_is_one_line_error(tmp_path, capsys):
     assert "position table" in capsys.readouterr().err
     assert main(["aleph", "sample", "--checkpoint", str(ck), "--bytes", "0"]) == 2
     assert "--bytes" in capsys.readouterr().err
-
-
-def test_demo_trains_reports_samples_and_is_idempotent(tmp_path, capsys):
-    argv = ["demo", "--corpus", "builtin:tiny", "--seconds", "2", "--data-dir", str(tmp_path)]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    ck = tmp_path / "demo" / "aleph-tiny-pmix"
-    assert (ck / "model.safetensors").is_file() and (ck / "meta.json").is_file()
-    for needle in ("held-out bits/byte", "windowed", "streamed", "gzip -9", "sample"):
-        assert needle in out
-    mtime = (ck / "model.safetensors").stat().st_mtime_ns
-    assert main(argv) == 0  # a second run reuses the checkpoint
-    assert "reusing trained checkpoint" in capsys.readouterr().out
-    assert (ck / "model.safetensors").stat().st_mtime_ns == mtime
-    assert main([*argv, "--fresh"]) == 0
-    assert (ck / "model.safetensors").stat().st_mtime_ns != mtime
