@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     import datasets
 
 TXT_BLOCK_BYTES = 1 << 20
-SUPPORTED = (".txt", ".jsonl", ".parquet")
+SUPPORTED = (".txt", ".raw", ".jsonl", ".parquet")
+"""``.raw`` is plain text: WikiText's raw release names its files ``wiki.{train,valid,test}.raw``."""
 # The files `datasets.save_to_disk` writes: a Dataset has state.json, a DatasetDict has
 # dataset_dict.json (and one Dataset directory per split).
 _SAVED_MARKERS = ("state.json", "dataset_dict.json")
@@ -81,7 +82,7 @@ def _read_path(prefix: str, path: Path) -> Iterator[Document]:
     if path.is_dir():
         return _read_saved_dataset(prefix, path)
     suffix = path.suffix.lower()
-    if suffix == ".txt":
+    if suffix in (".txt", ".raw"):
         return _read_txt(prefix, path)
     if suffix == ".jsonl":
         return _read_jsonl(prefix, path)

@@ -140,6 +140,10 @@ def test_txt_wikitext_articles(tmp_path) -> None:
     assert [d.doc_id for d in docs] == ["wiki.train.txt#1", "wiki.train.txt#2"]
     assert docs[0].text.startswith(" = Alpha = ") and "= = Part = =" in docs[0].text
     assert docs[1].text == " = Beta = \n\n Beta text .\n"
+    # WikiText's raw release (wiki.train.raw ...) is the same plain text.
+    (tmp_path / "wiki.valid.raw").write_text(text)
+    raw = list(iter_documents(f"file:{tmp_path}/wiki.*.raw"))
+    assert [d.text for d in raw] == [d.text for d in docs]
 
 
 def test_big_txt_splits_into_blocks(tmp_path, monkeypatch) -> None:
