@@ -134,3 +134,18 @@ def test_eval_contrast_table_and_plot(tmp_path, capsys) -> None:
     assert main(["eval", "contrast", str(ck), "--corpus", CORPUS, "--data-dir", str(tmp_path),
                  "--ops", "twist", "--no-log"]) == 2  # fmt: skip
     assert "twist" in _error(capsys)
+
+
+def test_auto_resume_continues_only_a_run_with_a_checkpoint(tmp_path) -> None:
+    """``geolip demo``'s re-runs: a run that reached a checkpoint resumes, any other starts."""
+    from pipelines.aleph_job import TrainJob, prepare_job
+    from pipelines.errors import GeolipError
+
+    job = TrainJob(corpus=CORPUS, data_dir=str(tmp_path), auto_resume=True)
+    first = prepare_job(job, progress=lambda s: None)
+    assert first.job.resume is False and first.run_dir.exists()
+    (first.storage / first.name / "checkpoint_2026-11-22_00-00-00.000000").mkdir(parents=True)
+    again = prepare_job(job, progress=lambda s: None)
+    assert again.name == first.name and again.job.resume is True
+    with pytest.raises(GeolipError, match="already exists"):
+        prepare_job(TrainJob(corpus=CORPUS, data_dir=str(tmp_path)), progress=lambda s: None)
