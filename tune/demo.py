@@ -72,7 +72,7 @@ DEMO_SCALES = {
     "tiny": DemoScale(
         "tiny",
         "tiny",
-        ("train.steps=600", "train.log_every=30", "train.eval_windows=8"),
+        ("train.steps=1500", "train.log_every=50", "train.eval_windows=8"),
         atlas_target=500_000,
         bank_size=1024,
         eval_bytes=100_000,
