@@ -14,6 +14,9 @@ deletes what the demo made and starts over. ``--scale`` picks the budgets (``DEM
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,9 +256,12 @@ def print_final(d: Demo, experiment_id: str) -> None:
     from pipelines.ui import experiment_url
 
     flags = "" if d.data == Path("data").resolve() else f" --data-dir {d.data}"
+    exe = "geolip"
+    if shutil.which("geolip") is None and Path(sys.argv[0]).name == "geolip":
+        exe = os.path.relpath(sys.argv[0])  # `make demo` runs .venv/bin/geolip, not on PATH
     d.console.print(
         f"data: {d.data}\nMLflow store: {d.uri} (experiment {d.experiment}, id {experiment_id})\n"
-        f"browse the results: geolip ui{flags}\n"
+        f"browse the results: {exe} ui{flags}\n"
         f"  then open {experiment_url('http://127.0.0.1:5000', experiment_id)}",
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
