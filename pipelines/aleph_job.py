@@ -115,9 +115,8 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
     name = job.run_name or run_name(job, run_cfg, bank)
     run_dir = data / "runs" / "aleph" / name
     storage = data / "ray_results"
-    if job.auto_resume and not job.resume:
-        job = dataclasses.replace(job, resume=has_checkpoint(storage / name))
-    check_run_name(run_dir, storage / name, job.resume)
+    resume = check_run_name(run_dir, storage / name, job.resume, job.auto_resume)
+    job = dataclasses.replace(job, resume=resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     bank_path = _write_bank(bank, run_dir)
     init_dir = _write_init(model, run_cfg, run_dir) if model is not None else None
@@ -183,10 +182,15 @@ def has_checkpoint(train_dir: Path) -> bool:
     return train_dir.exists() and any(train_dir.glob("checkpoint_*"))
 
 
-def check_run_name(run_dir: Path, train_dir: Path, resume: bool) -> None:
+def check_run_name(run_dir: Path, train_dir: Path, resume: bool, auto: bool = False) -> bool:
     """Refuse a name in use without ``--resume`` and ``--resume`` of a run with no checkpoint
-    (``train_dir``: Ray Train's directory of the run); clear a run that never checkpointed."""
+    (``train_dir``: Ray Train's directory of the run); clear a run that never checkpointed.
+
+    With ``auto`` (``geolip demo``'s re-runs) a run with a checkpoint resumes and any other
+    starts. Returns whether the run resumes.
+    """
     started = has_checkpoint(train_dir)
+    resume = resume or (auto and started)
     if resume and not started:
         raise GeolipError(
             f"--resume: run {run_dir.name} has no checkpoint to resume from ({train_dir}); "
@@ -199,6 +203,7 @@ def check_run_name(run_dir: Path, train_dir: Path, resume: bool) -> None:
         )
     if not started and run_dir.exists():
         shutil.rmtree(run_dir)  # a run that never reached a checkpoint: start it afresh
+    return resume
 
 
 def _load_donor(path: str):

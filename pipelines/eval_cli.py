@@ -98,7 +98,7 @@ def _run_aleph(args: argparse.Namespace) -> int:
         prime_bytes=args.prime_bytes, streams=args.streams, compressors=not args.no_compressors,
         log=not args.no_log, tracking_uri=args.tracking_uri,
     )  # fmt: skip
-    print_aleph(result, args.format)
+    _print_aleph(result, args.format)
     return 0
 
 
@@ -113,7 +113,7 @@ def _aleph_metrics(result: dict) -> dict:
     return metrics
 
 
-def print_aleph(result: dict, fmt: str = "table") -> None:
+def _print_aleph(result: dict, fmt: str) -> None:
     if fmt == "json":
         print(json.dumps(result, indent=2))
         return

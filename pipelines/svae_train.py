@@ -56,7 +56,7 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
 
     from geolip.config import config_hash
     from geolip.models.svae.adapters import shuffle_patches
-    from pipelines.aleph_job import check_run_name, has_checkpoint
+    from pipelines.aleph_job import check_run_name
     from pipelines.paths import data_dir
     from pipelines.svae_data import load_svae_data
     from pipelines.tracking import (
@@ -79,9 +79,10 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     ident = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "data": job.data, "w": job.workers}
     name = f"svae-{data.kind}-{config_hash(ident, 8)}-s{tcfg.seed}"
     run_dir = data_root / "runs" / "svae" / name
-    if job.auto_resume and not job.resume:
-        job = dataclasses.replace(job, resume=has_checkpoint(data_root / "ray_results" / name))
-    check_run_name(run_dir, data_root / "ray_results" / name, job.resume)  # the main fit's
+    train_dir = data_root / "ray_results" / name  # the main fit's
+    job = dataclasses.replace(
+        job, resume=check_run_name(run_dir, train_dir, job.resume, job.auto_resume)
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     x = _as_patches(data.train, geo), _as_patches(data.val, geo)
     tensors = {"train": data.train, "val": data.val,

@@ -49,11 +49,6 @@ def check_port(host: str, port: int) -> None:
             ) from e
 
 
-def _sqlite_db(uri: str) -> Path:
-    """The database file of a ``sqlite:////abs`` URI (``resolve_tracking_uri`` made it absolute)."""
-    return Path(uri[len("sqlite:///") :].partition("?")[0])
-
-
 def server_url(host: str, port: int) -> str:
     """``http://HOST:PORT`` as a browser on this machine reaches a server bound to ``host``."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
@@ -187,16 +182,16 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from pipelines.paths import data_dir
-    from pipelines.tracking import resolve_tracking_uri
+    from pipelines.tracking import _sqlite_path, resolve_tracking_uri
 
     data = data_dir(args.data_dir)
     uri = resolve_tracking_uri(args.tracking_uri, data)
     if uri.startswith(("http://", "https://")):
         print(f"MLflow UI: {uri}  (the tracking store is already a server)")
         return 0
-    if not uri.startswith("sqlite:///"):
+    if (db := _sqlite_path(uri)) is None:
         raise GeolipError(f"`geolip ui` serves SQLite stores; {uri} has its own UI")
-    if not (db := _sqlite_db(uri)).is_file():
+    if not db.is_file():
         raise GeolipError(
             f"no MLflow store at {db}; run `geolip demo` (or any training command) first, "
             "or pass --data-dir/--tracking-uri"

@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.cli import Command
@@ -144,9 +144,9 @@ class Demo:
     home: Path
     workers: int
     console: object
+    experiment_id: str
     state: object = None
     experiment: str = EXPERIMENT
-    timings: dict = field(default_factory=dict)
 
     def stage_names(self) -> list[str]:
         return list(_stages())
@@ -159,11 +159,10 @@ class Demo:
 
     def log_run(self, name, tags, params, metrics, *, dicts=None, texts=None, figures=None):
         """A finished run of the demo experiment; returns its id."""
-        from pipelines.tracking import artifact_root, ensure_experiment, start_run
+        from pipelines.tracking import start_run
 
-        exp = ensure_experiment(self.uri, self.experiment, artifact_root(self.uri, self.data))
-        logger = start_run(self.uri, exp, name, tags={"demo": self.scale.name, **tags},
-                           params=params)  # fmt: skip
+        tags = {"demo": self.scale.name, **tags}
+        logger = start_run(self.uri, self.experiment_id, name, tags=tags, params=params)
         with logger:
             logger.log_metrics(metrics, 0)
             for fname, d in (dicts or {}).items():
@@ -207,9 +206,9 @@ def run_demo(scale: str, corpus: str, data_dir: str | None, tracking_uri: str | 
         if fresh:
             forget(home, uri, progress=console.print)
         identity = {"scale": scale, "corpus": corpus, "workers": workers}
-        d = Demo(DEMO_SCALES[scale], corpus, data, uri, home, workers, console)
-        d.state = DemoState(home, identity)
         exp = ensure_experiment(uri, EXPERIMENT, artifact_root(uri, data))
+        d = Demo(DEMO_SCALES[scale], corpus, data, uri, home, workers, console, exp)
+        d.state = DemoState(home, identity)
         if n := close_interrupted(uri, exp):
             console.print(f"marked {n} run(s) of an interrupted demo KILLED; continuing")
         _init_ray(workers)
@@ -225,7 +224,7 @@ def run_demo(scale: str, corpus: str, data_dir: str | None, tracking_uri: str | 
                     "are kept; run the same command again to continue (--fresh starts over)"
                 )
                 raise
-    print_final(d, exp)
+    print_final(d)
     return d
 
 
@@ -242,9 +241,11 @@ def _run_stage(d: Demo, i: int, n: int, name: str, title: str, fn) -> None:
     d.console.print(f"[dim]{name}: {rec['seconds_stage']:.0f} s")
 
 
-def print_final(d: Demo, experiment_id: str) -> None:
+def print_final(d: Demo) -> None:
     """What ran, the key figures, where the data lives and how to browse it."""
     from rich.table import Table
+
+    from pipelines.ui import experiment_url
 
     table = Table(title=f"geolip demo ({d.scale.name}) on {d.corpus}", show_lines=False)
     for col in ("stage", "result", "s"):
@@ -253,22 +254,20 @@ def print_final(d: Demo, experiment_id: str) -> None:
         rec = d.record(name)
         table.add_row(name, rec["summary"], f"{rec.get('seconds_stage', 0):.0f}")
     d.console.print(table)
-    from pipelines.ui import experiment_url
-
     flags = "" if d.data == Path("data").resolve() else f" --data-dir {d.data}"
     exe = "geolip"
     if shutil.which("geolip") is None and Path(sys.argv[0]).name == "geolip":
         exe = os.path.relpath(sys.argv[0])  # `make demo` runs .venv/bin/geolip, not on PATH
     d.console.print(
-        f"data: {d.data}\nMLflow store: {d.uri} (experiment {d.experiment}, id {experiment_id})\n"
+        f"data: {d.data}\nMLflow store: {d.uri} (experiment {d.experiment}, id {d.experiment_id})\n"
         f"browse the results: {exe} ui{flags}\n"
-        f"  then open {experiment_url('http://127.0.0.1:5000', experiment_id)}",
+        f"  then open {experiment_url('http://127.0.0.1:5000', d.experiment_id)}",
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", default="tiny", help="smoke (~4 min) | tiny (~15 min on 2 CPUs) "
+    p.add_argument("--scale", default="tiny", help="smoke (~5 min) | tiny (~11 min on 2 CPUs) "
                    "| small (a GPU machine)")  # fmt: skip
     p.add_argument(
         "--corpus", default="builtin:python-docs", help="corpus URI (builtin:, file:, hf:)"

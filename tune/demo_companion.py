@@ -3,6 +3,7 @@ closing summary run (records as in ``tune.demo_aleph``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 SVAE_DATA = {"svae-features": "features", "svae-images": "images:structured"}
@@ -65,7 +66,7 @@ def stage_sweep(d) -> dict:
                    tags={"demo": s.name})  # fmt: skip
     state = d.data / "sweeps" / sweep_name(job, s.sweep_seeds)
     if (state / "sweep.json").exists():  # an interrupted demo's sweep: continue it
-        job = SweepJob(**{**job.__dict__, "resume": True})
+        job = dataclasses.replace(job, resume=True)
     # soft_wrap: the summary is a Markdown table, which wrapping would break
     out = run_sweep(job, progress=lambda s: d.console.print(s, soft_wrap=True, markup=False))
     arms = [{k: r.get(k) for k in ("arm", "n", "failed", "val_bpb", "std", "delta", "reference")}

@@ -112,6 +112,7 @@ def forget(home: Path, uri: str, progress=print) -> None:
 def _delete_runs(uri: str, run_ids: list[str]) -> None:
     """Delete the runs and their child runs (a sweep's trials)."""
     from pipelines.tracking import _client
+    from tune.report import child_runs
 
     client = _client(uri)
     for run_id in run_ids:
@@ -119,10 +120,7 @@ def _delete_runs(uri: str, run_ids: list[str]) -> None:
             run = client.get_run(run_id)
         except Exception:  # already gone (deleted by hand, or another store)
             continue
-        children = client.search_runs(
-            [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
-        )
-        for r in [*children, run]:
+        for r in [*child_runs(uri, run_id), run]:
             if r.info.lifecycle_stage != "deleted":
                 client.delete_run(r.info.run_id)
 

@@ -158,8 +158,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, donor, progr
                 "phases": [p.name for p in phases]}  # fmt: skip
     _write_json(state / "sweep.json", plan_doc)
     try:
-        ctx = _context(job, sc, name, parent.run_id, uri, experiment, data, source, donor)
-        ctx["use_gpu"] = gpu
+        ctx = _context(job, sc, name, parent.run_id, uri, experiment, data, source, donor, gpu)
         for phase in phases:
             _run_phase(phase, ctx, state, per_trial, concurrent, job.resume, progress)
         summary = summarize(uri, parent.run_id, progress=progress)
@@ -170,7 +169,7 @@ def _launch(job, sc, seeds, phases, name, state, data, uri, source, donor, progr
     return SweepOutcome(name, parent.run_id, uri, summary)
 
 
-def _context(job, sc, name, parent_id, uri, experiment, data, source, donor) -> dict:
+def _context(job, sc, name, parent_id, uri, experiment, data, source, donor, gpu) -> dict:
     """What every trial of the sweep needs (JSON-able; absolute paths only)."""
     external = {job.donor: str(donor)} if donor is not None else {}
     if source:  # the checkpoints of another sweep's trials, found as that sweep finds them
@@ -181,7 +180,7 @@ def _context(job, sc, name, parent_id, uri, experiment, data, source, donor) -> 
         "uri": uri, "experiment": job.experiment, "experiment_id": experiment,
         "data_dir": str(Path(data).resolve()), "corpus": job.corpus, "preset": sc.preset,
         "steps": sc.steps, "scale_overrides": list(sc.overrides), "sets": list(job.sets),
-        "workers": job.workers, "use_gpu": job.use_gpu, "max_failures": job.max_failures,
+        "workers": job.workers, "use_gpu": gpu, "max_failures": job.max_failures,
         "eval_bytes": sc.eval_bytes, "banks": dict(sc.banks), "external": external,
         "contrast_ops": list(CONTRAST_OPS), "faults": dict(job.fault or {}),
     }  # fmt: skip
@@ -278,8 +277,6 @@ def _retry_name(state: Path, phase: str) -> str:
 
 
 def _runnable(trials, ctx) -> tuple[list[TrialSpec], list[tuple[TrialSpec, str]]]:
-    from tune.trial import checkpoint_of
-
     ok, skipped = [], []
     for t in trials:
         missing = [k for k in (t.donor, t.source) if k and not checkpoint_of(ctx, k).is_dir()]
