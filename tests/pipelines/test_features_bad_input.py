@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from clierr import cli_error
 
 from pipelines.cli import main
 
 
 def _error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("geolip: error:") and "\n" not in err, err
-    return err
+    return cli_error(capsys)
 
 
 def test_a_decoder_host_is_not_an_encoder(tmp_path, capsys) -> None:

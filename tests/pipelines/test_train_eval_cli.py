@@ -12,6 +12,7 @@ import socket
 import numpy as np
 import pytest
 import torch
+from clierr import cli_error
 
 from geolip.checkpoint import save_checkpoint
 from geolip.models.aleph.bank import bank_from_bytes
@@ -27,9 +28,7 @@ def _train(tmp_path, *extra: str) -> list[str]:
 
 
 def _error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("geolip: error:") and "\n" not in err, err
-    return err
+    return cli_error(capsys)
 
 
 @pytest.mark.parametrize(

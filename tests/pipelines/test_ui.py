@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import pytest
 from browser import assert_image_loaded, chrome_fixture, save_screenshot, wait_for_text  # noqa: F401
+from clierr import cli_error
 
 from pipelines.cli import main
 from pipelines.ui import artifact_url, experiment_url, free_port, running_ui
@@ -84,9 +85,7 @@ def test_ui_shows_the_run_and_its_plot(store, chrome):
 
 
 def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("geolip: error: "), err
-    return err
+    return cli_error(capsys)
 
 
 def test_ui_rejects_a_port_in_use(store, capsys):

@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 import pytest
+from clierr import cli_error
 from rich.console import Console
 
 from pipelines.cli import main
@@ -127,8 +128,8 @@ def test_bad_input_is_one_line_error(demo, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert main(["demo", "--scale", "smoke", "--data-dir", str(blocker / "data")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--data-dir" in err and "not writable" in err and "\n" not in err
+    err = cli_error(capsys)
+    assert "--data-dir" in err and "not writable" in err
     assert main(["demo", "--scale", "huge", "--data-dir", str(tmp_path)]) == 2
     assert "--scale 'huge'" in capsys.readouterr().err
     other = ["demo", "--scale", "smoke", "--corpus", "builtin:tiny", "--data-dir", str(d.data)]
