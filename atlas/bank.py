@@ -2,7 +2,7 @@
 
 A bank is ``N`` unique byte trigrams ``trigrams: uint8 [N, 3]`` with a log prior
 ``log_prior: float32 [N]``, saved as safetensors with a JSON ``provenance`` in the metadata: the
-format ``geolip.models.aleph.bank.load_bank`` reads. Construction, per §4.2:
+format ``geolip.aleph.bank.load_bank`` reads. Construction, per §4.2:
 
 1. For each stratum ``s``, every 3-byte window of every kept entry (all offsets, not only
    multiples of 3: an entry such as ``b"of the "`` can sit at any phase of the stream) is

@@ -33,6 +33,7 @@ import platform
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,15 +73,18 @@ def build_atlas(
     cfg: AtlasConfig | None = None,
     *,
     overwrite: bool = False,
-    workers: int | None = None,
+    init_ray: Callable[[], None] | None = None,
     progress: bool = True,
 ) -> BuildResult:
+
     """Build the atlas of ``corpus_uri`` (its ``cfg.split`` side) into ``out_dir``.
 
     An atlas already in ``out_dir`` with the same config hash and corpus fingerprint is returned
     as is (``already_built``); any other existing directory raises ``FileExistsError`` unless
-    ``overwrite``. Ray is started locally (``workers`` CPUs) unless it is already initialised or
-    ``RAY_ADDRESS`` names a cluster. Corpus problems raise ``CorpusError`` (a ``ValueError``).
+    ``overwrite``. ``init_ray`` starts Ray when it is not running (the pipelines pass their one
+    start policy, ``pipelines.runtime.init_ray``); without it Ray must be running already.
+    Corpus problems raise ``CorpusError`` (a ``ValueError``).
+
     """
     cfg = AtlasConfig() if cfg is None else cfg
     out = Path(out_dir).expanduser().resolve()  # workers run elsewhere: paths must be absolute
@@ -94,7 +98,8 @@ def build_atlas(
         phases: dict[str, float] = {}
         if existing is None:
             # Ray first, so that its workers load the map's code while the driver stages.
-            _, phases["ray_start"] = _timed(_init_ray, workers)
+            _, phases["ray_start"] = _timed(_start_ray, init_ray)
+
             _warm_up()
         corpus, phases["stage"] = _timed(
             _stage_documents, corpus_uri, cfg, staging / "docs", report
@@ -109,7 +114,8 @@ def build_atlas(
                 f"{existing['corpus']['fingerprint']}, now {corpus['fingerprint']}); "
                 "pass --overwrite to replace it"
             )
-        manifest = _build(staging, corpus, cfg, workers, report, phases)
+        manifest = _build(staging, corpus, cfg, report, phases)
+
         manifest["build_seconds"] = round(time.perf_counter() - started, 3)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _publish(staging, out)
@@ -201,9 +207,8 @@ def _shard_name(shard: int) -> str:
     return f"shard-{shard:06d}.parquet"
 
 
-def _build(
-    staging: Path, corpus: dict, cfg: AtlasConfig, workers: int | None, report: Reporter, phases
-) -> dict:
+def _build(staging: Path, corpus: dict, cfg: AtlasConfig, report: Reporter, phases) -> dict:
+
     """Map, merge and select into ``staging/grams``; return the manifest (without the total).
 
     Ray is running already (``build_atlas`` starts it before staging).
@@ -244,21 +249,17 @@ def _timed(fn, *args):
     return result, round(time.perf_counter() - started, 3)
 
 
-def _init_ray(workers: int | None) -> None:
-    """Start a local Ray (``workers`` CPUs) unless one is running or ``RAY_ADDRESS`` is set."""
+def _start_ray(init_ray: Callable[[], None] | None) -> None:
+    """``init_ray()`` unless Ray runs; with no ``init_ray``, a Ray that is not running is an error
+    (the atlas layer has no start policy of its own)."""
     import ray
 
     if ray.is_initialized():
         return
-    # Ray's INFO start-up lines are noise next to the build's own progress.
-    kwargs: dict = {
-        "ignore_reinit_error": True,
-        "include_dashboard": False,
-        "logging_level": "WARNING",
-    }
-    if workers is not None and not os.environ.get("RAY_ADDRESS"):
-        kwargs["num_cpus"] = workers
-    ray.init(**kwargs)
+    if init_ray is None:
+        raise RuntimeError("build_atlas needs a running Ray: call ray.init() or pass init_ray")
+    init_ray()
+
 
 
 def _warm_up() -> None:

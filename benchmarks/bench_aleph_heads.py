@@ -15,11 +15,11 @@ import time
 import numpy as np
 import torch
 
-from geolip.data import sample_windows
-from geolip.models.aleph.bank import TrigramBank
-from geolip.models.aleph.model import AlephLM
-from geolip.presets import small, tiny, with_head
-from geolip.train import build_optimizer, build_scheduler, train_step
+from geolip.aleph.data import sample_windows
+from geolip.aleph.bank import TrigramBank
+from geolip.aleph.model import AlephLM
+from geolip.aleph.presets import small, tiny, with_head
+from geolip.aleph.train import build_optimizer, build_scheduler, train_step
 
 HEADS = ("byte", "kernel", "pmix", "pmix8", "apmix")
 

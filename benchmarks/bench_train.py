@@ -1,5 +1,5 @@
 """Tokens/s of the Ray Train loop of ``geolip train aleph`` (1 and 2 workers) against the plain
-single-process loop (``geolip.train.train``), same model, same global batch, same train bytes (the
+single-process loop (``geolip.aleph.train.train``), same model, same global batch, same train bytes (the
 WikiText-2 sample's train split), in one process. Target: Ray Train at 1 worker >= 0.9x plain.
 
 - tokens/s: the median of the logged ``tokens_per_s`` after dropping the first log point
@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geolip.data import sample_windows
-from geolip.models.aleph.bank import bank_from_bytes
-from geolip.models.aleph.model import AlephLM
-from geolip.train import build_optimizer, build_scheduler, train, train_step
-from pipelines.aleph_job import TrainJob, build_run_config
-from pipelines.aleph_train import train_aleph
+from geolip.aleph.data import sample_windows
+from geolip.aleph.bank import bank_from_bytes
+from geolip.aleph.model import AlephLM
+from geolip.aleph.train import build_optimizer, build_scheduler, train, train_step
+from pipelines.aleph.job import TrainJob, build_run_config
+from pipelines.aleph.driver import train_aleph
 from pipelines.byte_shards import build_byte_shards, read_side
 from pipelines.tracking import metric_history
 

@@ -10,7 +10,7 @@ Each side is one byte stream (its documents' UTF-8 bytes, concatenated in corpus
 ``atlas.corpus.corpus_bytes`` makes it) cut into chunks whose lengths are multiples of 3, so every
 chunk keeps the stream's global trigram phase. Training reads the train side with
 ``ray.data.read_parquet``: each Train worker iterates only its own share of the chunks
-(``get_dataset_shard``) and samples windows inside them (``geolip.data.sample_chunk_windows``).
+(``get_dataset_shard``) and samples windows inside them (``geolip.aleph.data.sample_chunk_windows``).
 
 Why the driver writes the shards rather than a Ray Data pipeline: the split is a pure function of
 the document stream and the held-out stream must be byte-identical on every run (compressor and

@@ -2,10 +2,13 @@
 
 Adding a subcommand (e.g. ``geolip aleph sample`` or ``geolip demo``):
 
-1. In its own module (say ``pipelines/aleph_cli.py``) define the two functions and a list::
+1. In its family's ``cli`` module (say ``pipelines/aleph/cli.py``) define two functions and a
+   list::
+
 
        def add_arguments(parser: argparse.ArgumentParser) -> None:
-           parser.add_argument("--preset", default="tiny")
+           parser.add_argument("--scale", choices=SCALE_NAMES, default="tiny", help="run size")
+
 
        def run(args: argparse.Namespace) -> int:
            import torch  # heavy imports inside run(), so `geolip --help` stays fast
@@ -14,7 +17,11 @@ Adding a subcommand (e.g. ``geolip aleph sample`` or ``geolip demo``):
 
        COMMANDS = [Command("aleph sample", "sample text from a checkpoint", add_arguments, run)]
 
-2. Add ``"pipelines.aleph_cli"`` to ``COMMAND_MODULES`` below.
+2. Add the module to ``COMMAND_MODULES`` below (layers above ``pipelines`` register theirs
+   under the ``geolip.commands`` entry point instead).
+
+Every flag has a help line; closed sets use ``choices``; the help shows each default.
+
 
 A name with spaces is a nested command: ``"aleph sample"`` creates the ``aleph`` group on first use.
 ``run`` returns the exit code (``None`` means 0). It reports mistakes by raising ``GeolipError``
@@ -46,21 +53,54 @@ class Command:
 
 # Modules exposing `COMMANDS: list[Command]`, imported when the parser is built.
 COMMAND_MODULES: tuple[str, ...] = (
-    "pipelines.aleph_cli",
     "pipelines.ui",
-    "pipelines.atlas_query_cli",
-    "pipelines.atlas_cli",
-    "pipelines.train_cli",
-    "pipelines.eval_cli",
-    "pipelines.features_cli",
-    "pipelines.svae_cli",
+    "pipelines.atlas.query",
+    "pipelines.atlas.cli",
+    "pipelines.aleph.cli",
+    "pipelines.features.cli",
+    "pipelines.svae.cli",
 )
 
 ENTRY_POINT_GROUP = "geolip.commands"
 OPTIONAL_PACKAGES = ("ray", "mlflow", "duckdb", "pyarrow", "datasets", "transformers")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help with each flag's default appended (when it has a meaningful one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        quiet = (None, False, argparse.SUPPRESS, [], ())
+        if "%(default)" in text or action.default in quiet or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def add_common_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags every tracked command shares: where data and the MLflow store live."""
+    p.add_argument(
+        "--data-dir", default=None, help="data directory (default $GEOLIP_DATA or ./data)"
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else SQLite under the data dir)",
+    )
+
+
+def add_set_argument(p: argparse.ArgumentParser, text: str, dest: str = "overrides") -> None:
+    """``--set SECTION.KEY=VALUE`` (repeatable): the command line's config override syntax."""
+    p.add_argument("--set", dest=dest, action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help=text)  # fmt: skip
+
+
+def gpu_flag(value: str) -> bool | None:
+    """``--gpu auto|on|off`` as ``RunContext.use_gpu`` (None: GPUs when the cluster has them)."""
+    return {"auto": None, "on": True, "off": False}[value]
+
+
 def geolip_version() -> str:
+
     """The installed distribution's version (``unknown`` when run from an uninstalled tree)."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -149,14 +189,20 @@ def load_commands() -> list[Command]:
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     """An argparse parser with one (possibly nested) subparser per command."""
     parser = argparse.ArgumentParser(
-        prog="geolip", description="Aleph-routed language models and the lexical atlas."
+        prog="geolip",
+        description="Aleph-routed language models and the lexical atlas.",
+        formatter_class=HelpFormatter,
     )
+
     parser.add_argument("--version", action="version", version=f"geolip {geolip_version()}")
     groups = {(): parser.add_subparsers(dest="command", metavar="COMMAND", required=True)}
     for command in commands:
         *path, leaf = command.name.split()
         sub = _group(groups, tuple(path))
-        child = sub.add_parser(leaf, help=command.help, description=command.help)
+        child = sub.add_parser(
+            leaf, help=command.help, description=command.help, formatter_class=HelpFormatter
+        )
+
         command.add_arguments(child)
         child.set_defaults(_command=command)
     return parser

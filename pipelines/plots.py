@@ -35,13 +35,13 @@ def _number(value: object) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _figure(width: float = 6.4, height: float = 4.0) -> Figure:
+def new_figure(width: float = 6.4, height: float = 4.0) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)  # render with Agg whatever backend pyplot may have chosen
     return fig
 
 
-def _no_data(ax: Axes) -> None:
+def no_data(ax: Axes) -> None:
     ax.text(0.5, 0.5, NO_DATA, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -75,7 +75,7 @@ def curves_figure(
     Each series uses only the rows that have it (train and eval metrics are logged at different
     steps); series found in no row are left out, and if none is found the figure says "no data".
     """
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.set_title(title)
     ax.set_xlabel(step_key)
@@ -90,7 +90,7 @@ def curves_figure(
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     else:
-        _no_data(ax)
+        no_data(ax)
     return fig
 
 
@@ -104,14 +104,14 @@ def gauge_figure(history: list[dict], prefix: str = "gauge/", step_key: str = "s
     panels = [(k, _points(history, k, step_key)) for k in keys]
     panels = [(k, pts) for k, pts in panels if pts]
     if not panels:
-        fig = _figure()
+        fig = new_figure()
         ax = fig.add_subplot()
         ax.set_title(f"{prefix}*")
-        _no_data(ax)
+        no_data(ax)
         return fig
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = _figure(3.2 * ncols, 2.4 * nrows)
+    fig = new_figure(3.2 * ncols, 2.4 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
     for ax, (key, points) in zip(axes, panels):
         _plot_points(ax, points)
@@ -138,14 +138,14 @@ def bars_figure(
     ``err_key`` gives symmetric error bars (e.g. the spread over seeds; rows without it get
     none) and ``baseline`` a dashed horizontal line (e.g. 0 for Δbpb, or a reference bits/byte).
     """
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     kept = [(str(r.get(label_key, "?")), _number(r.get(value_key)), r) for r in rows]
     kept = [(label, value, r) for label, value, r in kept if value is not None]
     if not kept:
-        _no_data(ax)
+        no_data(ax)
         return fig
     labels = [label for label, _, _ in kept]
     values = [value for _, value, _ in kept]
@@ -189,7 +189,7 @@ def spectrum_figure(values: Sequence[Sequence[float]], labels: Sequence[str], ti
     """
     if len(values) != len(labels):
         raise ValueError(f"{len(values)} spectra but {len(labels)} labels; give one label each")
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.set_title(title)
     ax.set_xlabel("rank")
@@ -204,7 +204,7 @@ def spectrum_figure(values: Sequence[Sequence[float]], labels: Sequence[str], ti
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize="small")
     else:
-        _no_data(ax)
+        no_data(ax)
     return fig
 
 

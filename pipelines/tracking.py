@@ -82,7 +82,7 @@ def _absolute_sqlite(uri: str) -> str:
     return f"sqlite:///{absolute}{sep}{query}"
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:////abs`` URI, or None for other stores."""
     if not uri.startswith("sqlite:///"):
         return None
@@ -90,8 +90,9 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 @lru_cache(maxsize=8)
-def _client(uri: str):
-    """One client per store and process (a SQLite client holds a connection pool)."""
+def client(uri: str):
+    """The MLflow client of a store: one per store and process (a SQLite client holds a
+    connection pool). Every layer gets its client here."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -103,7 +104,7 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
     process, so that workers never race on the migration."""
     if uri.startswith(("http://", "https://")):
         _check_server(uri, timeout)
-    elif (db := _sqlite_path(uri)) is not None:
+    elif (db := sqlite_path(uri)) is not None:
         _check_sqlite(uri, db)
 
 
@@ -142,7 +143,7 @@ def _check_sqlite(uri: str, db: Path) -> None:
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        _client(uri).search_experiments(max_results=1)
+        client(uri).search_experiments(max_results=1)
     except Exception as e:  # any failure here means the store is unusable
         raise TrackingError(f"cannot open the MLflow store {uri}: {e}") from e
     _initialised.add(uri)
@@ -151,7 +152,7 @@ def _check_sqlite(uri: str, db: Path) -> None:
 def artifact_root(uri: str, data: Path) -> str | None:
     """Absolute ``file://`` artifact root for a SQLite store (MLflow would use ``./mlruns`` under
     each worker's cwd); None for servers, which manage their own artifacts."""
-    if _sqlite_path(uri) is None:
+    if sqlite_path(uri) is None:
         return None
     return (Path(data) / "mlflow" / "artifacts").resolve().as_uri()
 
@@ -164,7 +165,7 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None)
     """
     from mlflow.exceptions import MlflowException
 
-    client = _client(uri)
+    client = client(uri)
     if (found := _existing_experiment(client, name)) is not None:
         return found
     location = _experiment_location(artifact_location, name) if artifact_location else None
@@ -239,7 +240,8 @@ class RunLogger:
         self.flush_seconds = flush_seconds
         self._last_flush = time.monotonic()
         self.skipped_nonfinite = 0  # NaN/inf values dropped (stores refuse or distort them)
-        self._client = _client(uri)
+        self._client = client(uri)
+
         self._buffer: list = []
         self._finished = False
 
@@ -349,7 +351,7 @@ def start_run(
     all_tags["mlflow.runName"] = run_name
     if parent_run_id is not None:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = _client(uri).create_run(experiment_id, tags=all_tags, run_name=run_name)
+    run = client(uri).create_run(experiment_id, tags=all_tags, run_name=run_name)
     logger = RunLogger(uri, run.info.run_id)
     if params:
         logger.log_params(params)
@@ -380,7 +382,7 @@ def find_run(uri: str, experiment_id: str, run_name: str) -> str | None:
     quote = "'" if "'" not in run_name else '"'  # the filter grammar has no escapes
     if quote in run_name:
         raise TrackingError(f"run name {run_name!r} contains both quote characters")
-    runs = _client(uri).search_runs(
+    runs = client(uri).search_runs(
         [experiment_id],
         filter_string=f"attributes.run_name = {quote}{run_name}{quote}",
         order_by=["attributes.start_time DESC"],
@@ -391,6 +393,17 @@ def find_run(uri: str, experiment_id: str, run_name: str) -> str | None:
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """Every logged ``(step, value)`` of one metric, by step (then by time, for re-logged steps)."""
-    rows = _client(uri).get_metric_history(run_id, key)
+    rows = client(uri).get_metric_history(run_id, key)
     rows = sorted(rows, key=lambda m: (m.step, m.timestamp))
     return [(m.step, m.value) for m in rows]
+
+
+def metric_rows(uri: str, run_id: str, want=None) -> list[dict]:
+    """A run's metric histories as rows ``{"step": s, key: value, ...}`` in step order (the last
+    value of a step wins); ``want(key)`` picks the metrics (default: all)."""
+    keys = [k for k in client(uri).get_run(run_id).data.metrics if want is None or want(k)]
+    rows: dict[int, dict] = {}
+    for key in keys:
+        for step, value in metric_history(uri, run_id, key):
+            rows.setdefault(step, {"step": step})[key] = value
+    return [rows[s] for s in sorted(rows)]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipelines.cli import Command
 from pipelines.errors import GeolipError
-from pipelines.train_cli import add_common_run_arguments
+from pipelines.aleph.cli import add_common_run_arguments
 
 START_TIMEOUT = 60.0  # the first start imports mlflow and checks the schema: ~10 s on 2 cores
 # A local server must not be asked through an http_proxy from the environment.

@@ -79,8 +79,8 @@ assert not bad, f"importing {pkg} pulled in {{bad}}"
 
 
 def test_runtime_geolip_pulls_in_no_cluster_stack():
-    extra = ["geolip.models.aleph.model", "geolip.train", "geolip.eval", "geolip.checkpoint"]
-    extra.append("geolip.generate")
+    extra = ["geolip.aleph.model", "geolip.aleph.train", "geolip.aleph.bpb", "geolip.aleph.checkpoint"]
+    extra.append("geolip.aleph.generate")
     code = _IMPORT_ALL.format(pkg="geolip", extra=extra, forbidden={"ray", "mlflow", "duckdb"})
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pipelines.cli import Command
-from pipelines.train_cli import add_common_run_arguments
+from pipelines.aleph.cli import add_common_run_arguments
 
 PROGRAM_HELP = {
     "seed-battery": "heads byte/kernel/pmix/pmix8/apmix x banks dense/sparse x seeds (exp_007)",

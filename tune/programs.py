@@ -11,71 +11,94 @@ Programs and what they reproduce (spec §10-§14, the model card in ``shared/see
 - ``contrast`` (§10): permute/randomize Δbpb of every checkpoint of a battery (its own or a given
   sweep's).
 - ``search``: learning rate, τ, K and chunk with ASHA on held-out bits/byte.
+
+Every train trial's config is derived from the scale's base config with ``dataclasses.replace``
+(the helpers ``model``, ``head``, ``train`` below), then the user's ``--set`` changes apply last.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tune.spec import SCALES, Phase, Scale, SweepError, TrialSpec, with_seed
+from geolip.aleph.config import AlephRunConfig
+from geolip.aleph.experiments.preservation import arm_config
+from geolip.config import Changes, apply_changes
+from tune.spec import Phase, SweepError, SweepScale, TrialSpec
 
-BATTERY_HEADS = ("byte", "kernel", "pmix", "pmix8", "apmix")
+# The seed battery's heads: arm name -> (head kind, other head fields); pmix8 is J = 8.
+BATTERY_HEADS = {
+    "byte": {"kind": "byte"},
+    "kernel": {"kind": "kernel"},
+    "pmix": {"kind": "pmix"},
+    "pmix8": {"kind": "pmix", "n_pointers": 8},
+    "apmix": {"kind": "apmix"},
+}
 PRESERVATION_HEADS = ("pmix", "apmix", "kernel")
 PRESERVATION_ARMS = ("free", "div_0.003", "div_0.01", "div_0.03", "frozen", "slowlane", "spread",
                      "frozen_random")  # fmt: skip
 KAUX_DOSES = (0.0, 0.03, 0.1, 0.3, 1.0)  # spec §7.2
 WRITE_DOSES = (0.0, 0.1)  # spec §7.2: λ_w = 0.1
 CONTRAST_OPS = ("permute", "randomize")
+SEARCH_SPACE = ("train.lr", "model.tau", "model.K", "model.chunk")
 
 
 @dataclass(frozen=True)
 class Options:
-    """What a program is asked for: ``--scale``, ``--seeds``, ``--arms``, ``--donor``, ``--from``."""
+    """What a program is asked for: ``--scale``, ``--seeds``, ``--arms``, ``--set``, ``--donor``,
+    ``--from`` (``sets``: the typed changes of ``--set``, applied to every train trial)."""
 
-    scale: Scale
+    scale: SweepScale
     seeds: int
     arms: tuple[str, ...] = ()
+    sets: Changes = ()
     donor: str | None = None
     source_sweep: dict | None = None
     extra: dict = field(default_factory=dict)
 
+    def base(self, head: str = "pmix", bank: str | None = "sparse") -> AlephRunConfig:
+        """The scale's cold-trial config with ``head`` and the ``bank`` of that label."""
+        run = head_of(self.scale.base(), kind=head)
+        return train_of(run, bank_size=self.scale.banks[bank]) if bank else run
 
-def _train(key, arm, head, seed, overrides=(), bank="none", **kw) -> TrialSpec:
-    tags = {"arm": arm, "head": head, "bank": bank, "seed": str(seed), **kw.pop("tags", {})}
-    return TrialSpec(key=f"{key}-s{seed}", arm=arm, head=head, seed=seed,
-                     overrides=with_seed(tuple(overrides), seed), bank=bank, tags=tags, **kw)  # fmt: skip
+
+def model_of(run: AlephRunConfig, **fields) -> AlephRunConfig:
+    return dataclasses.replace(run, model=dataclasses.replace(run.model, **fields))
 
 
-def _bank(opts: Options, bank: str) -> tuple[str, ...]:
-    return (f"train.bank_size={opts.scale.banks[bank]}",)
+def head_of(run: AlephRunConfig, **fields) -> AlephRunConfig:
+    return model_of(run, head=dataclasses.replace(run.model.head, **fields))
+
+
+def train_of(run: AlephRunConfig, **fields) -> AlephRunConfig:
+    return dataclasses.replace(run, train=dataclasses.replace(run.train, **fields))
+
+
+def _train(opts: Options, key, arm, seed, run, bank="none", **kw) -> TrialSpec:
+    """A train trial: ``run`` with the trial's seed, then the user's ``--set`` changes."""
+    run = apply_changes(train_of(run, seed=seed), opts.sets)
+    tags = {"arm": arm, "head": run.head, "bank": bank, "seed": str(seed), **kw.pop("tags", {})}
+    return TrialSpec(key=f"{key}-s{seed}", arm=arm, run=run, seed=seed, bank=bank, tags=tags, **kw)
 
 
 def seed_battery(opts: Options) -> list[Phase]:
     trials = []
     for seed in range(opts.seeds):
-        for head in BATTERY_HEADS:
-            banks = ("none",) if head == "byte" else ("dense", "sparse")
+        for name, head in BATTERY_HEADS.items():
+            banks = ("none",) if name == "byte" else ("dense", "sparse")
             for bank in banks:
-                extra = () if bank == "none" else _bank(opts, bank)
-                arm = head if bank == "none" else f"{head}/{bank}"
-                trials.append(_train(arm.replace("/", "-"), arm, head, seed, extra, bank))
+                run = head_of(opts.base(bank=None if bank == "none" else bank), **head)
+                arm = name if bank == "none" else f"{name}/{bank}"
+                trials.append(_train(opts, arm.replace("/", "-"), arm, seed, run, bank))
     return [Phase("battery", tuple(trials))]
 
 
 def contrast_of(trials: list[TrialSpec]) -> list[TrialSpec]:
     """One contrast trial per trained checkpoint that has a codebook consumer worth ablating."""
     return [
-        TrialSpec(
-            key=f"contrast-{t.key}",
-            arm=t.arm,
-            kind="contrast",
-            head=t.head,
-            seed=t.seed,
-            bank=t.bank,
-            source=t.key,
-            tags={**t.tags, "contrast": "1"},
-        )  # fmt: skip
+        TrialSpec(key=f"contrast-{t.key}", arm=t.arm, kind="contrast", seed=t.seed, bank=t.bank,
+                  source=t.key, tags={**t.tags, "contrast": "1"})  # fmt: skip
         for t in trials
         if t.kind == "train"
     ]
@@ -85,47 +108,39 @@ def preservation(opts: Options) -> list[Phase]:
     trials = []
     for seed in range(opts.seeds):
         for head in PRESERVATION_HEADS:
+            base = opts.base(head)
             for arm in PRESERVATION_ARMS:
                 name = f"{head}/{arm}"
-                sets = (*_bank(opts, "sparse"), *_arm_overrides(arm))
-                trials.append(_train(name.replace("/", "-"), name, head, seed, sets, "sparse",
+                run = dataclasses.replace(base, model=arm_config(base.model, arm))
+
+                trials.append(_train(opts, name.replace("/", "-"), name, seed, run, "sparse",
                                      tags={"preservation": arm}))  # fmt: skip
     return [Phase("arms", tuple(trials))]
 
 
-def _arm_overrides(arm: str) -> tuple[str, ...]:
-    """The ``--set`` form of a preservation arm's config fields (``geolip.experiments``)."""
-    from geolip.experiments.preservation import ARMS
-
-    return tuple(f"model.{k}={v}" for k, v in ARMS[arm].items())
-
-
 def survey(opts: Options) -> list[Phase]:
-    trials, sc = [], opts.scale
+    trials, sc, base = [], opts.scale, opts.base()
     for seed in range(opts.seeds):
         for dose in KAUX_DOSES:
-            sets = (*_bank(opts, "sparse"), f"model.kernel_aux_weight={dose}")
-            trials.append(_train(f"kaux-{dose:g}", f"kaux/{dose:g}", "pmix", seed, sets, "sparse",
-                                 tags={"component": "kernel-aux", "dose": f"{dose:g}"}))  # fmt: skip
+            tags = {"component": "kernel-aux", "dose": f"{dose:g}"}
+            run = model_of(base, kernel_aux_weight=dose)
+            trials.append(_train(opts, f"kaux-{dose:g}", f"kaux/{dose:g}", seed, run, "sparse",
+                                 tags=tags))  # fmt: skip
         for dose in WRITE_DOSES[1:]:  # dose 0 is kaux/0, the same run
-            sets = (*_bank(opts, "sparse"), f"model.write_aux_weight={dose}")
-            trials.append(_train(f"write-{dose:g}", f"write/{dose:g}", "pmix", seed, sets,
-                                 "sparse", tags={"component": "write-head", "dose": f"{dose:g}"}))  # fmt: skip
+            tags = {"component": "write-head", "dose": f"{dose:g}"}
+            run = model_of(base, write_aux_weight=dose)
+            trials.append(_train(opts, f"write-{dose:g}", f"write/{dose:g}", seed, run, "sparse",
+                                 tags=tags))  # fmt: skip
         for T in sc.context:
-            sets = (*_bank(opts, "sparse"), f"model.seq_trigrams={T}")
-            trials.append(_train(f"ctx-{T}", f"context/{T}", "pmix", seed, sets, "sparse",
-                                 tags={"component": "context", "T": str(T)}))  # fmt: skip
+            tags = {"component": "context", "T": str(T)}
+            run = model_of(base, seq_trigrams=T)
+            trials.append(_train(opts, f"ctx-{T}", f"context/{T}", seed, run, "sparse",
+                                 tags=tags))  # fmt: skip
     swaps = [
-        TrialSpec(
-            key=f"swap-{t.key}",
-            arm="swap/dense",
-            kind="bank_swap",
-            head=t.head,
-            seed=t.seed,
-            bank="dense",
-            source=t.key,
-            tags={**t.tags, "arm": "swap/dense", "component": "bank-swap", "eval_bank": "dense"},
-        )
+        TrialSpec(key=f"swap-{t.key}", arm="swap/dense", kind="bank_swap", seed=t.seed,
+                  bank="dense", source=t.key,
+                  tags={**t.tags, "arm": "swap/dense", "component": "bank-swap",
+                        "eval_bank": "dense"})  # fmt: skip
         for t in trials
         if t.arm == "kaux/0"
     ]
@@ -134,49 +149,41 @@ def survey(opts: Options) -> list[Phase]:
 
 def graft(opts: Options) -> list[Phase]:
     """Donors (pmix, J=4) first, unless ``--donor`` names one; then every graft and its controls."""
-    sc, base = opts.scale, _bank(opts, "sparse")
-    steps = (f"train.steps={sc.graft_steps}",)
-    layers = _preset_layers(sc.preset)
+    base = opts.base()
+    warm_base = train_of(base, steps=opts.scale.graft_steps)
     targets = (
-        ("depth", "pmix", (f"model.n_layers={layers + 2}",)),
-        ("mixture", "pmix8", ()),
-        ("retrofit", "apmix", ()),
+        ("depth", model_of(warm_base, n_layers=base.model.n_layers + 2)),
+        ("mixture", head_of(warm_base, n_pointers=2 * base.model.head.n_pointers)),
+        ("retrofit", head_of(warm_base, kind="apmix")),
     )
     donors, warm = [], []
     for seed in range(opts.seeds):
         donor = opts.donor
         if donor is None:
-            donors.append(_train("donor", "donor", "pmix", seed, base, "sparse"))
+            donors.append(_train(opts, "donor", "donor", seed, base, "sparse"))
             donor = donors[-1].key
-        for name, head, sets in targets:
-            common, tags = (*base, *sets, *steps), {"graft": name}
-            warm.append(_train(f"graft-{name}", f"{name}/graft", head, seed, common, "sparse",
+        for name, run in targets:
+            tags = {"graft": name}
+            warm.append(_train(opts, f"graft-{name}", f"{name}/graft", seed, run, "sparse",
                                donor=donor, graft=name, tags=tags))  # fmt: skip
-            warm.append(_train(f"cold-{name}", f"{name}/cold", head, seed, common, "sparse",
+            warm.append(_train(opts, f"cold-{name}", f"{name}/cold", seed, run, "sparse",
                                tags=tags))  # fmt: skip
-        warm.append(_train("continued", "continued", "pmix", seed, (*base, *steps), "sparse",
+        warm.append(_train(opts, "continued", "continued", seed, warm_base, "sparse",
                            donor=donor, tags={"graft": "continued"}))  # fmt: skip
     phases = [Phase("donors", tuple(donors))] if donors else []
     return [*phases, Phase("grafts", tuple(warm))]
 
 
-def _preset_layers(preset: str) -> int:
-    from geolip.presets import get_preset
-
-    return get_preset(preset).model.n_layers
-
-
 def ladder(opts: Options) -> list[Phase]:
-    trials = []
+    trials, base = [], opts.base()
     for seed in range(opts.seeds):
         for D in opts.scale.ladder:
-            base = (*_bank(opts, "sparse"), f"model.D={D}")
-            trials.append(_train(f"d{D}", f"d{D}", "pmix", seed, base, "sparse",
+            run = model_of(base, D=D)
+            trials.append(_train(opts, f"d{D}", f"d{D}", seed, run, "sparse",
                                  tags={"D": str(D), "tau_control": "0"}))  # fmt: skip
-            if D != 4:
-                tau = 0.1 * (4 / D) ** 0.5
-                trials.append(_train(f"d{D}-tauD", f"d{D}/tauD", "pmix", seed,
-                                     (*base, f"model.tau={tau:.6g}"), "sparse",
+            if D != 4:  # τ_D: the temperature that keeps the address's spread at D = 4's
+                run = model_of(run, tau=0.1 * (4 / D) ** 0.5)
+                trials.append(_train(opts, f"d{D}-tauD", f"d{D}/tauD", seed, run, "sparse",
                                      tags={"D": str(D), "tau_control": "1"}))  # fmt: skip
     return [Phase("ladder", tuple(trials))]
 
@@ -187,7 +194,8 @@ def contrast(opts: Options) -> list[Phase]:
         trained = [TrialSpec.from_dict(t) for t in opts.source_sweep["trials"]]
         return [Phase("contrast", tuple(contrast_of([t for t in trained if t.head != "byte"])))]
     phases = seed_battery(opts)
-    trained = [t for t in phases[0].trials if t.head in ("kernel", "pmix")]
+    keep = {"kernel", "pmix"}
+    trained = [t for t in phases[0].trials if t.arm.split("/")[0] in keep]
     return [Phase("battery", tuple(trained)), Phase("contrast", tuple(contrast_of(trained)))]
 
 
@@ -197,10 +205,9 @@ def search(opts: Options) -> list[Phase]:
         "train.lr": ["loguniform", 3e-4, 1e-2],
         "model.tau": ["choice", [0.05, 0.1, 0.2]],
         "model.K": ["choice", [32, 64, 128]],
-        "model.chunk": ["choice", [8, 16, 32] if opts.scale.name == "tiny" else [64, 128, 256]],
+        "model.chunk": ["choice", list(opts.scale.search_chunks)],
     }
-    seed = 0
-    trial = _train("search", "search", "pmix", seed, _bank(opts, "sparse"), "sparse")
+    trial = _train(opts, "search", "search", 0, opts.base(), "sparse")
     return [
         Phase("search", (trial,), search={"space": space, "samples": opts.scale.search_samples})
     ]
@@ -238,9 +245,3 @@ def _select_arms(phases: list[Phase], arms: tuple[str, ...]) -> list[Phase]:
                 keep.update(k for k in (t.donor, t.source) if k)
     out = [Phase(p.name, tuple(t for t in p.trials if t.key in keep), p.search) for p in phases]
     return [p for p in out if p.trials]
-
-
-def scale(name: str) -> Scale:
-    if name not in SCALES:
-        raise SweepError(f"unknown --scale {name!r}; scales: {', '.join(SCALES)}")
-    return SCALES[name]

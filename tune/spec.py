@@ -1,9 +1,10 @@
 """What a sweep is made of: trials (one training or evaluation run each), phases and scales.
 
-A program (``tune.programs``) turns a scale, a seed count and the user's ``--set`` overrides into
-phases; a phase is one Ray Tune run over its trials, and a later phase may name trials of an
-earlier one (a graft's donor, the checkpoints a contrast ablates). Everything here is plain data
-(JSON-able), because trials travel to Tune's trial processes and are recorded in MLflow.
+A program (``tune.programs``) turns a sweep scale, a seed count and the user's ``--set`` changes
+into phases; a phase is one Ray Tune run over its trials, and a later phase may name trials of an
+earlier one (a graft's donor, the checkpoints a contrast ablates). A train trial carries its whole
+run config as the typed object the program built; ``to_dict`` / ``from_dict`` are for the sweep's
+plan file (``--resume``, ``--from``) and MLflow.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from geolip.aleph.config import AlephRunConfig
+from geolip.aleph.presets import get_preset
 from pipelines.errors import GeolipError
+from pipelines.scales import SCALES, Scale
 
 
 class SweepError(GeolipError):
@@ -19,53 +23,90 @@ class SweepError(GeolipError):
 
 
 @dataclass(frozen=True)
-class Scale:
-    """Presets and budgets of one ``--scale``.
+class SweepScale:
+    """What the programs need at one ``--scale`` (``pipelines.scales`` names the preset).
 
-    ``steps`` is the budget of a cold run; ``graft_steps`` that of a warm start (and of the donor
-    continued for the same steps); banks are the sizes of the ``dense`` and ``sparse`` banks.
+    A sweep runs many trials, so its trials have their own budget: ``steps`` for a cold run,
+    ``graft_steps`` for a warm start (and the donor continued for as long). ``banks`` are the
+    sizes of the ``dense`` and ``sparse`` banks.
     """
 
     name: str
-    preset: str
     steps: int
     graft_steps: int
+    log_every: int
+    eval_windows: int
+    eval_bytes: int
     seeds: int
     banks: dict[str, int]
     ladder: tuple[int, ...]
     context: tuple[int, ...]
     search_samples: int
-    eval_bytes: int
-    overrides: tuple[str, ...] = ()
+    search_chunks: tuple[int, ...]
+
+    @property
+    def scale(self) -> Scale:
+        return SCALES[self.name]
+
+    @property
+    def preset(self) -> str:
+        return self.scale.preset
+
+    def base(self) -> AlephRunConfig:
+        """A cold trial's run config: the scale's preset with the trials' budget."""
+        run = get_preset(self.preset)
+        train = dataclasses.replace(run.train, steps=self.steps, log_every=self.log_every,
+                                    eval_windows=self.eval_windows)  # fmt: skip
+        return dataclasses.replace(run, train=train)
 
 
-SCALES: dict[str, Scale] = {
+GPU_BANKS = {"dense": 65536, "sparse": 8192}
+GPU_LADDER = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
+SWEEP_SCALES: dict[str, SweepScale] = {
+    # Every program end to end in seconds per trial (the tests' and the smoke demo's).
+    "smoke": SweepScale(
+        "smoke", steps=6, graft_steps=3, log_every=3, eval_windows=8, eval_bytes=20_000,
+        seeds=1, banks={"dense": 1024, "sparse": 256}, ladder=(4, 8), context=(16, 32),
+        search_samples=2, search_chunks=(8, 16),
+    ),
     # Minutes on 2 CPU cores: the tiny preset, short runs, small banks.
-    "tiny": Scale(
-        "tiny", "tiny", steps=60, graft_steps=30, seeds=2, banks={"dense": 1024, "sparse": 256},
-        ladder=(4, 8, 16), context=(16, 32, 64), search_samples=4, eval_bytes=20_000,
-        overrides=("train.log_every=10", "train.eval_windows=8"),
+    "tiny": SweepScale(
+        "tiny", steps=60, graft_steps=30, log_every=10, eval_windows=8, eval_bytes=20_000,
+        seeds=2, banks={"dense": 1024, "sparse": 256}, ladder=(4, 8, 16), context=(16, 32, 64),
+        search_samples=4, search_chunks=(8, 16, 32),
     ),
     # The survey's 6.75M arms (exp_010): the small preset, 5k cold / 2k warm-start steps.
-    "small": Scale(
-        "small", "small", steps=5000, graft_steps=2000, seeds=2,
-        banks={"dense": 65536, "sparse": 8192}, ladder=(4, 8, 16, 32, 64, 128, 256, 512, 1024),
-        context=(128, 256, 512), search_samples=16, eval_bytes=1_000_000,
+    "small": SweepScale(
+        "small", steps=5000, graft_steps=2000, log_every=50, eval_windows=16,
+        eval_bytes=1_000_000, seeds=2, banks=GPU_BANKS, ladder=GPU_LADDER,
+        context=(128, 256, 512), search_samples=16, search_chunks=(64, 128, 256),
     ),
     # The model card's budgets (exp_007: 10k steps; grafts 2k from 5k donors), on GPUs.
-    "full": Scale(
-        "full", "small", steps=10000, graft_steps=2000, seeds=2,
-        banks={"dense": 65536, "sparse": 8192}, ladder=(4, 8, 16, 32, 64, 128, 256, 512, 1024),
-        context=(128, 256, 512, 1024), search_samples=32, eval_bytes=4_000_000,
+    "full": SweepScale(
+        "full", steps=10_000, graft_steps=2000, log_every=50, eval_windows=16,
+        eval_bytes=4_000_000, seeds=2, banks=GPU_BANKS, ladder=GPU_LADDER,
+        context=(128, 256, 512, 1024), search_samples=32, search_chunks=(64, 128, 256),
+    ),
+    # The 23M calibration model's arms at its 8k-step budget.
+    "calib23m": SweepScale(
+        "calib23m", steps=8000, graft_steps=2000, log_every=50, eval_windows=16,
+        eval_bytes=4_000_000, seeds=2, banks=GPU_BANKS, ladder=(4, 8, 16, 32, 64),
+        context=(128, 256), search_samples=16, search_chunks=(64, 128, 256),
     ),
 }  # fmt: skip
+
+
+def sweep_scale(name: str) -> SweepScale:
+    if name not in SWEEP_SCALES:
+        raise SweepError(f"unknown --scale {name!r}; scales: {', '.join(SWEEP_SCALES)}")
+    return SWEEP_SCALES[name]
 
 
 @dataclass(frozen=True)
 class TrialSpec:
     """One trial. ``arm`` groups trials over seeds in the summary; ``key`` is unique in a sweep.
 
-    ``kind``: ``train`` (a ``geolip train aleph`` run), ``contrast`` (controller contrast of the
+    ``kind``: ``train`` (a training run of ``run``), ``contrast`` (controller contrast of the
     checkpoint of trial ``source``) or ``bank_swap`` (the checkpoint of ``source`` scored on
     another bank, no retraining). ``donor`` names a trial of an earlier phase (or a checkpoint
     directory) to warm-start from with ``graft``.
@@ -74,23 +115,36 @@ class TrialSpec:
     key: str
     arm: str
     kind: str = "train"
-    head: str = "pmix"
+    run: AlephRunConfig | None = None
+    """The whole run config of a ``train`` trial (None for evaluations)."""
     seed: int = 0
-    overrides: tuple[str, ...] = ()
     bank: str = "none"
+    """Bank label: none | dense | sparse (its size is in ``run.train.bank_size``)."""
     donor: str | None = None
     graft: str = "none"
     source: str | None = None
     tags: dict = field(default_factory=dict)
 
+    @property
+    def head(self) -> str:
+        """The trial's head kind (an evaluation's is its source's, recorded in its tags)."""
+        return self.run.head if self.run is not None else self.tags.get("head", "")
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["run"] = self.run.to_dict() if self.run is not None else None
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrialSpec:
-        d = dict(d)
-        d["overrides"] = tuple(d.get("overrides", ()))
+        """The trial of ``to_dict``. A plan written by an older geolip (``head`` and
+        ``overrides`` instead of ``run``) gives its trials without a run: enough for a contrast
+        of their checkpoints (``--from``), which reads only keys, arms and tags."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["run"] = AlephRunConfig.from_dict(d["run"]) if d.get("run") else None
         return cls(**d)
+
 
 
 @dataclass(frozen=True)
@@ -100,7 +154,3 @@ class Phase:
     name: str
     trials: tuple[TrialSpec, ...]
     search: dict | None = None
-
-
-def with_seed(overrides: tuple[str, ...], seed: int) -> tuple[str, ...]:
-    return (*overrides, f"train.seed={seed}")

@@ -18,37 +18,45 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tune.programs import CONTRAST_OPS, Options, plan, scale
-from tune.spec import Phase, SweepError, TrialSpec
-from tune.trial import checkpoint_of
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from geolip.config import Changes, config_diff, config_hash
+from pipelines.aleph.job import graft_donor, load_donor
+from pipelines.byte_shards import build_byte_shards
+from pipelines.runtime import RunContext, init_ray, one_line
+from pipelines.tracking import artifact_root, check_tracking, client, ensure_experiment, open_run
+
+from tune.programs import Options, plan
+from tune.report import close_open_children, summarize
+from tune.spec import Phase, SweepError, SweepScale, TrialSpec, sweep_scale
+from tune.trial import TrialContext, checkpoint_of, final_checkpoint, run_trial
+
 
 SWEEP_EXPERIMENT = "geolip-sweeps"
 
 
 @dataclass(frozen=True)
 class SweepJob:
-    """The command line of ``geolip sweep PROGRAM``."""
+    """One ``geolip sweep PROGRAM``: the program's options and the sweep's ``RunContext``
+    (its ``workers`` are each trial's Ray Train workers; ``max_failures`` each trial's)."""
 
     program: str
+    ctx: RunContext
     scale: str = "tiny"
     seeds: int | None = None
+    """Seeds per arm (None: the scale's)."""
     arms: tuple[str, ...] = ()
-    sets: tuple[str, ...] = ()
+    sets: Changes = ()
+    """The user's ``--set`` changes (``geolip.config.parse_overrides``), applied to every trial."""
     corpus: str = "builtin:python-docs"
     donor: str | None = None
     source: str | None = None
-    workers: int = 1
-    use_gpu: bool | None = None
     driver_cpus: float = 0.5
-    max_failures: int = 0
-    resume: bool = False
     name: str | None = None
-    experiment: str = SWEEP_EXPERIMENT
-    tracking_uri: str | None = None
-    data_dir: str | None = None
-    tags: dict = field(default_factory=dict)
     dry_run: bool = False
-    fault: dict | None = None
+    faults: dict = field(default_factory=dict)
     """Test hook: ``{trial key: {"step": s, "marker": path}}``, that trial's worker dies once."""
 
 
@@ -60,68 +68,91 @@ class SweepOutcome:
     summary: dict
 
 
+@dataclass(frozen=True)
+class PlannedSweep:
+    """A checked sweep: its phases, name, state directory and resolved dependencies."""
+
+    job: SweepJob
+    scale: SweepScale
+    seeds: int
+    phases: list[Phase]
+    name: str
+    state: Path
+    source: dict | None
+    donor: Path | None
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    """What one trial reserves (its driver; Train reserves its workers itself), how many trials
+    run at once, and whether they train on GPUs."""
+
+    per_trial: dict
+    concurrent: int
+    gpu: bool
+
+
 def run_sweep(job: SweepJob, progress=print) -> SweepOutcome:
     """Plan, check and run ``job``; returns its summary (also logged to the parent run)."""
-    from pipelines.aleph_job import build_run_config
-    from pipelines.paths import data_dir
-    from pipelines.tracking import check_tracking, resolve_tracking_uri
+    sweep = plan_sweep(job, progress)
+    if job.dry_run:
+        progress(plan_text(sweep))
+        phases = {"phases": [[t.key for t in p.trials] for p in sweep.phases]}
+        return SweepOutcome(sweep.name, "", job.ctx.tracking_uri, phases)
+    return _launch(sweep, progress)
 
-    sc = scale(job.scale)
+
+def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
+    """Every check that needs no cluster, and the plan."""
+    sc, uri, data = sweep_scale(job.scale), job.ctx.tracking_uri, job.ctx.data_dir
     seeds = job.seeds or sc.seeds
     if seeds < 1:
         raise SweepError(f"--seeds must be >= 1, got {seeds}")
-    if job.workers < 1:
-        raise SweepError(f"--workers must be >= 1, got {job.workers}")
-    build_run_config(sc.preset, "pmix", (*sc.overrides, *job.sets))  # unknown --set keys fail here
-    data = data_dir(job.data_dir)
-    uri = resolve_tracking_uri(job.tracking_uri, data)
+    job.ctx.check_workers()
     if not job.dry_run or job.source or job.donor or job.program == "contrast":
         check_tracking(uri)  # an unreachable server fails here, before any work
     source = _source_sweep(uri, job.source) if job.source else None
     if source is None and job.program == "contrast":
-        source = _last_battery(uri, job.experiment, job.corpus)
+        source = _last_battery(uri, job.ctx.experiment, job.corpus)
         if source is not None:
             progress(f"contrast: the checkpoints of the last seed battery, {source['name']}")
     donor = _donor_path(job.donor, uri, data) if job.donor else None
-    opts = Options(sc, seeds, tuple(job.arms), donor=donor and str(donor), source_sweep=source)
+    opts = Options(sc, seeds, tuple(job.arms), job.sets, donor and str(donor), source)
     phases = plan(job.program, opts)
     name = job.name or sweep_name(job, seeds, source and source["name"])
     state = data / "sweeps" / name
-    _check_state(state, name, job.resume)
+    _check_state(state, name, job.ctx.resume)
     if donor is not None:
-        _check_grafts(phases, donor, sc, job.sets)
-    if job.dry_run:
-        progress(plan_text(phases, sc, job.sets))
-        return SweepOutcome(name, "", uri, {"phases": [[t.key for t in p.trials] for p in phases]})
-    return _launch(job, sc, seeds, phases, name, state, data, uri, source, donor, progress)
+        _check_grafts(phases, donor)
+    return PlannedSweep(job, sc, seeds, phases, name, state, source, donor)
 
 
 def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:
     """``sweep-<program>-<scale>-<hash>``; the hash covers every option that changes results
     (``source``: the battery a contrast ablates, when found rather than given)."""
-    from geolip.config import config_hash
-
     identity = {"program": job.program, "scale": job.scale, "seeds": seeds, "arms": job.arms,
                 "sets": job.sets, "corpus": job.corpus, "donor": job.donor,
-                "source": source or job.source, "workers": job.workers}  # fmt: skip
+                "source": source or job.source, "workers": job.ctx.workers}  # fmt: skip
     return f"sweep-{job.program}-{job.scale}-{config_hash(identity, 8)}"
 
 
-def plan_text(phases: list[Phase], sc, sets) -> str:
-    """The plan as text: per phase, each trial's kind, arm and what it changes."""
-    lines = []
-    for p in phases:
+def plan_text(sweep: PlannedSweep) -> str:
+    """The plan as text: per phase, each trial's kind, head and how its config differs from
+    the scale's base config."""
+    base, lines = sweep.scale.base(), []
+    for p in sweep.phases:
         lines.append(f"phase {p.name}: {len(p.trials)} trial(s)"
                      + (f", ASHA over {sorted(p.search['space'])}" if p.search else ""))  # fmt: skip
         for t in p.trials:
-            extra = " ".join(o for o in t.overrides if not o.startswith("train.seed="))
-            dep = (
-                f" from {t.donor} ({t.graft})" if t.donor else f" of {t.source}" if t.source else ""
-            )
+            diff = config_diff(base, t.run) if t.run is not None else {}
+            extra = " ".join(f"{k}={b}" for k, (_, b) in diff.items() if k != "train.seed")
+            dep = f" from {t.donor} ({t.graft})" if t.donor else ""
+            dep = dep or (f" of {t.source}" if t.source else "")
             lines.append(f"  {t.key:<28} {t.kind:<9} {t.head:<6} {extra}{dep}")
-    total = sum(len(p.trials) for p in phases)
-    lines.append(f"{total} trials; preset {sc.preset}, {sc.steps} steps per cold run"
-                 + (f", --set {' '.join(sets)}" if sets else ""))  # fmt: skip
+    total = sum(len(p.trials) for p in sweep.phases)
+    sets = " ".join(f"{k}={v}" for k, v in sweep.job.sets)
+    lines.append(f"{total} trials; preset {sweep.scale.preset}, {sweep.scale.steps} steps per "
+                 f"cold run" + (f", --set {sets}" if sets else ""))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -135,131 +166,128 @@ def _check_state(state: Path, name: str, resume: bool) -> None:
         raise SweepError(f"sweep {name} already exists ({state}); pass --resume to continue it")
 
 
-def _launch(job, sc, seeds, phases, name, state, data, uri, source, donor, progress):
-    from pipelines.byte_shards import build_byte_shards
-    from pipelines.tracking import artifact_root, ensure_experiment, open_run
-    from tune.report import summarize
-
-    per_trial, concurrent, gpu = _resources(job)  # too small a cluster fails before anything
+def _launch(sweep: PlannedSweep, progress) -> SweepOutcome:
+    job, ctx = sweep.job, sweep.job.ctx
+    uri, data = ctx.tracking_uri, ctx.data_dir
+    resources = _resources(job)  # too small a cluster fails before anything
     build_byte_shards(job.corpus, data, progress=progress)  # once, before trials share it
-    experiment = ensure_experiment(uri, job.experiment, artifact_root(uri, data))
-    tags = {"kind": "sweep", "program": job.program, "scale": job.scale, "seeds": str(seeds),
-            "sweep": name, "sweep_plan": str(state / "sweep.json"), **job.tags}  # fmt: skip
-    params = {"program": job.program, "scale": job.scale, "seeds": seeds, "arms": list(job.arms),
-              "sets": list(job.sets), "corpus": job.corpus, "workers": job.workers,
-              "donor": job.donor or "", "source": job.source or ""}  # fmt: skip
-    parent = open_run(uri, experiment, name, resume=job.resume, tags=tags, params=params)
-    progress(f"sweep {name}: {sum(len(p.trials) for p in phases)} trials in {len(phases)} "
-             f"phase(s); MLflow {uri} (experiment {job.experiment}, run {parent.run_id})")  # fmt: skip
-    state.mkdir(parents=True, exist_ok=True)
-    plan_doc = {"name": name, "program": job.program, "scale": job.scale, "seeds": seeds,
-                "parent_run_id": parent.run_id, "tracking_uri": uri,
-                "trials": [t.to_dict() for p in phases for t in p.trials],
-                "phases": [p.name for p in phases]}  # fmt: skip
-    _write_json(state / "sweep.json", plan_doc)
+    experiment = ensure_experiment(uri, ctx.experiment, artifact_root(uri, data))
+
+    tags = {"kind": "sweep", "program": job.program, "scale": job.scale,
+            "seeds": str(sweep.seeds), "sweep": sweep.name,
+            "sweep_plan": str(sweep.state / "sweep.json"), **ctx.tags}  # fmt: skip
+    params = {"program": job.program, "scale": job.scale, "seeds": sweep.seeds,
+              "arms": list(job.arms), "sets": [f"{k}={v}" for k, v in job.sets],
+              "corpus": job.corpus, "workers": ctx.workers, "donor": job.donor or "",
+              "source": job.source or ""}  # fmt: skip
+    parent = open_run(uri, experiment, sweep.name, resume=ctx.resume, tags=tags, params=params)
+    n_trials = sum(len(p.trials) for p in sweep.phases)
+    progress(f"sweep {sweep.name}: {n_trials} trials in {len(sweep.phases)} phase(s); MLflow "
+             f"{uri} (experiment {ctx.experiment}, run {parent.run_id})")  # fmt: skip
+    sweep.state.mkdir(parents=True, exist_ok=True)
+    _write_json(sweep.state / "sweep.json", _plan_doc(sweep, parent.run_id))
     try:
-        ctx = _context(job, sc, name, parent.run_id, uri, experiment, data, source, donor, gpu)
-        for phase in phases:
-            _run_phase(phase, ctx, state, per_trial, concurrent, job.resume, progress)
+        trial_ctx = _trial_context(sweep, parent.run_id, experiment, resources.gpu)
+        for phase in sweep.phases:
+            _run_phase(sweep, phase, trial_ctx, resources, progress)
         summary = summarize(uri, parent.run_id, progress=progress)
     except BaseException as exc:
-        parent.finish("FAILED", error=f"{type(exc).__name__}: {exc}"[:500])
+        parent.finish("FAILED", error=one_line(exc))
         raise
     parent.finish()
-    return SweepOutcome(name, parent.run_id, uri, summary)
+    return SweepOutcome(sweep.name, parent.run_id, uri, summary)
 
 
-def _context(job, sc, name, parent_id, uri, experiment, data, source, donor, gpu) -> dict:
-    """What every trial of the sweep needs (JSON-able; absolute paths only)."""
-    external = {job.donor: str(donor)} if donor is not None else {}
-    if source:  # the checkpoints of another sweep's trials, found as that sweep finds them
-        other = {"sweep": source["name"], "data_dir": str(Path(data).resolve())}
-        external.update({t["key"]: str(checkpoint_of(other, t["key"])) for t in source["trials"]})
-    return {
-        "sweep": name, "program": job.program, "phase": "", "parent_run_id": parent_id,
-        "uri": uri, "experiment": job.experiment, "experiment_id": experiment,
-        "data_dir": str(Path(data).resolve()), "corpus": job.corpus, "preset": sc.preset,
-        "steps": sc.steps, "scale_overrides": list(sc.overrides), "sets": list(job.sets),
-        "workers": job.workers, "use_gpu": gpu, "max_failures": job.max_failures,
-        "eval_bytes": sc.eval_bytes, "banks": dict(sc.banks), "external": external,
-        "contrast_ops": list(CONTRAST_OPS), "faults": dict(job.fault or {}),
-    }  # fmt: skip
+def _plan_doc(sweep: PlannedSweep, parent_run_id: str) -> dict:
+    return {"name": sweep.name, "program": sweep.job.program, "scale": sweep.job.scale,
+            "seeds": sweep.seeds, "parent_run_id": parent_run_id,
+            "tracking_uri": sweep.job.ctx.tracking_uri,
+            "trials": [t.to_dict() for p in sweep.phases for t in p.trials],
+            "phases": [p.name for p in sweep.phases]}  # fmt: skip
 
 
-def _resources(job: SweepJob) -> tuple[dict, int, bool]:
-    """One trial's resources (its driver; Train reserves its workers itself), how many trials
-    fit at once, and whether they train on GPUs.
+def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, gpu: bool):
+    """What every trial of the sweep needs (absolute paths only)."""
+    job, data = sweep.job, sweep.job.ctx.data_dir
+    external = {job.donor: str(sweep.donor)} if sweep.donor is not None else {}
+    if sweep.source:  # the checkpoints of another sweep's trials, found as that sweep finds them
+        other = sweep.source["name"]
+        external.update({t["key"]: str(final_checkpoint(data, other, t["key"]))
+                         for t in sweep.source["trials"]})  # fmt: skip
+    return TrialContext(
+        sweep=sweep.name, program=job.program, parent_run_id=parent_id,
+        experiment_id=experiment_id, run=job.ctx.replace(use_gpu=gpu, resume=False, tags={}),
+        corpus=job.corpus, eval_bytes=sweep.scale.eval_bytes, banks=dict(sweep.scale.banks),
+        external=external, faults=dict(job.faults),
+    )  # fmt: skip
 
-    What the trials reserve never fills the cluster with drivers waiting for workers: at most
+
+
+def _resources(job: SweepJob) -> TrialResources:
+    """What the trials reserve never fills the cluster with drivers waiting for workers: at most
     ``floor(CPUs / (driver + workers))`` run at once (``max_concurrent_trials``), and a restored
-    sweep does not restart its errored trials all at once either (``_run_phase``).
-    """
-    import ray
-
-    from pipelines.aleph_train import _init_ray
-
-    _init_ray(job.workers)
+    sweep does not restart its errored trials all at once either (``_run_phase``)."""
+    workers = job.ctx.workers
+    init_ray(workers)
     total = ray.cluster_resources()
-    gpu = job.use_gpu if job.use_gpu is not None else total.get("GPU", 0) > 0
-    need_cpu = job.driver_cpus + (0 if gpu else job.workers)
+    gpu = job.ctx.use_gpu if job.ctx.use_gpu is not None else total.get("GPU", 0) > 0
+    need_cpu = job.driver_cpus + (0 if gpu else workers)
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
-    if cpus < need_cpu or (gpu and gpus < job.workers):
+    if cpus < need_cpu or (gpu and gpus < workers):
         raise SweepError(
             f"the cluster has {cpus:g} CPUs and {gpus:g} GPUs; one trial needs {need_cpu:g} CPUs"
-            + (f" and {job.workers} GPUs" if gpu else "")
+            + (f" and {workers} GPUs" if gpu else "")
             + " (its driver plus --workers); lower --workers or add nodes"
         )
     fits = math.floor(cpus / need_cpu)
     if gpu:
-        fits = min(fits, math.floor(gpus / job.workers))
-    return {"CPU": job.driver_cpus}, max(1, fits), gpu
+        fits = min(fits, math.floor(gpus / workers))
+    return TrialResources({"CPU": job.driver_cpus}, max(1, fits), gpu)
 
 
-def _run_phase(phase: Phase, ctx: dict, state: Path, per_trial: dict, concurrent: int,
-               resume: bool, progress) -> None:  # fmt: skip
-    from ray import tune
-
-    from tune.report import close_open_children
-    from tune.trial import run_trial
-
+def _run_phase(sweep: PlannedSweep, phase: Phase, ctx: TrialContext, res: TrialResources,
+               progress) -> None:  # fmt: skip
     trials, skipped = _runnable(phase.trials, ctx)
     for t, missing in skipped:
         progress(f"  skip {t.key}: its source {missing} has no checkpoint (failed or pruned)")
     if not trials:
         return
-    ctx = {**ctx, "phase": phase.name}
-    specs = {t.key: t.to_dict() for t in trials}
+    ctx = ctx.replace(phase=phase.name)
+    specs = {t.key: t for t in trials}
     # Specs and context travel as parameters, not config: Tune prints every config it starts.
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, specs=specs, ctx=ctx), per_trial
+        tune.with_parameters(run_trial, specs=specs, ctx=ctx), res.per_trial
     )
-    path = state / "tune" / phase.name
-    progress(f"phase {phase.name}: {len(trials)} trial(s), up to {concurrent} at a time")
-    if resume and tune.Tuner.can_restore(str(path)):
-        # Finished trials stay finished; interrupted ones continue. Errored ones are not
-        # restarted by the restore itself: it would start all of them at once, past
-        # max_concurrent_trials (on 2 CPUs their drivers took every CPU their workers needed).
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=False)
-        grid = tuner.fit()
-        errored = [dict(r.config) for r in grid if r.error is not None]
-        if errored:
-            progress(f"phase {phase.name}: retrying {len(errored)} failed trial(s)")
-            space = {"retry": tune.grid_search(errored)}
-            grid = _fresh_tuner(trainable, space, _retry_name(state, phase.name), state,
-                                tune.TuneConfig(max_concurrent_trials=concurrent)).fit()  # fmt: skip
+    path = sweep.state / "tune" / phase.name
+    progress(f"phase {phase.name}: {len(trials)} trial(s), up to {res.concurrent} at a time")
+    if sweep.job.ctx.resume and tune.Tuner.can_restore(str(path)):
+        grid = _restore_phase(sweep, phase, path, trainable, res, progress)
     else:
-        tune_config = _tune_config(phase, concurrent)
         space = _param_space(phase, trials)
-        grid = _fresh_tuner(trainable, space, phase.name, state, tune_config).fit()
-    close_open_children(ctx["uri"], ctx["parent_run_id"], phase.name)
+        tuner = _fresh_tuner(trainable, space, phase.name, sweep.state, _tune_config(phase, res))
+        grid = tuner.fit()
+    close_open_children(ctx.run.tracking_uri, ctx.parent_run_id, phase.name)
     failed = [r for r in grid if r.error is not None]
     if failed:
         progress(f"phase {phase.name}: {len(failed)} trial(s) failed (recorded in MLflow)")
 
 
-def _fresh_tuner(trainable, space: dict, name: str, state: Path, tune_config):
-    from ray import tune
+def _restore_phase(sweep, phase: Phase, path: Path, trainable, res: TrialResources, progress):
+    """Finished trials stay finished; interrupted ones continue. Errored ones are not restarted
+    by the restore itself: it would start all of them at once, past max_concurrent_trials (on 2
+    CPUs their drivers took every CPU their workers needed); they retry in a fresh Tuner."""
+    grid = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=False).fit()
+    errored = [dict(r.config) for r in grid if r.error is not None]
+    if not errored:
+        return grid
+    progress(f"phase {phase.name}: retrying {len(errored)} failed trial(s)")
+    space = {"retry": tune.grid_search(errored)}
+    config = tune.TuneConfig(max_concurrent_trials=res.concurrent)
+    name = _retry_name(sweep.state, phase.name)
+    return _fresh_tuner(trainable, space, name, sweep.state, config).fit()
 
+
+def _fresh_tuner(trainable, space: dict, name: str, state: Path, tune_config):
     run_config = tune.RunConfig(
         name=name,
         storage_path=str(state / "tune"),
@@ -276,7 +304,7 @@ def _retry_name(state: Path, phase: str) -> str:
     return f"{phase}-retry-{n}"
 
 
-def _runnable(trials, ctx) -> tuple[list[TrialSpec], list[tuple[TrialSpec, str]]]:
+def _runnable(trials, ctx: TrialContext) -> tuple[list[TrialSpec], list[tuple[TrialSpec, str]]]:
     ok, skipped = [], []
     for t in trials:
         missing = [k for k in (t.donor, t.source) if k and not checkpoint_of(ctx, k).is_dir()]
@@ -285,8 +313,6 @@ def _runnable(trials, ctx) -> tuple[list[TrialSpec], list[tuple[TrialSpec, str]]
 
 
 def _param_space(phase: Phase, trials: list[TrialSpec]) -> dict:
-    from ray import tune
-
     # Tune's progress table shows the grid's values: the trial keys read well there.
     if phase.search is None:
         return {"key": tune.grid_search([t.key for t in trials])}
@@ -296,12 +322,9 @@ def _param_space(phase: Phase, trials: list[TrialSpec]) -> dict:
     return space
 
 
-def _tune_config(phase: Phase, concurrent: int):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
+def _tune_config(phase: Phase, res: TrialResources):
     if phase.search is None:
-        return tune.TuneConfig(max_concurrent_trials=concurrent)
+        return tune.TuneConfig(max_concurrent_trials=res.concurrent)
     # Reports come at every checkpoint (a fifth of the run): rungs at 1, 2 and 4 reports prune.
     # max_t above the 5 a run makes: a trial that survives ends by itself, finishing its run
     # (at max_t ASHA would stop it at its last report, before its checkpoint and artifacts).
@@ -309,16 +332,14 @@ def _tune_config(phase: Phase, concurrent: int):
                          reduction_factor=2)  # fmt: skip
     return tune.TuneConfig(
         metric="val_bpb", mode="min", scheduler=asha, num_samples=phase.search["samples"],
-        max_concurrent_trials=concurrent,
+        max_concurrent_trials=res.concurrent,
     )  # fmt: skip
 
 
 def _source_sweep(uri: str, run_id: str) -> dict:
     """The plan of the sweep whose parent MLflow run is ``run_id`` (``--from``)."""
-    from pipelines.tracking import _client
-
     try:
-        run = _client(uri).get_run(run_id)
+        run = client(uri).get_run(run_id)
     except Exception as exc:
         raise SweepError(f"--from {run_id}: no such MLflow run in {uri}") from exc
     name = run.data.tags.get("sweep")
@@ -330,21 +351,18 @@ def _source_sweep(uri: str, run_id: str) -> dict:
 
 def _last_battery(uri: str, experiment: str, corpus: str) -> dict | None:
     """The plan of the latest finished ``seed-battery`` sweep on ``corpus`` (None: there is none)."""
-    from pipelines.tracking import _client
-
-    client = _client(uri)
-    exp = client.get_experiment_by_name(experiment)
+    mlflow = client(uri)
+    exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         return None
     query = (
         "tags.program = 'seed-battery' and tags.kind = 'sweep' and attributes.status = 'FINISHED'"
     )
-    for run in client.search_runs(
-        [exp.experiment_id], query, order_by=["attributes.start_time DESC"]
-    ):
-        plan = _plan_file(run)
-        if plan is not None and run.data.params.get("corpus") == corpus:
-            return plan
+    runs = mlflow.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"])
+    for run in runs:
+        plan_doc = _plan_file(run)
+        if plan_doc is not None and run.data.params.get("corpus") == corpus:
+            return plan_doc
     return None
 
 
@@ -362,11 +380,9 @@ def _donor_path(donor: str, uri: str, data: Path) -> Path:
         if not (path / "geo_config.json").exists() and not (path / "config.json").exists():
             raise SweepError(f"--donor {donor}: not a geolip checkpoint directory")
         return path.resolve()
-    from pipelines.tracking import _client
-
     try:
-        client = _client(uri)
-        client.get_run(donor)
+        mlflow = client(uri)
+        mlflow.get_run(donor)
     except Exception as exc:
         raise SweepError(
             f"--donor {donor}: neither a checkpoint directory nor an MLflow run in {uri}"
@@ -374,19 +390,16 @@ def _donor_path(donor: str, uri: str, data: Path) -> Path:
     dst = data / "donors" / donor
     if not (dst / "checkpoint").is_dir():
         dst.mkdir(parents=True, exist_ok=True)
-        client.download_artifacts(donor, "checkpoint", str(dst))
+        mlflow.download_artifacts(donor, "checkpoint", str(dst))
     return (dst / "checkpoint").resolve()
 
 
-def _check_grafts(phases: list[Phase], donor: Path, sc, sets) -> None:
+def _check_grafts(phases: list[Phase], donor: Path) -> None:
     """Graft the donor onto every target now: a shape that cannot be grafted fails before Tune."""
-    from pipelines.aleph_job import _graft, _load_donor, build_run_config
-
-    model = _load_donor(str(donor))
+    model = load_donor(str(donor))
     for t in (t for p in phases for t in p.trials if t.donor):
-        run_cfg = build_run_config(sc.preset, t.head, (*sc.overrides, *t.overrides, *sets))
         try:
-            _graft(model, run_cfg, t.graft, None)
+            graft_donor(model, t.run, t.graft, None)
         except ValueError as exc:
             raise SweepError(f"--donor {donor} cannot be grafted for {t.key}: {exc}") from exc
 

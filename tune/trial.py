@@ -1,46 +1,86 @@
 """What runs inside one Ray Tune trial (the Train V2 driver pattern of NOTES-stack).
 
-A ``train`` trial is a whole ``geolip train aleph`` run (``pipelines.aleph_train``): its own
-``TorchTrainer`` with ``TuneReportCallback``, so every Ray Train report reaches Tune (ASHA sees
-``val_bpb``), and its own MLflow run, a child of the sweep's run. Its name is fixed by the sweep
-and the trial key, so a restored sweep resumes an interrupted trial from its last checkpoint. The
-``contrast`` and ``bank_swap`` trials evaluate the final checkpoint of an earlier trial.
+A ``train`` trial is a whole AlephLM training run (``pipelines.aleph.driver``) of the config its
+program built: its own ``TorchTrainer`` with ``TuneReportCallback``, so every Ray Train report
+reaches Tune (ASHA sees ``val_bpb``), and its own MLflow run, a child of the sweep's run. Its name
+is fixed by the sweep and the trial key, so a restored sweep resumes an interrupted trial from its
+last checkpoint. The ``contrast`` and ``bank_swap`` trials evaluate the final checkpoint of an
+earlier trial.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import ray.data
+import ray.tune
+import torch
+from ray.tune.integration.ray_train import TuneReportCallback
+from safetensors.torch import load_file
+
+from geolip.aleph.bank import trigram_codes
+from geolip.aleph.bpb import bpb_batches
+from geolip.aleph.checkpoint import load_checkpoint
+from geolip.aleph.experiments.contrast import controller_contrast
+from geolip.aleph.experiments.graft import swap_bank
+from geolip.config import apply_changes, config_hash
+from pipelines.aleph.driver import train_aleph
+from pipelines.aleph.job import TrainJob, train_bank
+from pipelines.byte_shards import build_byte_shards
+from pipelines.runtime import RunContext, has_checkpoint, one_line
+from pipelines.tracking import RunLogger, find_run, open_run, start_run
 from tune.spec import TrialSpec
 
 CONTRAST_SEEDS = (0, 1, 2)  # spec §10.1: the mean over 3 seeds
+CONTRAST_OPS = ("permute", "randomize")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares: the sweep, its parent MLflow run, the ``RunContext``
+    its training runs use, and the checkpoints it reads from outside (``external``)."""
+
+    sweep: str
+    program: str
+    parent_run_id: str
+    experiment_id: str
+    run: RunContext
+    corpus: str = "builtin:python-docs"
+    eval_bytes: int = 1_000_000
+    banks: dict = field(default_factory=dict)
+    phase: str = ""
+    external: dict = field(default_factory=dict)
+    """Trial key or ``--donor`` -> checkpoint directory (another sweep's trials, a donor)."""
+    faults: dict = field(default_factory=dict)
+
+    def replace(self, **changes) -> TrialContext:
+        return dataclasses.replace(self, **changes)
 
 
 def trial_run_name(sweep: str, key: str) -> str:
     return f"{sweep}-{key}"
 
 
-def checkpoint_of(ctx: dict, key: str) -> Path:
-    """The final checkpoint of trial ``key`` of this sweep, or ``key`` itself if it is a path."""
-    if key in ctx.get("external", {}):
-        return Path(ctx["external"][key])
-    return Path(ctx["data_dir"]) / "runs" / "aleph" / trial_run_name(ctx["sweep"], key) / "final"
+def final_checkpoint(data_dir: Path, sweep: str, key: str) -> Path:
+    """Where the final checkpoint of trial ``key`` of sweep ``sweep`` lives."""
+    return Path(data_dir) / "runs" / "aleph" / trial_run_name(sweep, key) / "final"
 
 
-def trial_overrides(spec: TrialSpec, ctx: dict, sampled: dict | None = None) -> tuple[str, ...]:
-    """Scale defaults, then the trial's own, then the user's ``--set``, then a search sample."""
-    out = (*ctx["scale_overrides"], f"train.steps={ctx['steps']}", *spec.overrides, *ctx["sets"])
-    return out + tuple(f"{k}={v}" for k, v in (sampled or {}).items())
+def checkpoint_of(ctx: TrialContext, key: str) -> Path:
+    """The final checkpoint of trial ``key`` of this sweep, or of an external key."""
+    if key in ctx.external:
+        return Path(ctx.external[key])
+    return final_checkpoint(ctx.run.data_dir, ctx.sweep, key)
 
 
-def run_trial(config: dict, specs: dict, ctx: dict) -> None:
+def run_trial(config: dict, specs: dict, ctx: TrialContext) -> None:
     """The Tune trainable: ``config = {"key": trial key, ...sampled search values}``; ``specs``
-    maps keys to TrialSpec dicts, ``ctx`` is the sweep's context (``tune.with_parameters``)."""
-    import ray.data
-
+    maps keys to TrialSpecs, ``ctx`` is the sweep's context (``tune.with_parameters``)."""
     config = config.get("retry", config)  # a failed trial retried on --resume (tune.sweep)
-    spec = TrialSpec.from_dict(specs[config["key"]])
+    spec = specs[config["key"]]
     sampled = {k: v for k, v in config.items() if k != "key"}
     # Tune's trial table is the sweep's progress display; per-trial dataset bars would bury it.
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -52,85 +92,61 @@ def run_trial(config: dict, specs: dict, ctx: dict) -> None:
         raise
 
 
-def _record_failure(spec: TrialSpec, ctx: dict, sampled: dict, exc: Exception) -> None:
+def _record_failure(spec: TrialSpec, ctx: TrialContext, sampled: dict, exc: Exception) -> None:
     """A trial that failed before its MLflow run existed still gets one, FAILED, with the error:
     the summary (read from MLflow alone) counts it."""
-    from pipelines.tracking import find_run, start_run
-
-    name = trial_run_name(ctx["sweep"], _key(spec, sampled))
-    if find_run(ctx["uri"], ctx["experiment_id"], name) is not None:
+    name = trial_run_name(ctx.sweep, _key(spec, sampled))
+    uri = ctx.run.tracking_uri
+    if find_run(uri, ctx.experiment_id, name) is not None:
         return  # the run's own code marked it FAILED
-    logger = start_run(ctx["uri"], ctx["experiment_id"], name, tags=_tags(spec, ctx, sampled))
-    logger.finish("FAILED", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
+    logger = start_run(uri, ctx.experiment_id, name, tags=_tags(spec, ctx, sampled))
+    logger.finish("FAILED", error=one_line(exc))
 
 
 def _key(spec: TrialSpec, sampled: dict) -> str:
-    return spec.key if not sampled else f"{spec.key}-{_sample_id(sampled)}"
+    return spec.key if not sampled else f"{spec.key}-{config_hash(sampled, 6)}"
 
 
-def _tags(spec: TrialSpec, ctx: dict, sampled: dict) -> dict:
-    tags = {**spec.tags, "mlflow.parentRunId": ctx["parent_run_id"], "sweep": ctx["sweep"]}
-    tags.update(program=ctx["program"], phase=ctx["phase"], trial=spec.key, kind=spec.kind)
+def _tags(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> dict:
+    tags = {**spec.tags, "mlflow.parentRunId": ctx.parent_run_id, "sweep": ctx.sweep}
+    tags.update(program=ctx.program, phase=ctx.phase, trial=spec.key, kind=spec.kind)
     if sampled:
         tags["sample"] = json.dumps(sampled, sort_keys=True)
     return tags
 
 
-def _train(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from pipelines.aleph_job import TrainJob
-    from pipelines.aleph_train import train_aleph
-
-    name = trial_run_name(ctx["sweep"], _key(spec, sampled))
-    storage = Path(ctx["data_dir"]) / "ray_results" / name
+def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
+    """The trial's run config with a search sample's values (``train.lr``...) on top."""
+    name = trial_run_name(ctx.sweep, _key(spec, sampled))
+    # A restored sweep continues an interrupted trial from its last checkpoint.
+    resume = has_checkpoint(ctx.run.data_dir / "ray_results" / name)
+    run_ctx = ctx.run.replace(tags=_tags(spec, ctx, sampled), fault=ctx.faults.get(spec.key),
+                              resume=resume)  # fmt: skip
     job = TrainJob(
-        corpus=ctx["corpus"], preset=ctx["preset"], head=spec.head,
-        overrides=trial_overrides(spec, ctx, sampled), workers=ctx["workers"],
-        use_gpu=ctx["use_gpu"], max_failures=ctx["max_failures"],
+        run=apply_changes(spec.run, sampled), corpus=ctx.corpus, ctx=run_ctx,
         init_from=str(checkpoint_of(ctx, spec.donor)) if spec.donor else None,
-        graft=spec.graft, experiment=ctx["experiment"], tracking_uri=ctx["uri"],
-        data_dir=ctx["data_dir"], eval_bytes=ctx["eval_bytes"], run_name=name,
-        tags=_tags(spec, ctx, sampled), fault=ctx.get("faults", {}).get(spec.key),
-        # A restored sweep continues an interrupted trial from its last checkpoint.
-        resume=storage.exists() and any(storage.glob("checkpoint_*")),
+        graft=spec.graft, eval_bytes=ctx.eval_bytes, run_name=name,
     )  # fmt: skip
     train_aleph(job, progress=print, train_callbacks=[TuneReportCallback()])
 
 
-def _sample_id(sampled: dict) -> str:
-    from geolip.config import config_hash
-
-    return config_hash(sampled, 6)
-
-
-def _source(spec: TrialSpec, ctx: dict):
-    """The source trial's model, config and the fixed held-out windows it was scored on."""
-    from safetensors.torch import load_file
-
-    from geolip.checkpoint import load_checkpoint
-
+def _source(spec: TrialSpec, ctx: TrialContext):
+    """The source trial's model and the fixed held-out windows it was scored on."""
     path = checkpoint_of(ctx, spec.source)
-    model, run_cfg, _ = load_checkpoint(path)
+    model, _, _ = load_checkpoint(path)
     windows = load_file(str(path.parent / "eval_windows.safetensors"))["windows"]
-    return model, run_cfg, list(windows.split(16))
+    return model, list(windows.split(16))
 
 
-def _child_logger(spec: TrialSpec, ctx: dict, params: dict):
-    from pipelines.tracking import open_run
-
-    name = trial_run_name(ctx["sweep"], spec.key)
-    tags = _tags(spec, ctx, {})
-    return open_run(ctx["uri"], ctx["experiment_id"], name, resume=True, tags=tags, params=params)
+def _child_logger(spec: TrialSpec, ctx: TrialContext, params: dict) -> RunLogger:
+    name = trial_run_name(ctx.sweep, spec.key)
+    return open_run(ctx.run.tracking_uri, ctx.experiment_id, name, resume=True,
+                    tags=_tags(spec, ctx, {}), params=params)  # fmt: skip
 
 
-def _contrast(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
-    import ray.tune
-
-    from geolip.experiments.contrast import controller_contrast
-
-    model, _, batches = _source(spec, ctx)
-    report = controller_contrast(model, batches, ctx["contrast_ops"], CONTRAST_SEEDS)
+def _contrast(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
+    model, batches = _source(spec, ctx)
+    report = controller_contrast(model, batches, CONTRAST_OPS, CONTRAST_SEEDS)
     metrics = {"contrast/base_bpb": report.base_bpb}
     for row in report.rows():
         metrics[f"contrast/{row['op']}/delta_bpb"] = row["delta_bpb_mean"]
@@ -142,19 +158,12 @@ def _contrast(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
     ray.tune.report({k.replace("/", "_"): v for k, v in metrics.items()})
 
 
-def _bank_swap(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
+def _bank_swap(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
     """§13.4: the trained model on another bank, no parameter changes; both banks scored."""
-    import ray.tune
-
-    from geolip.eval import bpb_batches
-    from geolip.experiments.graft import swap_bank
-    from pipelines.aleph_job import train_bank
-    from pipelines.byte_shards import build_byte_shards
-
-    model, _, batches = _source(spec, ctx)
-    shards = build_byte_shards(ctx["corpus"], Path(ctx["data_dir"]), progress=lambda s: None)
-    size = ctx["banks"][spec.bank]
-    bank = train_bank(shards, ctx["corpus"], size)
+    model, batches = _source(spec, ctx)
+    shards = build_byte_shards(ctx.corpus, ctx.run.data_dir, progress=lambda s: None)
+    size = ctx.banks[spec.bank]
+    bank = train_bank(shards, ctx.corpus, size)
     swapped = swap_bank(model, bank)
     metrics = {"swap/bpb_trained_bank": bpb_batches(model, batches).bpb}
     metrics["swap/bpb_swapped_bank"] = bpb_batches(swapped, batches).bpb
@@ -169,10 +178,6 @@ def _bank_swap(spec: TrialSpec, ctx: dict, sampled: dict) -> None:
 
 def _coverage(bank, batches) -> float:
     """Fraction of the held-out target trigrams that are in ``bank``."""
-    import torch
-
-    from geolip.models.aleph.bank import trigram_codes
-
     targets = torch.cat([b[:, 1:].reshape(-1, 3) for b in batches])
     codes = trigram_codes(targets.long())
     return float(torch.isin(codes, trigram_codes(bank.trigrams.cpu())).float().mean())

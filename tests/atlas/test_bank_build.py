@@ -119,7 +119,7 @@ def test_deterministic_and_independent_of_file_split(atlas_dir, make_atlas):
 
 
 def test_saved_bank_loads_with_the_geolip_loader(atlas_dir, tmp_path):
-    from geolip.models.aleph.bank import load_bank
+    from geolip.aleph.bank import load_bank
 
     tri, prior, prov = build_bank(atlas_dir, 64, None)
     path = save_bank_file(tmp_path / "banks" / "b.safetensors", tri, prior, prov)

@@ -8,23 +8,16 @@ import pytest
 import torch
 from tiny_models import make, nll
 
-from geolip.experiments import (
-    AblationError,
-    ablate,
-    controller_contrast,
-    haar_orthogonal,
-    joint_rotate,
-    rotate,
-)
-from geolip.experiments.contrast import codebook_transform
-from geolip.models.aleph.model import AlephLM
-from geolip.presets import tiny, with_head
-from geolip.train import build_optimizer, build_scheduler, train_step
+from geolip.aleph.experiments.contrast import AblationError, ablate, controller_contrast, haar_orthogonal, joint_rotate, rotate
+from geolip.aleph.experiments.contrast import codebook_transform
+from geolip.aleph.model import AlephLM
+from geolip.aleph.presets import tiny, with_head
+from geolip.aleph.train import build_optimizer, build_scheduler, train_step
 
 
 @pytest.mark.parametrize("sharing", ["all", "layer"])
 def test_T8_symmetries_leave_routing_only_logits_unchanged(bank, batches, sharing):
-    model = make("byte", bank, codebook_sharing=sharing)
+    model = make("byte", bank, codebook__sharing=sharing)
     w = batches[0]
     base = nll(model, w)
     R = haar_orthogonal(4, torch.Generator().manual_seed(7)).float()
@@ -93,7 +86,7 @@ def test_scopes_route_the_ablation_to_hubs_or_head(bank):
 
 
 def test_layer_codebooks_share_one_permutation(bank):
-    model = make("byte", bank, codebook_sharing="layer")
+    model = make("byte", bank, codebook__sharing="layer")
     fn = codebook_transform("permute", model.cfg.K, model.cfg.D, 2)
     out = ablate(model, "permute", seed=2)
     for before, after in zip(model.codebooks, out.codebooks):

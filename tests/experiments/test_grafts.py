@@ -8,15 +8,9 @@ import pytest
 import torch
 from tiny_models import make, nll
 
-from geolip.experiments import (
-    GraftError,
-    graft_depth,
-    graft_head_retrofit,
-    graft_mixture,
-    permute,
-    swap_bank,
-)
-from geolip.models.aleph.bank import TrigramBank, bank_from_bytes
+from geolip.aleph.experiments.contrast import permute
+from geolip.aleph.experiments.graft import GraftError, graft_depth, graft_head_retrofit, graft_mixture, swap_bank
+from geolip.aleph.bank import TrigramBank, bank_from_bytes
 
 
 def block_state(model, layer: int) -> dict[str, torch.Tensor]:
@@ -30,7 +24,7 @@ def block_state(model, layer: int) -> dict[str, torch.Tensor]:
 def test_T17_tile_graft_sigma0_reproduces_donor(bank, window, head, new_J):
     donor = make(head, bank)
     graft = graft_mixture(donor, new_J, jitter=0.0)
-    assert graft.cfg.n_pointers == new_J and donor.cfg.n_pointers == 4
+    assert graft.cfg.head.n_pointers == new_J and donor.cfg.head.n_pointers == 4
     with torch.no_grad():
         h = donor.backbone(window[:, :-1])[0].flatten(0, 1)  # [B·T, d]; the graft's is identical
         q_d = donor.head.all_log_q(h, donor.bank_context()).exp()  # [B·T, N]
@@ -59,7 +53,7 @@ def test_T17_depth_graft_identity_when_L_equal(bank, window):
 
 @pytest.mark.parametrize("sharing", ["all", "layer"])
 def test_T17_depth_graft_endpoints_and_interpolation(bank, sharing):
-    donor = make("byte", bank, n_layers=4, codebook_sharing=sharing)
+    donor = make("byte", bank, n_layers=4, codebook__sharing=sharing)
     graft = graft_depth(donor, 6)  # s = 0, 0.6, 1.2, 1.8, 2.4, 3.0
     assert graft.cfg.n_layers == 6 and donor.cfg.n_layers == 4
     for new, old in [(0, 0), (5, 3)]:
@@ -78,7 +72,7 @@ def test_T17_depth_graft_endpoints_and_interpolation(bank, sharing):
 def test_T17_head_retrofit_preserves_h_g_tail_bitwise(bank, window):
     donor = make("pmix", bank)
     graft = graft_head_retrofit(donor, seed=3)
-    assert graft.cfg.head == "apmix" and graft.cfg.apmix_mode == "through"
+    assert graft.cfg.head.kind == "apmix" and graft.cfg.head.apmix.mode == "through"
     ids = window[:, :-1]
     with torch.no_grad():
         h_d, h_g = donor.backbone(ids)[0], graft.backbone(ids)[0]
@@ -134,7 +128,7 @@ def loss(model, w: torch.Tensor) -> float:
 @pytest.mark.parametrize("mixture", ["blend", "switch"])
 @pytest.mark.parametrize("head", BANK_HEADS)
 def test_T13_bank_row_permutation_and_never_occurring_trigram(bank, window, head, mixture):
-    model = make(head, bank, mixture=mixture)
+    model = make(head, bank, head__mixture=mixture)
     base = loss(model, window)
     perm = torch.randperm(bank.size, generator=torch.Generator().manual_seed(0))
     shuffled = TrigramBank(bank.trigrams[perm], bank.log_prior[perm], bank.provenance)

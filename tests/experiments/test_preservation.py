@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from geolip.config import ConfigError
-from geolip.experiments import ARMS, arm_config
+from geolip.aleph.experiments.preservation import ARMS, arm_config
 from geolip.geometry.spread import random_codebook
-from geolip.models.aleph.model import AlephLM
-from geolip.presets import tiny, with_head
-from geolip.train import build_optimizer, build_scheduler, train_step
+from geolip.aleph.model import AlephLM
+from geolip.aleph.presets import tiny, with_head
+from geolip.aleph.train import build_optimizer, build_scheduler, train_step
 
 
 def make(arm: str, bank, head: str = "kernel") -> tuple[AlephLM, object]:
@@ -37,15 +37,15 @@ def test_arm_config_sets_the_codebook_treatment(arm):
     base = tiny().model
     cfg = arm_config(base, arm)
     preservation, fields = EXPECTED[arm]
-    assert cfg.preservation == preservation
+    assert cfg.codebook.preservation == preservation
     for name, value in fields.items():
-        assert getattr(cfg, name) == value
+        assert getattr(cfg.codebook, name) == value
     assert cfg.d_model == base.d_model and cfg.head == base.head
 
 
 def test_arm_names_and_alias():
     assert set(ARMS) == set(EXPECTED)
-    assert arm_config(tiny().model, "frozen-random").preservation == "frozen_random"
+    assert arm_config(tiny().model, "frozen-random").codebook.preservation == "frozen_random"
 
 
 def test_unknown_arm_lists_the_valid_ones():

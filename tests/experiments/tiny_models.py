@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
+from aleph_configs import tiny_cfg
 
-from geolip.models.aleph.model import AlephLM
-from geolip.presets import tiny, with_head
+from geolip.aleph.model import AlephLM
 
 
 def make(head: str, bank, seed: int = 0, **changes) -> AlephLM:
     """A seeded tiny model with a named head and config overrides, in eval mode."""
-    cfg = dataclasses.replace(with_head(tiny(), head).model, **changes)
+    cfg = tiny_cfg(head, **changes)
+
     torch.manual_seed(seed)
     return AlephLM(cfg, bank).eval()
 

@@ -3,19 +3,16 @@ small frequency bank built from them, and a seeded tiny-model factory."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
+from aleph_configs import HEAD_NAMES, tiny_cfg  # noqa: F401
 from testpaths import WIKITEXT2_VALID
 
-from geolip.models.aleph.bank import TrigramBank, bank_from_bytes
-from geolip.models.aleph.model import AlephLM
-from geolip.presets import tiny, with_head
+from geolip.aleph.bank import TrigramBank, bank_from_bytes
+from geolip.aleph.model import AlephLM
 
 VALID_TXT = WIKITEXT2_VALID
-HEAD_NAMES = ("byte", "kernel", "pmix", "pmix8", "apmix", "apmix_free")
 
 
 def _english_bytes(n: int = 120_000) -> np.ndarray:
@@ -38,11 +35,6 @@ def english() -> np.ndarray:
 def bank(english) -> TrigramBank:
     """A 256-row frequency bank from the *second* half of the bytes (partial coverage elsewhere)."""
     return bank_from_bytes(english[60_000:], 256)
-
-
-def tiny_cfg(head: str = "byte", **overrides):
-    """The tiny preset's AlephConfig with a named head and field overrides."""
-    return dataclasses.replace(with_head(tiny(), head).model, **overrides)
 
 
 @pytest.fixture

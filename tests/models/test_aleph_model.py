@@ -13,21 +13,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from geolip.config import TrainConfig
-from geolip.eval import bpb_batches, bpb_windowed
+from geolip.aleph.config import TrainConfig
+from geolip.aleph.bpb import bpb_batches, bpb_windowed
 from geolip.geometry.address import oriented_address
-from geolip.models.aleph.bank import TrigramBank
-from geolip.models.aleph.losses import diversity_loss
-from geolip.models.aleph.model import AlephLM
-from geolip.models.aleph.output import (
+from geolip.aleph.bank import TrigramBank
+from geolip.aleph.losses import diversity_loss
+from geolip.aleph.model import AlephLM
+from geolip.aleph.output import (
     mixture_nll,
     switch_log_outside,
     tail_bank_mass,
     tail_log_prob,
 )
-from geolip.presets import calib23m, small
-from geolip.train import build_optimizer, build_scheduler, train_step
-from geolip.train.step import split_segments
+from geolip.aleph.presets import calib23m, small
+from geolip.aleph.train import build_optimizer, build_scheduler, train_step
+from geolip.aleph.train.step import split_segments
 
 LN2 = math.log(2.0)
 HEADS = ("byte", "kernel", "pmix", "pmix8", "apmix", "apmix_free")
@@ -235,7 +235,7 @@ def test_T10_model_distribution_sums_to_one(make_model, head, mixture):
     _, xs, bank, _, _ = _toy_tail_and_bank(V, n_bank=40, seed=6)
     g = torch.Generator().manual_seed(8)
     bank = TrigramBank(bank.trigrams, torch.randn(40, generator=g), {})
-    model = make_model(head, seed=9, with_bank=bank, mixture=mixture, bank_tile=7)
+    model = make_model(head, seed=9, with_bank=bank, head__mixture=mixture, head__bank_tile=7)
     _restrict_tail_to_alphabet(model, V)
     h = torch.randn(1, 1, model.cfg.d_model, generator=g).expand(1, len(xs), -1).contiguous()
     with torch.no_grad():
@@ -247,7 +247,7 @@ def test_T10_model_distribution_sums_to_one(make_model, head, mixture):
 
 @pytest.mark.parametrize("head", ["kernel", "pmix", "apmix", "apmix_free"])
 def test_bank_heads_normalised_and_tiles_consistent(make_model, bank, head):
-    model = make_model(head, seed=10, bank_tile=37)
+    model = make_model(head, seed=10, head__bank_tile=37)
     ctx = model.bank_context()
     g = torch.Generator().manual_seed(10)
     h = torch.randn(3, 5, model.cfg.d_model, generator=g)
@@ -296,7 +296,7 @@ def test_T12_apmix(make_model, mode):
         e = head.candidates(ctx).double()  # [N, 2K]
         q_dir = head.P_a(h).unflatten(-1, (head.J, head.D))
     two_k = 2 * model.cfg.K
-    assert r.shape == (6, model.cfg.n_pointers, two_k) and e.shape[-1] == two_k
+    assert r.shape == (6, model.cfg.head.n_pointers, two_k) and e.shape[-1] == two_k
     assert torch.allclose(r.norm(dim=-1), torch.ones(r.shape[:-1], dtype=r.dtype), atol=1e-6)
     assert torch.allclose(e.norm(dim=-1), torch.ones(e.shape[0], dtype=e.dtype), atol=1e-6)
     # Pointers are √ of the oriented address of P^a h on the shared codebook.
@@ -386,7 +386,7 @@ def test_kernel_aux_reaches_codebook(make_model, text_windows, main_head):
 
 def test_diversity_arm_adds_weighted_loss(make_model, text_windows):
     w = text_windows(2, 16, start=2500)
-    model = make_model("byte", seed=25, preservation="div", div_weight=0.05)
+    model = make_model("byte", seed=25, codebook__preservation="div", codebook__div_weight=0.05)
     out, g_total, g_main = _codebook_grads(model, w[:, :-1], w[:, 1:])
     with torch.no_grad():
         _, _, keys = model.backbone(w[:, :-1])
@@ -416,7 +416,7 @@ def test_write_aux_reaches_codebook(make_model, text_windows):
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("mixture", ["blend", "switch"])
 def test_every_head_forward_backward(make_model, text_windows, head, mixture):
-    model = make_model(head, seed=22, mixture=mixture)
+    model = make_model(head, seed=22, head__mixture=mixture)
     w = text_windows(2, 16, start=4000)
     out = model(w[:, :-1], w[:, 1:])
     assert out.nll.shape == (2, 16) and torch.isfinite(out.nll).all()

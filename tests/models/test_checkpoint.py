@@ -10,11 +10,12 @@ import torch
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
-from geolip.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from geolip.config import AlephRunConfig, ConfigError, config_hash
-from geolip.generate import generate
-from geolip.models.aleph.bank import BankError, TrigramBank, bank_from_bytes, load_bank, save_bank
-from geolip.presets import tiny, with_head
+from geolip.aleph.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from geolip.config import ConfigError, config_hash
+from geolip.aleph.config import AlephRunConfig
+from geolip.aleph.generate import generate
+from geolip.aleph.bank import BankError, TrigramBank, bank_from_bytes, load_bank, save_bank
+from geolip.aleph.presets import tiny, with_head
 
 
 def _run_cfg(model) -> AlephRunConfig:
@@ -214,7 +215,7 @@ def test_prompt_longer_than_position_table(make_model):
 
 @pytest.mark.parametrize(("head", "mixture"), [("byte", "blend"), ("pmix", "switch")])
 def test_generate_length_and_determinism(make_model, head, mixture):
-    model = make_model(head, seed=43, mixture=mixture)
+    model = make_model(head, seed=43, head__mixture=mixture)
     a = generate(model, b"The cat", 10, seed=5)
     b = generate(model, b"The cat", 10, seed=5)
     c = generate(model, b"The cat", 10, seed=6)
@@ -242,5 +243,5 @@ def test_streaming_generation_keeps_constant_state(make_model):
 
 
 def test_with_head_rejects_unknown_head():
-    with pytest.raises(ConfigError, match="unknown head"):
+    with pytest.raises(ConfigError, match="model.head.kind must be one of"):
         with_head(tiny(), "pmix9")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from geolip.data import sample_chunk_windows
+from geolip.aleph.data import sample_chunk_windows
 
 
 def test_windows_stay_inside_one_chunk_and_cover_every_start() -> None:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from geolip.config import TrainConfig
-from geolip.data import trigram_view
-from geolip.eval import bpb_streamed, bpb_windowed
-from geolip.train import NonFiniteLossError, build_optimizer, build_scheduler, train, train_step
-from geolip.train.optim import lr_factor
+from geolip.aleph.config import TrainConfig
+from geolip.aleph.data import trigram_view
+from geolip.aleph.bpb import bpb_streamed, bpb_windowed
+from geolip.aleph.train import NonFiniteLossError, build_optimizer, build_scheduler, train, train_step
+from geolip.aleph.train.optim import lr_factor
 
 LN2 = math.log(2.0)
 
@@ -143,7 +143,7 @@ def test_cosine_schedule_ends_at_final_fraction(make_model):
     assert lr_factor(500, cfg) == pytest.approx(0.1)  # holds the floor past the end
     factors = [lr_factor(s, cfg) for s in range(21)]
     assert all(a >= b for a, b in zip(factors, factors[1:]))
-    model = make_model("byte", seed=34, preservation="slowlane", slowlane_mult=0.1)
+    model = make_model("byte", seed=34, codebook__preservation="slowlane", codebook__slowlane_mult=0.1)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg)
     assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx(

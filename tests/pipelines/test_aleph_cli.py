@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from geolip.checkpoint import save_checkpoint
-from geolip.models.aleph.bank import bank_from_bytes
-from geolip.models.aleph.model import AlephLM
-from geolip.presets import tiny, with_head
+from geolip.aleph.checkpoint import save_checkpoint
+from geolip.aleph.bank import bank_from_bytes
+from geolip.aleph.model import AlephLM
+from geolip.aleph.presets import tiny, with_head
 from pipelines.cli import main
 
 

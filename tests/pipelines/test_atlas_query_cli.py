@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from atlas_testdata import reference_counts, write_atlas
 
-from pipelines.atlas_query_cli import parse_size
+from pipelines.atlas.query import parse_size
 from pipelines.cli import main
 
 
@@ -88,7 +88,7 @@ def test_parse_size_rejects(text):
 
 
 def test_bank_build_then_stats_with_coverage(atlas_dir, tmp_path, capsys):
-    from geolip.models.aleph.bank import load_bank
+    from geolip.aleph.bank import load_bank
 
     out = tmp_path / "bank.safetensors"
     args = ["bank", "build", "--atlas", str(atlas_dir), "--size", "64", "--out", str(out)]

@@ -28,7 +28,7 @@ def corpus(tmp_path_factory):
 def test_extract_writes_queryable_shards_and_a_manifest(tmp_path, corpus, ray_session, capsys):
     import duckdb
 
-    from pipelines.features import load_vectors
+    from pipelines.features.extract import load_vectors
 
     out = tmp_path / "feat"
     argv = ["features", "extract", "--corpus", corpus, "--out", str(out), "--max-sentences", "40"]

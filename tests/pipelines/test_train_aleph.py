@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.aleph_job import TrainJob
-from pipelines.aleph_train import train_aleph
+from pipelines.aleph.job import TrainJob
+from pipelines.aleph.driver import train_aleph
 from pipelines.errors import GeolipError
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -61,8 +61,8 @@ def _assert_resumed_at_checkpoint(steps: list[int]) -> None:
 
 
 def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None:
-    from geolip.checkpoint import load_checkpoint
-    from geolip.eval import bpb_windowed
+    from geolip.aleph.checkpoint import load_checkpoint
+    from geolip.aleph.bpb import bpb_windowed
     from pipelines.cli import main
 
     out = train_aleph(_job(data, workers=2), progress=lambda s: None)

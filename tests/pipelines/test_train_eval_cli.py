@@ -14,10 +14,10 @@ import pytest
 import torch
 from clierr import cli_error
 
-from geolip.checkpoint import save_checkpoint
-from geolip.models.aleph.bank import bank_from_bytes
-from geolip.models.aleph.model import AlephLM
-from geolip.presets import tiny, with_head
+from geolip.aleph.checkpoint import save_checkpoint
+from geolip.aleph.bank import bank_from_bytes
+from geolip.aleph.model import AlephLM
+from geolip.aleph.presets import tiny, with_head
 from pipelines.cli import main
 
 CORPUS = "builtin:python-docs"
@@ -92,8 +92,8 @@ def _checkpoint(tmp_path, head="pmix"):
 def test_eval_aleph_equals_the_library_and_logs_a_run(tmp_path, capsys) -> None:
     from mlflow.tracking import MlflowClient
 
-    from geolip.checkpoint import load_checkpoint
-    from geolip.eval import bpb_streamed, bpb_windowed
+    from geolip.aleph.checkpoint import load_checkpoint
+    from geolip.aleph.bpb import bpb_streamed, bpb_windowed
     from pipelines.byte_shards import build_byte_shards, read_side
     from pipelines.tracking import default_tracking_uri
 
@@ -137,7 +137,7 @@ def test_eval_contrast_table_and_plot(tmp_path, capsys) -> None:
 
 def test_auto_resume_continues_only_a_run_with_a_checkpoint(tmp_path) -> None:
     """``geolip demo``'s re-runs: a run that reached a checkpoint resumes, any other starts."""
-    from pipelines.aleph_job import TrainJob, prepare_job
+    from pipelines.aleph.job import TrainJob, prepare_job
     from pipelines.errors import GeolipError
 
     job = TrainJob(corpus=CORPUS, data_dir=str(tmp_path), auto_resume=True)

@@ -42,7 +42,7 @@ def test_structured_images_train_with_control_and_verdict(tmp_path, ray_session,
 
 
 def test_bad_data_spec_is_refused(tmp_path):
-    from pipelines.svae_data import load_svae_data
+    from pipelines.svae.data import load_svae_data
 
     with pytest.raises(GeolipError, match="features:DIR, images:structured or text"):
         load_svae_data("pictures:nice")
@@ -60,7 +60,7 @@ def test_stopped_run_resumes_and_restarts_continue_exactly(tmp_path, ray_session
     from mlflow.tracking import MlflowClient
     from safetensors.torch import load_file
 
-    from pipelines.svae_train import SVAEJob, train_svae_job
+    from pipelines.svae.driver import SVAEJob, train_svae_job
     from pipelines.tracking import default_tracking_uri
 
     sets = ("train.steps=20", "train.eval_every=10", "train.batch_size=16")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from geolip.models.svae.adapters import (
+from geolip.svae.adapters import (
     FeaturePatchwork,
     Standardizer,
     byte_recovery,
@@ -27,7 +27,7 @@ from geolip.models.svae.adapters import (
     text_to_image,
     unpatch_features,
 )
-from geolip.models.svae.metrics import (
+from geolip.svae.metrics import (
     byte_metrics,
     mean_predictor_cosine,
     mse,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from geolip.models.svae.frames import (
+from geolip.svae.frames import (
     angle_cv,
     barrier,
     barrier_from_dev,
@@ -28,7 +28,7 @@ from geolip.models.svae.frames import (
     uniform_baseline_exact,
     uniform_median_exact,
 )
-from geolip.models.svae.monitors import AlephAssessor, cross_contrast, rigidity_monitor
+from geolip.svae.monitors import AlephAssessor, cross_contrast, rigidity_monitor
 
 # §11.1 reference table: D -> (exact mean, numpy-MC mean, median).
 TABLE = {

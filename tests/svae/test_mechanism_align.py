@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from geolip.models.svae.align import (
+from geolip.svae.align import (
     aligned_lens,
     bank_frame,
     null_z,
@@ -16,8 +16,8 @@ from geolip.models.svae.align import (
     orientation_tensor,
     projective_procrustes,
 )
-from geolip.models.svae.frames import canon, normalize_rows
-from geolip.models.svae.mechanism import (
+from geolip.svae.frames import canon, normalize_rows
+from geolip.svae.mechanism import (
     alpha_delta,
     alpha_init,
     attention_entropy_ratio,

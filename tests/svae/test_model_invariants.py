@@ -14,11 +14,11 @@ import math
 import pytest
 import torch
 
-from geolip.models.svae.attention import SpectralAlphaLayer, omega
-from geolip.models.svae.config import GeoConfig, GeoConfigError, features, image16, tiny_test
-from geolip.models.svae.frames import deviation, normalize_rows
-from geolip.models.svae.lens import Lens, isometric_basis
-from geolip.models.svae.model import SVAECompanion
+from geolip.svae.attention import SpectralAlphaLayer, omega
+from geolip.svae.config import GeoConfig, GeoConfigError, features, image16, tiny_test
+from geolip.svae.frames import deviation, normalize_rows
+from geolip.svae.lens import Lens, isometric_basis
+from geolip.svae.model import SVAECompanion
 
 ALPHA0 = 0.2 / (1 + math.exp(2.0))  # α_max·σ(−2) = 0.0238406
 
@@ -321,7 +321,7 @@ def test_monitors_on_aleph_codebook_buffer():
 
 
 def test_images_shapes_smooth_and_resolution():
-    from geolip.models.svae.adapters import stitch_patches
+    from geolip.svae.adapters import stitch_patches
 
     m = core()
     x = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -350,10 +350,10 @@ def test_features_preset_runs_without_smoothing():
 @pytest.mark.slow
 def test_smoke_training_halves_both_losses_with_finite_monitors() -> None:
     """Invariant 27: 200 CPU steps at a constant lr on structured 16×16 images."""
-    from geolip.models.svae.adapters import structured_images
-    from geolip.models.svae.config import image16
-    from geolip.models.svae.model import SVAECompanion
-    from geolip.train.svae import SVAETrainConfig, build_optimizers, evaluate, svae_step
+    from geolip.svae.adapters import structured_images
+    from geolip.svae.config import image16
+    from geolip.svae.model import SVAECompanion
+    from geolip.svae.train import SVAETrainConfig, build_optimizers, evaluate, svae_step
 
     x = structured_images(512, seed=3)
     model = SVAECompanion(image16())

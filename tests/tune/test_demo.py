@@ -17,8 +17,8 @@ from rich.console import Console
 
 from pipelines.cli import main
 from pipelines.tracking import _client
-from tune.demo import EXPERIMENT, run_demo
-from tune.demo_state import DemoLock, forget
+from demo.run import EXPERIMENT, run_demo
+from demo.state import DemoLock, forget
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 CORPUS = "builtin:python-docs"

@@ -118,10 +118,10 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys) -> None:
 def test_a_donor_whose_shapes_cannot_be_grafted_is_refused_before_any_trial(tmp_path) -> None:
     import dataclasses
 
-    from geolip.checkpoint import save_checkpoint
-    from geolip.models.aleph.bank import bank_from_bytes
-    from geolip.models.aleph.model import AlephLM
-    from geolip.presets import get_preset, with_head
+    from geolip.aleph.checkpoint import save_checkpoint
+    from geolip.aleph.bank import bank_from_bytes
+    from geolip.aleph.model import AlephLM
+    from geolip.aleph.presets import get_preset, with_head
     from tune.sweep import SweepJob, run_sweep
 
     run_cfg = with_head(get_preset("tiny"), "pmix")

@@ -1,0 +1,113 @@
+"""The later stages of ``geolip demo``: MiniLM features, the SVAE companion, one sweep, and the
+closing summary run (records as in ``demo.stages.aleph``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+SVAE_DATA = {"svae-features": "features", "svae-images": "images:structured"}
+SWEEP_PROGRAM = "preservation"
+
+
+def stage_features(d) -> dict:
+    """Ray Data runs the host encoder (an actor pool) over the corpus's sentences into Parquet."""
+    from pipelines.features.extract import FeatureRequest, extract_features
+
+    out = d.home / "features"
+    req = FeatureRequest(corpus=d.corpus, max_sentences=d.scale.feature_sentences, max_length=64)
+    manifest = extract_features(req, out, progress=d.console.print)
+    host, splits = manifest["host"], manifest["splits"]
+    summary = (f"features: {host['name']} (d={host['hidden_size']}) -> "
+               f"{splits['train']['tokens']:,} train, {splits['validation']['tokens']:,} "
+               f"validation token vectors")  # fmt: skip
+    d.console.print(summary)
+    return {"path": str(out), "host": host["name"], "splits": splits, "summary": summary,
+            "paths": [str(out)]}  # fmt: skip
+
+
+def stage_svae(d, stage: str) -> dict:
+    """The companion on Ray Train with its patch-shuffled control; prints the §16 verdict."""
+    from pipelines.svae.driver import SVAEJob, train_svae_job
+
+    data = SVAE_DATA[stage]
+    if data == "features":
+        data = f"features:{d.record('features')['path']}"
+    job = SVAEJob(data=data, overrides=d.scale.svae_sets, workers=d.workers,
+                  control=d.scale.svae_control,
+                  experiment=d.experiment, tracking_uri=d.uri, data_dir=str(d.data),
+                  auto_resume=True, tags={"demo": d.scale.name})  # fmt: skip
+    out = train_svae_job(job, progress=d.console.print)
+    v = out["verdict"]
+    control = v.get("control") or {}
+    summary = (f"SVAE on {SVAE_DATA[stage]}: recon cos {v['recon_cos_external']:.3f} "
+               f"(baseline {v['baseline_cos']:.3f}), frame dev {v['frame_deviation']:+.4f}, "
+               f"{v['frac_in_envelope']:.0%} in envelope, alpha {v['alpha_init']:.3f}->"
+               f"{v['alpha_final']:.3f}, mechanism {v['mechanism']}"
+               + (f" (shuffled control: {control['mechanism']})" if control else ""))  # fmt: skip
+    d.console.print(summary)
+    run_dir = d.data / "runs" / "svae" / out["name"]
+    ray_dirs = [d.data / "ray_results" / (out["name"] + s) for s in ("", "-control")]
+    keys = ("recon_cos_external", "baseline_cos", "frame_deviation", "frac_in_envelope",
+            "alpha_final", "mechanism")  # fmt: skip
+    return {"name": out["name"], "verdict": {k: v[k] for k in keys},
+            "control_mechanism": control.get("mechanism"), "summary": summary,
+            "runs": [out["run_id"]], "paths": [str(run_dir), *map(str, ray_dirs)]}  # fmt: skip
+
+
+def stage_sweep(d) -> dict:
+    """One experiment program on Ray Tune: a preservation battery over seeds."""
+    from tune.sweep import SweepJob, run_sweep, sweep_name
+
+    s = d.scale
+    job = SweepJob(program=SWEEP_PROGRAM, scale=s.sweep_scale, seeds=s.sweep_seeds,
+                   arms=s.sweep_arms, sets=s.sweep_sets, corpus=d.corpus, workers=1,
+                   experiment=d.experiment, tracking_uri=d.uri, data_dir=str(d.data),
+                   tags={"demo": s.name})  # fmt: skip
+    state = d.data / "sweeps" / sweep_name(job, s.sweep_seeds)
+    if (state / "sweep.json").exists():  # an interrupted demo's sweep: continue it
+        job = dataclasses.replace(job, resume=True)
+    # soft_wrap: the summary is a Markdown table, which wrapping would break
+    out = run_sweep(job, progress=lambda s: d.console.print(s, soft_wrap=True, markup=False))
+    arms = [{k: r.get(k) for k in ("arm", "n", "failed", "val_bpb", "std", "delta", "reference")}
+            for r in out.summary["arms"]]  # fmt: skip
+    parts = [f"{a['arm']} {a['val_bpb']:.3f}" for a in arms if _finite(a["val_bpb"])]
+    summary = f"sweep {SWEEP_PROGRAM} ({s.sweep_seeds} seed(s) per arm): " + ", ".join(parts)
+    return {"name": out.name, "arms": arms, "summary": summary, "runs": [out.run_id],
+            "paths": [str(state)]}  # fmt: skip
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def stage_summary(d) -> dict:
+    """A ``demo-summary`` run: the key figures as metrics, the summary as Markdown, one plot."""
+    from pipelines.plots import bars_figure
+
+    ev = d.record("eval")
+    rows = [{"name": f"AlephLM {h}", "bpb": b} for h, b in ev["bpb"].items()]
+    rows += [{"name": n, "bpb": b} for n, b in ev["compressors"].items()]
+    rows += [{"name": f"sweep {a['arm']}", "bpb": a["val_bpb"]}
+             for a in d.record("sweep")["arms"] if _finite(a["val_bpb"])]  # fmt: skip
+    fig = bars_figure(rows, "name", "bpb", title=f"geolip demo ({d.scale.name}): held-out "
+                      "bits/byte", ylabel="bits/byte")  # fmt: skip
+    metrics = {f"eval/{h}_bpb": b for h, b in ev["bpb"].items()}
+    metrics.update({f"contrast/{h}_permute": c["permute"] for h, c in ev["contrast"].items()})
+    for stage in ("svae-features", "svae-images"):
+        metrics[f"{stage}/recon_cos"] = d.record(stage)["verdict"]["recon_cos_external"]
+    markdown = summary_markdown(d)
+    run_id = d.log_run("demo-summary", {"kind": "demo-summary"}, {"scale": d.scale.name,
+                       "corpus": d.corpus}, metrics, texts={"summary.md": markdown},
+                       figures={"demo_bpb.png": fig})  # fmt: skip
+    return {"summary": "summary run logged", "runs": [run_id], "markdown": markdown}
+
+
+def summary_markdown(d) -> str:
+    """Every stage's one-line summary, in order, as a Markdown list."""
+    lines = [f"# geolip demo ({d.scale.name}) on {d.corpus}", ""]
+    for stage in d.stage_names():
+        rec = d.record(stage, required=False)
+        if rec and stage != "summary":
+            lines.append(f"- **{stage}**: {rec['summary']}")
+    return "\n".join(lines) + "\n"

@@ -1,1 +1,0 @@
-"""Models: AlephLM (and later the SVAE companion)."""

@@ -1,0 +1,188 @@
+"""AlephLM on the command line: ``geolip train aleph``, ``geolip aleph sample``,
+``geolip eval aleph`` and ``geolip eval contrast``.
+
+The edge of every AlephLM job: the run config is built here, once, from ``--scale``, ``--head``
+and ``--set`` (``pipelines.scales``), and passed down as the typed object. Heavy imports (torch,
+Ray, MLflow) stay inside the run functions, so ``geolip --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from geolip.aleph.config import HEADS
+from geolip.aleph.experiments.names import OPS, SCOPES
+from pipelines.cli import Command, add_common_run_arguments, add_set_argument, gpu_flag
+from pipelines.scales import SCALE_NAMES
+
+GRAFTS = ("none", "depth", "mixture", "retrofit")
+FORMATS = ("table", "json")
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", required=True, help="corpus URI (hf:, file:, builtin:)")
+    p.add_argument("--scale", choices=SCALE_NAMES, default="tiny",
+                   help="model preset and budget (pipelines.scales)")  # fmt: skip
+    p.add_argument("--head", choices=HEADS, default="pmix", help="output head (model.head.kind)")
+    p.add_argument("--bank", default=None, help="trigram bank file (default: cut from the corpus)")
+    add_set_argument(p, "override a config value, e.g. --set train.steps=500 (repeatable)")
+    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers")
+    p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="steps between checkpoints (0: a fifth of the run)")  # fmt: skip
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts allowed")
+    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    p.add_argument("--init-from", default=None, help="warm-start from this donor checkpoint")
+    p.add_argument("--graft", choices=GRAFTS, default="none", help="how the donor maps")
+    p.add_argument("--experiment", default="geolip-aleph", help="MLflow experiment name")
+    p.add_argument("--eval-bytes", type=int, default=None,
+                   help="held-out bytes to score (default: the scale's)")  # fmt: skip
+    p.add_argument("--name", default=None, help="run name (default: from config hash and seed)")
+    add_common_run_arguments(p)
+
+
+def job_from_args(args: argparse.Namespace):
+    """The ``TrainJob`` of ``geolip train aleph``: the run config is built here, once."""
+    from pipelines.aleph.job import TrainJob
+    from pipelines.runtime import RunContext
+    from pipelines.scales import get_scale
+
+    scale = get_scale(args.scale)
+    ctx = RunContext.create(
+        args.experiment, args.data_dir, args.tracking_uri, workers=args.workers,
+        use_gpu=gpu_flag(args.gpu), max_failures=args.max_failures, resume=args.resume,
+        tags={"scale": scale.name},
+    )  # fmt: skip
+    return TrainJob(
+        run=scale.run_config(args.head, args.overrides), corpus=args.corpus, ctx=ctx,
+        bank=args.bank, init_from=args.init_from, graft=args.graft,
+        checkpoint_every=args.checkpoint_every, run_name=args.name,
+        eval_bytes=args.eval_bytes or scale.eval_bytes,
+    )  # fmt: skip
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from pipelines.aleph.driver import train_aleph
+
+    console = Console()
+    outcome = train_aleph(job_from_args(args), progress=console.print)
+    final = outcome.verdict["final"]
+    keys = ("bpb", "val_bpb", "heldout_bpb_windowed", "heldout_bpb_streamed", "tokens_per_s")
+    for key in (k for k in keys if k in final):
+        value = final[key]
+        console.print(f"  {key:<22} {value:.4f}" if value < 100 else f"  {key:<22} {value:,.0f}")
+    console.print(f"checkpoint: {outcome.checkpoint}")
+    console.print(f"MLflow run {outcome.run_id} in {outcome.tracking_uri}")
+    return 0
+
+
+def _add_sample(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--prompt", default="", help="text to continue (UTF-8)")
+    p.add_argument("--bytes", type=int, default=300, help="number of bytes to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (> 0)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from geolip.aleph.checkpoint import load_checkpoint
+    from geolip.aleph.generate import generate
+
+    if args.bytes < 1:
+        raise ValueError(f"--bytes must be >= 1, got {args.bytes}")
+    if args.temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    model, _, _ = load_checkpoint(args.checkpoint)
+    prompt = args.prompt.encode("utf-8")
+    text = generate(model, prompt, args.bytes, temperature=args.temperature, seed=args.seed)
+    sys.stdout.write(args.prompt + text.decode("utf-8", errors="replace") + "\n")
+    return 0
+
+
+def _add_eval_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint directory (e.g. runs/aleph/NAME/final)")
+    p.add_argument("--corpus", required=True, help="corpus URI whose validation split is scored")
+    p.add_argument("--eval-bytes", type=int, default=1_000_000, help="held-out bytes to score")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    p.add_argument("--no-log", action="store_true", help="do not log to MLflow")
+    add_common_run_arguments(p)
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    _add_eval_common(p)
+    p.add_argument("--streams", type=int, default=8, help="parallel streams of the streamed regime")
+    p.add_argument("--no-compressors", action="store_true", help="skip the compressor baselines")
+    p.add_argument("--prime-bytes", type=int, default=8_000_000,
+                   help="train bytes that prime the compressors (the last N; 0: none)")  # fmt: skip
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from pipelines.aleph.evaluate import eval_checkpoint
+    from pipelines.paths import data_dir
+
+    result = eval_checkpoint(
+        args.checkpoint, args.corpus, data_dir(args.data_dir), eval_bytes=args.eval_bytes,
+        prime_bytes=args.prime_bytes, streams=args.streams, compressors=not args.no_compressors,
+        log=not args.no_log, tracking_uri=args.tracking_uri,
+    )  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        _print_eval(result)
+    return 0
+
+
+def _print_eval(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"held-out bits/byte: {result['bytes']:,} bytes of {result['corpus']}")
+    for col in ("model", "regime", "bits/byte", "primed", "bytes scored", "dropped"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for regime in ("windowed", "streamed"):
+        r = result[regime]
+        scored, dropped = f"{r['bytes_scored']:,}", str(r["bytes_dropped"])
+        table.add_row("AlephLM", regime, f"{r['bpb']:.4f}", "", scored, dropped)
+    for row in result.get("compressors", []):
+        primed = "" if row.get("primed_bpb") is None else f"{row['primed_bpb']:.4f}"
+        scored = f"{row['bytes_in']:,}"
+        table.add_row(row["name"], "whole", f"{row['bpb']:.4f}", primed, scored, "0")
+    Console().print(table)
+
+
+def _add_contrast(p: argparse.ArgumentParser) -> None:
+    _add_eval_common(p)
+    p.add_argument("--ops", default="permute,randomize,rotate",
+                   help=f"comma-separated ablations, of {', '.join(OPS)}")  # fmt: skip
+    p.add_argument("--seeds", type=int, default=3, help="seeds per ablation")
+    p.add_argument("--scope", choices=SCOPES, default="all", help="which codebook readers")
+    p.add_argument("--windows", type=int, default=64, help="fixed held-out windows scored")
+
+
+def _run_contrast(args: argparse.Namespace) -> int:
+    from pipelines.aleph.evaluate import contrast_checkpoint
+    from pipelines.paths import data_dir
+
+    ops = tuple(op.strip() for op in args.ops.split(",") if op.strip())
+    result, report = contrast_checkpoint(
+        args.checkpoint, args.corpus, data_dir(args.data_dir), eval_bytes=args.eval_bytes,
+        ops=ops, seeds=args.seeds, scope=args.scope, windows=args.windows, log=not args.no_log,
+        tracking_uri=args.tracking_uri,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2) if args.format == "json" else report.as_markdown())
+    return 0
+
+
+COMMANDS = [
+    Command("train aleph", "train AlephLM on Ray Train, tracked in MLflow", _add_train, _run_train),
+    Command("aleph sample", "continue a prompt from an AlephLM checkpoint", _add_sample,
+            _run_sample),  # fmt: skip
+    Command("eval aleph", "held-out bits/byte of a checkpoint next to the compressors",
+            _add_eval, _run_eval),  # fmt: skip
+    Command("eval contrast", "controller contrast of a checkpoint (permute/randomize/rotate)",
+            _add_contrast, _run_contrast),  # fmt: skip
+]

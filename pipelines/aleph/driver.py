@@ -1,0 +1,162 @@
+"""The driver of an AlephLM training run: MLflow run, Ray Train fit, artifacts.
+
+Order matters: the job is checked and prepared (``pipelines.aleph.job``) and the MLflow store,
+experiment and run are created here on the driver before any worker starts (concurrent SQLite
+initialisation races; see NOTES-stack). Workers receive the run id and log into it; the driver
+then adds the artifacts: the final checkpoint, a verdict JSON and PNG plots read back from the
+run's own metric history. A failed fit marks the run FAILED with its error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import ray
+import ray.data
+import ray.train
+
+from pipelines.aleph.job import PreparedJob, TrainJob, check_job, prepare_job
+from pipelines.aleph.worker import train_loop_per_worker
+from pipelines.plots import curves_figure, gauge_figure
+from pipelines.runtime import fit, init_ray, one_line
+from pipelines.tracking import (
+    RunLogger,
+    artifact_root,
+    check_tracking,
+    ensure_experiment,
+    metric_rows,
+    open_run,
+)
+
+CURVES = ("bpb", "val_bpb")
+HEAD_CURVES = ("coverage", "gate_acc", "inbank_nll")
+IN_MEMORY_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    name: str
+    run_id: str
+    tracking_uri: str
+    checkpoint: Path
+    verdict: dict
+    seconds: float
+
+
+def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutcome:
+    """Run ``job`` on Ray Train (local Ray unless ``RAY_ADDRESS`` names a cluster).
+
+    ``train_callbacks`` go to Ray Train's ``RunConfig`` (a Tune trial passes
+    ``TuneReportCallback`` so that its scheduler sees every report).
+    """
+    check_job(job)  # a bad flag is reported before the store is touched
+    ctx = job.ctx
+    check_tracking(ctx.tracking_uri)  # an unreachable server fails here, before any work
+    prepared = prepare_job(job, progress=progress)
+    experiment = ensure_experiment(
+        ctx.tracking_uri, ctx.experiment, artifact_root(ctx.tracking_uri, ctx.data_dir)
+    )
+    params = {"config": prepared.run.to_dict(), "job": _job_params(prepared)}
+    logger = open_run(ctx.tracking_uri, experiment, prepared.name, resume=prepared.ctx.resume,
+                      tags=prepared.tags, params=params)  # fmt: skip
+    progress(f"run {prepared.name}: MLflow {ctx.tracking_uri} (experiment {ctx.experiment}, "
+             f"run {logger.run_id})")  # fmt: skip
+    started = time.perf_counter()
+    try:
+        init_ray(ctx.workers)
+        replicate = job.data_mode == "replicate"
+        result = fit(
+            train_loop_per_worker, prepared.worker_config(logger.run_id), prepared.name, ctx,
+            datasets={"train": _train_dataset(prepared)},
+            dataset_config=ray.train.DataConfig(datasets_to_split=[] if replicate else "all"),
+            callbacks=list(train_callbacks),
+        )  # fmt: skip
+        outcome = _finish(prepared, logger, result, time.perf_counter() - started)
+    except BaseException as exc:
+        logger.finish("FAILED", error=one_line(exc))
+        raise
+    logger.finish()
+    return outcome
+
+
+def _train_dataset(prepared: PreparedJob):
+    """The train shards as a Ray Data dataset.
+
+    Up to ``IN_MEMORY_BYTES`` the driver reads the shards into the object store itself
+    (``from_arrow``): Ray Data's file listing and read tasks start several worker processes,
+    which on a small machine cost ~15 s per run for a megabyte. Larger corpora use
+    ``read_parquet``, so no single process ever holds the whole corpus.
+    """
+    side = prepared.shards.side("train")
+    if prepared.shards.n_bytes("train") <= IN_MEMORY_BYTES:
+        files = sorted(side.glob("*.parquet"))
+        return ray.data.from_arrow([pq.read_table(f) for f in files])
+    return ray.data.read_parquet(str(side))
+
+
+def _finish(prepared: PreparedJob, logger: RunLogger, result, seconds: float) -> TrainOutcome:
+    """Copy the final checkpoint out of Ray's storage, write the verdict, log artifacts."""
+    final = prepared.run_dir / "final"
+    tmp = prepared.run_dir / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with result.checkpoint.as_directory() as d:
+        shutil.copytree(d, tmp)
+    (tmp / "train_state.pt").unlink(missing_ok=True)  # optimizer state stays in Ray's storage
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    history = metric_rows(logger.uri, logger.run_id)
+    verdict = _verdict(prepared, history, seconds)
+    (prepared.run_dir / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
+    logger.log_artifacts(str(final), "checkpoint")
+    logger.log_dict(verdict, "verdict.json")
+    _log_plots(logger, history, prepared.name)
+    return TrainOutcome(prepared.name, logger.run_id, logger.uri, final, verdict, seconds)
+
+
+def _verdict(prepared: PreparedJob, history: list[dict], seconds: float) -> dict:
+    last = {}
+    for row in history:
+        last.update(row)
+    keys = ("val_bpb", "bpb", "heldout_bpb_windowed", "heldout_bpb_streamed", "tokens_per_s")
+    keys += tuple(k for k in last if k.startswith("gauge/") or k in HEAD_CURVES)
+    job = prepared.job
+    return {
+        "run": prepared.name,
+        "head": prepared.run.head,
+        "preset": prepared.run.preset,
+        "steps": prepared.run.train.steps,
+        "workers": prepared.ctx.workers,
+        "wall_seconds": round(seconds, 2),
+        "final": {k: last[k] for k in keys if k in last},
+        "donor": job.init_from,
+        "graft": job.graft if job.init_from else None,
+    }
+
+
+def _log_plots(logger: RunLogger, history: list[dict], name: str) -> None:
+    curves = curves_figure(history, CURVES, f"{name}: bits/byte", ylabel="bpb")
+    logger.log_figure(curves, "bpb_curves.png")
+    present = [k for k in HEAD_CURVES if any(k in row for row in history)]
+    if present:
+        logger.log_figure(curves_figure(history, present, f"{name}: head"), "head_curves.png")
+    logger.log_figure(gauge_figure(history), "gauge.png")
+
+
+def _job_params(prepared: PreparedJob) -> dict:
+    job = prepared.job
+    return {
+        "corpus": job.corpus,
+        "workers": prepared.ctx.workers,
+        "data_mode": job.data_mode,
+        "checkpoint_every": prepared.checkpoint_every,
+        "bank": str(prepared.bank_path) if prepared.bank_path else "",
+        "init_from": job.init_from or "",
+        "graft": job.graft,
+        "shards": str(prepared.shards.path),
+    }

@@ -1,0 +1,249 @@
+"""What one AlephLM training run is, checked and prepared before any worker starts.
+
+A ``TrainJob`` carries the run's config as the typed object the edge built (``geolip train aleph``
+from ``--scale``, ``--head`` and ``--set``; a sweep's program from its arm), the corpus and bank,
+an optional warm start, and the ``RunContext`` every job shares. ``prepare_job`` turns it into a
+``PreparedJob``: the bank file, a warm start (``--init-from`` with a graft) written as an ``init``
+checkpoint, the fixed held-out windows, the run's unique name and its absolute paths. Every
+mistake a user can make (a bank the head cannot use, a donor whose shapes cannot be grafted, a
+corpus without a validation split, reusing a run's name without ``--resume``) is raised here, as
+a ``GeolipError`` or ``ValueError``, before Ray is involved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from geolip.aleph.bank import TrigramBank, bank_from_bytes, load_bank, save_bank
+from geolip.aleph.checkpoint import load_checkpoint, save_checkpoint
+from geolip.aleph.config import AlephRunConfig
+from geolip.aleph.data import fixed_eval_batches
+from geolip.aleph.experiments.graft import (
+    GraftError,
+    graft_depth,
+    graft_head_retrofit,
+    graft_mixture,
+    swap_bank,
+)
+from geolip.aleph.model import AlephLM
+from geolip.config import config_diff, config_hash
+from pipelines.byte_shards import ByteShards, build_byte_shards, read_side
+from pipelines.errors import GeolipError
+from pipelines.runtime import RunContext, check_run_name
+
+GRAFTS = ("none", "depth", "mixture", "retrofit")
+DATA_MODES = ("shard", "replicate")
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One AlephLM training run: its config, data, warm start and context."""
+
+    run: AlephRunConfig
+    corpus: str
+    """Corpus URI (``builtin:``, ``file:``, ``hf:``) whose byte shards are trained on."""
+    ctx: RunContext
+    bank: str | None = None
+    """Trigram bank file (default: the donor's, else cut from the corpus' train side)."""
+    init_from: str | None = None
+    """Donor checkpoint directory to warm-start from."""
+    graft: str = "none"
+    """How the donor maps onto ``run.model``: none | depth | mixture | retrofit."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints (0: a fifth of the run)."""
+    data_mode: str = "shard"
+    """shard: every rank draws from its own chunks | replicate: every rank sees all data."""
+    eval_bytes: int = 1_000_000
+    run_name: str | None = None
+    """Default: ``aleph-<preset>-<head>-<hash>-s<seed>`` from everything that changes results."""
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A checked job with everything its workers read written under ``run_dir``."""
+
+    job: TrainJob
+    run: AlephRunConfig
+    """The config trained (the job's, or the graft's when a donor changes it)."""
+    name: str
+    run_dir: Path
+    shards: ByteShards
+    bank_path: Path | None
+    init_dir: Path | None
+    eval_windows: Path
+    heldout: Path
+    checkpoint_every: int
+    tags: dict = field(default_factory=dict)
+
+    @property
+    def ctx(self) -> RunContext:
+        return self.job.ctx
+
+    def worker_config(self, run_id: str) -> dict:
+        """The ``train_loop_config`` every worker receives (absolute paths only)."""
+        return {
+            "run": self.run,
+            "name": self.name,
+            "bank": str(self.bank_path) if self.bank_path else None,
+            "init_dir": str(self.init_dir) if self.init_dir else None,
+            "eval_windows": str(self.eval_windows),
+            "heldout": str(self.heldout),
+            "checkpoint_every": self.checkpoint_every,
+            "data_mode": self.job.data_mode,
+            "run_id": run_id,
+            "tracking_uri": self.ctx.tracking_uri,
+            "threads": self.ctx.threads,
+            "fault": dict(self.ctx.fault) if self.ctx.fault else None,
+        }
+
+
+def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
+    """Check ``job`` and write what its workers need; raises before anything is trained."""
+    check_job(job)
+    data = job.ctx.data_dir
+    shards = build_byte_shards(job.corpus, data, progress=progress)
+    if shards.n_bytes("validation") == 0:
+        raise GeolipError(
+            f"corpus {job.corpus!r} has no validation split (0 held-out bytes); use a larger "
+            "corpus or one whose documents can be split"
+        )
+    donor = load_donor(job.init_from) if job.init_from else None
+    bank = _resolve_bank(job, donor, shards)
+    model = graft_donor(donor, job.run, job.graft, bank) if donor is not None else None
+    run = dataclasses.replace(job.run, model=model.cfg) if model is not None else job.run
+    name = job.run_name or run_name(job, run, bank)
+    run_dir = data / "runs" / "aleph" / name
+    resume = check_run_name(run_dir, data / "ray_results" / name, job.ctx.resume,
+                            job.ctx.auto_resume)  # fmt: skip
+    job = dataclasses.replace(job, ctx=job.ctx.replace(resume=resume))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    windows, heldout = _write_eval_data(shards, run, run_dir, job.eval_bytes)
+    return PreparedJob(
+        job=job,
+        run=run,
+        name=name,
+        run_dir=run_dir,
+        shards=shards,
+        bank_path=save_bank(bank, run_dir / "bank.safetensors") if bank is not None else None,
+        init_dir=_write_init(model, run, run_dir) if model is not None else None,
+        eval_windows=windows,
+        heldout=heldout,
+        checkpoint_every=job.checkpoint_every or max(run.train.steps // 5, 1),
+        tags=_tags(job, run, bank),
+    )
+
+
+def check_job(job: TrainJob) -> None:
+    """The checks that need no data (cheap: run them first)."""
+    job.ctx.check_workers()
+    if job.data_mode not in DATA_MODES:
+        raise GeolipError(f"data mode must be one of {list(DATA_MODES)}, got {job.data_mode!r}")
+    if job.graft not in GRAFTS:
+        raise GeolipError(f"--graft must be one of {list(GRAFTS)}, got {job.graft!r}")
+    if job.graft != "none" and not job.init_from:
+        raise GeolipError(f"--graft {job.graft} needs --init-from CHECKPOINT (the donor)")
+    if job.eval_bytes < 1000:
+        raise GeolipError(f"--eval-bytes must be >= 1000, got {job.eval_bytes}")
+    batch, workers = job.run.train.batch_size, job.ctx.workers
+    if batch % workers:
+        raise GeolipError(
+            f"train.batch_size {batch} (the global batch) must be divisible by --workers {workers}"
+        )
+
+
+def run_name(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> str:
+    """``aleph-<preset>-<head>-<hash>-s<seed>``: one name per config, data, donor and seed."""
+    identity = {
+        "run_cfg": run.to_dict(),
+        "corpus": job.corpus,
+        "bank": bank.fingerprint() if bank is not None else None,
+        "donor": job.init_from and str(Path(job.init_from).resolve()),
+        "graft": job.graft,
+        "workers": job.ctx.workers,
+        "data_mode": job.data_mode,
+    }
+    return f"aleph-{run.preset}-{run.head}-{config_hash(identity, 8)}-s{run.train.seed}"
+
+
+def load_donor(path: str) -> AlephLM:
+    """The warm-start donor of ``--init-from``."""
+    model, _, _ = load_checkpoint(Path(path).expanduser().resolve())
+    return model
+
+
+def _resolve_bank(job: TrainJob, donor: AlephLM | None, shards: ByteShards):
+    """The bank the run uses: ``--bank FILE``, else the donor's, else cut from the train shards."""
+    if not job.run.model.uses_bank:
+        return None
+    if job.bank:
+        return load_bank(Path(job.bank).expanduser().resolve())
+    if donor is not None and donor.bank is not None:
+        return donor.bank
+    return train_bank(shards, job.corpus, job.run.train.bank_size)
+
+
+def train_bank(shards: ByteShards, corpus: str, size: int) -> TrigramBank:
+    """The top-``size`` trigrams of the corpus' train side (a bank cut from the byte shards)."""
+    train = read_side(shards, "train").tobytes()
+    return bank_from_bytes(train, size, {"corpus": corpus, "split": "train", "cut": "top-N"})
+
+
+def graft_donor(donor: AlephLM, run: AlephRunConfig, op: str, bank) -> AlephLM:
+    """The warm-start model: the donor grafted to ``run.model`` (GraftError when it can't)."""
+    target = run.model
+    if op == "depth":
+        model = graft_depth(donor, target.n_layers, cfg=target)
+    elif op == "mixture":
+        model = graft_mixture(donor, target.head.n_pointers, seed=run.train.seed, cfg=target)
+    elif op == "retrofit":
+        model = graft_head_retrofit(donor, seed=run.train.seed, cfg=target)
+    else:
+        if donor.cfg != target:
+            raise GraftError(
+                "--init-from without --graft needs the donor's exact model config; it differs "
+                f"in {config_diff(donor.cfg, target)} (donor, this run): choose --graft "
+                "depth|mixture|retrofit"
+            )
+        model = donor
+    if bank is not None and model.bank is not bank:
+        model = swap_bank(model, bank)
+    return model
+
+
+def _write_init(model: AlephLM, run: AlephRunConfig, run_dir: Path) -> Path:
+    return save_checkpoint(run_dir / "init", model, run, overwrite=True)
+
+
+def _write_eval_data(
+    shards: ByteShards, run: AlephRunConfig, run_dir: Path, eval_bytes: int
+) -> tuple[Path, Path]:
+    """Fixed held-out windows (safetensors) and the first ``eval_bytes`` held-out bytes (.npy)."""
+    held = read_side(shards, "validation", limit=eval_bytes)
+    T = run.model.seq_trigrams
+    if len(held) // 3 < T + 1:
+        raise GeolipError(
+            f"the validation split has {len(held)} bytes, fewer than one evaluation window "
+            f"({3 * (T + 1)} bytes for seq_trigrams={T})"
+        )
+    windows = torch.cat(fixed_eval_batches(held, run.train.eval_windows, T, batch=64))
+    save_file({"windows": windows.contiguous()}, str(run_dir / "eval_windows.safetensors"))
+    np.save(run_dir / "heldout.npy", held, allow_pickle=False)
+    (run_dir / "heldout.json").write_text(
+        json.dumps({"bytes": len(held), "source": shards.manifest["splits"]["validation"]}) + "\n"
+    )
+    return run_dir / "eval_windows.safetensors", run_dir / "heldout.npy"
+
+
+def _tags(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> dict:
+    tags = {"head": run.head, "preset": run.preset, "arm": run.model.codebook.preservation}
+    tags.update(seed=str(run.train.seed), corpus=job.corpus)
+    tags["bank"] = f"{bank.fingerprint()} (N={bank.size})" if bank is not None else "none"
+    tags.update(donor=job.init_from or "", graft=job.graft if job.init_from else "")
+    return {**tags, **job.ctx.tags}  # the caller's (a sweep's arm, seed, graft...) win

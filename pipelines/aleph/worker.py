@@ -1,0 +1,216 @@
+"""The Ray Train worker loop of ``geolip train aleph`` (one process per data-parallel rank).
+
+Every rank builds the model, restores the run's latest checkpoint if Ray Train hands one back
+(resume, or a restart after a worker failure) or else the warm-start weights the driver prepared
+(``init_dir``), wraps it in DDP (gloo on CPU, NCCL on GPU: Ray Train picks the backend), and
+draws its share of each global batch from its own chunks of the train shards.
+
+Step ``s`` draws its windows with a generator seeded by ``(seed, s, micro-batch, rank)``, so a
+resumed run continues exactly where its checkpoint stopped: steps after the last checkpoint are
+redone, none is skipped, and no sampler state needs saving. Rank 0 logs to the MLflow run the
+driver created (batched), evaluates the fixed held-out windows, and writes checkpoints
+(``geolip.aleph.checkpoint`` layout plus ``train_state.pt``: optimizer, scheduler, step).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+
+from geolip.aleph.bank import load_bank
+from geolip.aleph.bpb import bpb_batches, bpb_streamed, bpb_windowed
+from geolip.aleph.checkpoint import load_checkpoint, save_checkpoint
+from geolip.aleph.data import sample_chunk_windows
+from geolip.aleph.instruments import read_gauge
+from geolip.aleph.model import AlephLM
+from geolip.aleph.train.optim import build_optimizer, build_scheduler
+from geolip.aleph.train.step import train_step
+from pipelines.runtime import maybe_fail, quiet_ray_train_logs, seed_of, worker_threads
+from pipelines.tracking import RunLogger
+
+TRAIN_STATE = "train_state.pt"
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point; ``config`` is ``PreparedJob.worker_config`` (pipelines.aleph.job)."""
+    quiet_ray_train_logs()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(worker_threads(config["threads"], ctx.get_local_world_size()))
+    device = ray.train.torch.get_device()
+    model, run_cfg, opt, sched, start = _restore(config, device)
+    ddp = ray.train.torch.prepare_model(model) if world > 1 else model
+    buf, bounds = _collect_chunks(ray.train.get_dataset_shard("train"))
+    loop = _Loop(config, run_cfg, model, ddp, opt, sched, rank, world, device)
+    loop.run(start, buf, bounds)
+
+
+class _Loop:
+    """The step loop with its logging, evaluation and checkpoint schedule."""
+
+    def __init__(self, config, run_cfg, model, ddp, opt, sched, rank, world, device):
+        self.config, self.run_cfg, self.model, self.ddp = config, run_cfg, model, ddp
+        self.opt, self.sched, self.rank, self.world, self.device = opt, sched, rank, world, device
+        self.tcfg = run_cfg.train
+        self.logger = _logger(config) if rank == 0 else None
+        self.eval_windows = _load_eval_windows(config["eval_windows"]) if rank == 0 else None
+
+    def run(self, start: int, buf: np.ndarray, bounds: np.ndarray) -> None:
+        tcfg, cfg = self.tcfg, self.run_cfg.model
+        n_tri = cfg.seq_trigrams * cfg.n_segments
+        per_rank = tcfg.batch_size // self.world
+        tokens, t_log = 0, time.perf_counter()
+        try:
+            for step in range(start, tcfg.steps):
+                micro = [
+                    self._windows(buf, bounds, step, a, n_tri, per_rank) for a in range(tcfg.accum)
+                ]
+                metrics = train_step(
+                    self.ddp, self.opt, self.sched, micro, tcfg, step, mean=self._mean
+                )
+                tokens += per_rank * tcfg.accum * n_tri
+                done = step + 1
+                if done % tcfg.log_every == 0 or done == tcfg.steps:
+                    metrics["tokens_per_s"] = tokens / max(time.perf_counter() - t_log, 1e-9)
+                    self._log(metrics, done)
+                    # Training throughput: the gauge and the MLflow write are not steps.
+                    tokens, t_log = 0, time.perf_counter()
+                if done % self.config["checkpoint_every"] == 0 or done == tcfg.steps:
+                    self._report(done, final=done == tcfg.steps)
+                    t_log = time.perf_counter()  # evaluation time is not training throughput
+                maybe_fail(self.config["fault"], done, self.rank, self.world)
+            if start >= tcfg.steps:  # resumed a finished run: report its state once more
+                self._report(tcfg.steps, final=True)
+        finally:
+            if self.logger is not None:
+                self.logger.flush()
+
+    def _windows(self, buf, bounds, step: int, micro: int, n_tri: int, per_rank: int):
+        replicate = self.config["data_mode"] == "replicate"
+        rank = 0 if replicate else self.rank
+        gen = torch.Generator().manual_seed(seed_of(self.tcfg.seed, step, micro, rank))
+        if replicate:  # every rank draws the global batch and keeps its own rows
+            w = sample_chunk_windows(buf, bounds, self.tcfg.batch_size, n_tri, gen)
+            return w[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return sample_chunk_windows(buf, bounds, per_rank, n_tri, gen)
+
+    def _mean(self, value: float) -> float:
+        return float(self._reduce(np.array([value]))[0]) / self.world
+
+    def _reduce(self, values: np.ndarray) -> np.ndarray:
+        """Sum over ranks (identity with one worker)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.cpu().numpy()
+
+    def _log(self, metrics: dict, step: int) -> None:
+        keys = sorted(k for k in metrics if k != "tokens_per_s")
+        summed = self._reduce(np.array([metrics[k] for k in keys] + [metrics["tokens_per_s"]]))
+        out = {k: float(v) / self.world for k, v in zip(keys, summed[:-1])}
+        out["tokens_per_s"] = float(summed[-1])  # throughput adds up over ranks
+        if self.rank == 0:
+            out.update(read_gauge(self.model, self.eval_windows[0][:4]).as_metrics())
+            self.logger.log_metrics(out, step)
+            # Progress on the console too (Ray forwards worker output to the driver).
+            print(f"step {step}/{self.tcfg.steps}  bpb {out['bpb']:.3f}  "
+                  f"lr {out['lr']:.2e}  {out['tokens_per_s']:,.0f} tok/s", flush=True)  # fmt: skip
+
+    def _report(self, step: int, final: bool) -> None:
+        """Held-out evaluation, checkpoint (rank 0) and the Ray Train report (every rank)."""
+        metrics: dict = {"step": step}
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if self.rank == 0:
+                metrics.update(self._evaluate(step, final))
+                path = _save(Path(tmp) / "checkpoint", self, step)
+                checkpoint = ray.train.Checkpoint.from_directory(str(path))
+            # A barrier: every rank reports the same number of times.
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    def _evaluate(self, step: int, final: bool) -> dict:
+        result = bpb_batches(self.model, self.eval_windows)
+        out = {"val_bpb": result.bpb}
+        if final:
+            out.update(_final_eval(self.model, self.config))
+        self.logger.log_metrics(out, step)
+        self.logger.flush()
+        return out
+
+
+def _final_eval(model, config: dict) -> dict:
+    """Windowed and streamed held-out bits/byte on the first ``eval_bytes`` of validation."""
+    held = np.load(config["heldout"], allow_pickle=False)
+    out = {}
+    for result in (bpb_windowed(model, held), bpb_streamed(model, held, n_streams=8)):
+        out[f"heldout_bpb_{result.regime}"] = result.bpb
+        out[f"heldout_bytes_scored_{result.regime}"] = float(result.bytes_scored)
+        out[f"heldout_bytes_dropped_{result.regime}"] = float(result.bytes_dropped)
+    return out
+
+
+def _restore(config: dict, device):
+    """(model on device, run config, optimizer, scheduler, first step to run)."""
+    run_cfg = config["run"]
+    ckpt = ray.train.get_checkpoint()
+    state = None
+    if ckpt is not None:  # resume (or restart after a failure) beats any warm start
+        with ckpt.as_directory() as d:
+            model, _, _ = load_checkpoint(d)
+            state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
+    elif config.get("init_dir"):
+        model, _, _ = load_checkpoint(config["init_dir"])
+    else:
+        torch.manual_seed(run_cfg.train.seed)
+        bank = load_bank(config["bank"]) if config.get("bank") else None
+        model = AlephLM(run_cfg.model, bank)
+    model.to(device).train()
+    opt = build_optimizer(model, run_cfg.train)
+    sched = build_scheduler(opt, run_cfg.train)
+    start = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+    return model, run_cfg, opt, sched, start
+
+
+def _save(path: Path, loop: _Loop, step: int) -> Path:
+    meta = {"step": step, "mlflow_run_id": loop.config["run_id"], "run_name": loop.config["name"]}
+    meta["tracking_uri"] = loop.config["tracking_uri"]
+    save_checkpoint(path, loop.model, loop.run_cfg, meta=meta)
+    state = {"optimizer": loop.opt.state_dict(), "scheduler": loop.sched.state_dict(), "step": step}
+    torch.save(state, path / TRAIN_STATE)
+    return path
+
+
+def _collect_chunks(shard) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's chunks, ordered by stream offset, as ``(buf: uint8[L], bounds: int64[C+1])``."""
+    chunks: list[tuple[int, bytes]] = []
+    for batch in shard.iter_batches(batch_size=256, batch_format="pyarrow"):
+        chunks += zip(batch.column("offset").to_pylist(), batch.column("chunk").to_pylist())
+    if not chunks:
+        raise RuntimeError("this worker received no training chunks; use fewer --workers")
+    chunks.sort()  # the order Ray Data delivers blocks in is not fixed
+    lengths = [len(c) for _, c in chunks]
+    bounds = np.zeros(len(chunks) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=bounds[1:])
+    return np.frombuffer(b"".join(c for _, c in chunks), dtype=np.uint8), bounds
+
+
+def _load_eval_windows(path: str):
+    windows = load_file(path)["windows"]
+    return list(windows.split(8))
+
+
+def _logger(config: dict) -> RunLogger:
+    return RunLogger(config["tracking_uri"], config["run_id"])

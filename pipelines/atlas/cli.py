@@ -1,0 +1,169 @@
+"""``geolip atlas build`` (count a corpus split into the stratified n-gram atlas, ``atlas.build``)
+and ``geolip bank build|stats`` (cut a trigram bank from an atlas). ``geolip atlas query|stats``
+live in ``pipelines.atlas.query``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+
+from pipelines.atlas.query import json_value, parse_size, print_table
+from pipelines.cli import Command
+
+
+def _add_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--corpus", required=True, help="corpus URI: builtin:NAME, file:PATH_OR_GLOB, hf:"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="atlas directory to create")
+    p.add_argument(
+        "--target-size", default="12.9M", help="entries to keep over all strata (12.9M, 500k, ...)"
+    )
+    p.add_argument("--cpus", type=int, default=None,
+                   help="logical CPUs of a local Ray (default: the machine's cores)")  # fmt: skip
+    p.add_argument("--split", default="train", choices=("train", "validation"))
+    p.add_argument("--heldout-fraction", type=float, default=None, help="validation share")
+    p.add_argument("--min-count", type=int, default=2, help="keep grams seen at least this often")
+    p.add_argument(
+        "--quotas", default=None, help="shares of the target, e.g. char=0.35,word=0.6,unicode=0.05"
+    )
+    p.add_argument("--block-bytes", default=None, help="bytes of documents per map task (4M)")
+    p.add_argument("--partitions", type=int, default=None, help="merge buckets per stratum")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing atlas in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress and no summary table")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The ``AtlasConfig`` the flags describe; malformed values raise ``ValueError`` naming them."""
+    from atlas.config import AtlasConfig, parse_quotas, parse_size
+
+    changes: dict = {"split": args.split, "min_count": args.min_count}
+    changes["target_size"] = _flag("--target-size", parse_size, args.target_size)
+    if args.quotas is not None:
+        quotas = _flag("--quotas", parse_quotas, args.quotas)
+        changes.update({f"quota_{stratum}": share for stratum, share in quotas.items()})
+    if args.block_bytes is not None:
+        changes["block_bytes"] = _flag("--block-bytes", parse_size, args.block_bytes)
+    if args.heldout_fraction is not None:
+        changes["heldout_fraction"] = args.heldout_fraction
+    if args.partitions is not None:
+        changes["partitions"] = args.partitions
+    return _flag("the atlas config", lambda c: AtlasConfig(**c), changes)
+
+
+def _flag(name: str, parse, value):
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from atlas.build import build_atlas
+    from pipelines.runtime import init_ray
+
+    cfg = config_from_args(args)
+    if args.cpus is not None and args.cpus < 1:
+        raise ValueError(f"--cpus must be >= 1, got {args.cpus}")
+    start = functools.partial(init_ray, cpus=args.cpus)
+    build_atlas(args.corpus, args.out, cfg, overwrite=args.overwrite, init_ray=start,
+                progress=not args.quiet)  # fmt: skip
+    return 0
+
+
+def _add_bank_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--atlas", required=True, metavar="DIR", help="atlas of the training split")
+    p.add_argument("--size", required=True, type=parse_size, help="N, e.g. 8192, 8k or 64k")
+    p.add_argument(
+        "--quotas",
+        default=None,
+        help="per-stratum fractions summing to 1 (default char=0.6,word=0.3,unicode=0.1)",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="bank file (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
+    p.add_argument(
+        "--allow-split", action="store_true", help="accept an atlas of a non-train split"
+    )
+
+
+def _run_bank_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from atlas.bank import build_bank, save_bank_file
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:  # fail before the (possibly long) build
+        raise FileExistsError(f"bank file {out} already exists (pass --overwrite to replace it)")
+    start = time.perf_counter()
+    trigrams, log_prior, provenance = build_bank(
+        args.atlas, args.size, args.quotas, allow_split=args.allow_split
+    )
+    save_bank_file(out, trigrams, log_prior, provenance, overwrite=args.overwrite)
+    contributions = provenance["contributions"]
+    rows = [
+        [name, c["quota_rows"], c["distinct_trigrams"], c["taken"], c["new"]]
+        for name, c in contributions.items()
+        if name != "backfill"
+    ]
+    rows.append(["backfill", "", "", "", contributions["backfill"]])
+    title = f"bank {out}: {len(trigrams)} trigrams in {time.perf_counter() - start:.1f} s"
+    print_table(title, ["stratum", "quota rows", "distinct", "taken", "new rows"], rows)
+    return 0
+
+
+def _add_bank_stats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bank", metavar="FILE", help="bank file (.safetensors)")
+    p.add_argument("--corpus", default=None, help="corpus URI to measure coverage on")
+    p.add_argument("--split", default="validation", choices=("train", "validation"))
+    p.add_argument(
+        "--heldout",
+        type=float,
+        default=None,
+        help="held-out fraction of the corpus split (default: the bank's atlas's)",
+    )
+    p.add_argument("--top", type=int, default=10, help="top trigrams shown")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+
+
+def _run_bank_stats(args: argparse.Namespace) -> int:
+    from atlas.bank import bank_coverage, bank_summary
+
+    summary = bank_summary(args.bank, top=args.top)
+    if args.corpus:
+        summary["coverage"] = bank_coverage(args.bank, args.corpus, args.split, args.heldout)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, default=json_value, indent=1))
+        return 0
+    prov = summary["provenance"]
+    rows = [
+        ["size", summary["size"]],
+        ["atlas", prov.get("atlas")],
+        ["corpus", json.dumps(prov.get("corpus"))],
+        ["quotas", json.dumps(prov.get("quotas"))],
+        ["prior entropy (bits)", summary["prior_entropy_bits"]],
+        ["prior mass", summary["prior_mass"]],
+    ]
+    cov = summary.get("coverage")
+    if cov:
+        where = f"{cov['corpus']['uri']} ({cov['corpus']['split']})"
+        rows += [
+            ["coverage on", where],
+            ["trigrams (phase 0)", cov["n_trigrams"]],
+            ["in bank", f"{cov['in_bank']} ({cov['coverage']:.2%})"],
+            ["distinct", f"{cov['distinct_trigrams']}, in bank {cov['distinct_coverage']:.2%}"],
+        ]
+    print_table(f"bank {args.bank}", ["", "value"], rows)
+    top = [[i + 1, g, p] for i, (g, p) in enumerate(summary["top"])]
+    print_table("top trigrams by prior", ["#", "trigram", "log prior"], top)
+    return 0
+
+
+COMMANDS = [
+    Command("atlas build", "count a corpus split into the stratified n-gram atlas (Ray Data + "
+            "DuckDB)", _add_build, _run_build),
+    Command("bank build", "cut a trigram bank from an atlas", _add_bank_build, _run_bank_build),
+    Command("bank stats", "size, prior and coverage of a bank", _add_bank_stats, _run_bank_stats),
+]

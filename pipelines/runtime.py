@@ -1,0 +1,213 @@
+"""What every job shares at run time: the one Ray start policy, GPU choice, seeding, the fault
+hook, error root causes, run-name checks, the Ray Train fit, and ``RunContext``.
+
+``init_ray`` is the only place that starts Ray: a job connects to ``RAY_ADDRESS`` when it is set,
+else it starts a local Ray with at least one logical CPU per Ray Train worker plus one for a
+driver (a Tune trial's driver and Ray Data's tasks need one beside the workers). A job started in
+a process that already runs Ray uses that one. Ray is imported lazily here: ``geolip --help`` and
+the checks that run before Ray starts must not pay for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.errors import GeolipError
+from pipelines.paths import data_dir as resolve_data_dir
+from pipelines.tracking import resolve_tracking_uri
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a job's data and MLflow run live and how it runs on Ray (every job has one).
+
+    Paths are absolute and the tracking URI resolved (Ray workers run in another cwd): build it
+    with :meth:`create` from the command line's ``--data-dir`` / ``--tracking-uri``.
+    """
+
+    experiment: str
+    """MLflow experiment name."""
+    data_dir: Path
+    tracking_uri: str
+    workers: int = 1
+    """Data-parallel Ray Train workers of one training run."""
+    use_gpu: bool | None = None
+    """None: GPUs when the cluster has them."""
+    max_failures: int = 2
+    """Worker-group restarts Ray Train allows (each resumes from the last checkpoint)."""
+    resume: bool = False
+    auto_resume: bool = False
+    """Resume if the run has a checkpoint, else start it (``geolip demo``'s re-runs)."""
+    threads: int | None = None
+    """torch threads per worker (None: the node's cores shared by its workers)."""
+    tags: dict = field(default_factory=dict)
+    """MLflow tags added to the run's own (a sweep's arm, seed, ...: the caller's win)."""
+    fault: dict | None = None
+    """Test hook (:func:`maybe_fail`): the last rank dies once after ``fault["step"]``."""
+
+    @classmethod
+    def create(
+        cls, experiment: str, data_dir: str | Path | None = None, tracking_uri: str | None = None,
+        **settings,
+    ) -> RunContext:  # fmt: skip
+        """A context with ``--data-dir`` (default ``$GEOLIP_DATA`` or ``./data``) and
+        ``--tracking-uri`` (default ``$MLFLOW_TRACKING_URI`` or SQLite under the data dir)."""
+        data = resolve_data_dir(None if data_dir is None else str(data_dir))
+        uri = resolve_tracking_uri(tracking_uri, data)
+        return cls(experiment, data, uri, **settings)
+
+    def replace(self, **changes) -> RunContext:
+        return dataclasses.replace(self, **changes)
+
+    def check_workers(self) -> None:
+        if self.workers < 1:
+            raise GeolipError(f"--workers must be >= 1, got {self.workers}")
+
+
+def init_ray(workers: int = 1, cpus: int | None = None) -> None:
+    """Start Ray for a job with ``workers`` Ray Train workers, unless it is running already.
+
+    ``RAY_ADDRESS`` set: connect to that cluster. Else a local Ray with ``cpus`` logical CPUs
+    (default: the machine's cores, and at least ``workers + 1``). The dashboard stays on: it
+    serves the state API that Ray Train's placement-group cleaner polls.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict = {"ignore_reinit_error": True, "logging_level": "WARNING"}
+    if not os.environ.get("RAY_ADDRESS"):
+        kwargs["num_cpus"] = cpus if cpus is not None else max(os.cpu_count() or 1, workers + 1)
+    ray.init(**kwargs)
+
+
+def use_gpu(flag: bool | None) -> bool:
+    """``flag`` if given, else whether the running cluster has GPUs."""
+    if flag is not None:
+        return flag
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def seed_of(*parts: int) -> int:
+    """A torch seed derived from ``parts`` (e.g. seed, step, micro-batch, rank): a resumed run
+    redraws exactly the batches it would have drawn."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # torch seeds must fit int64
+
+
+def worker_threads(threads: int | None, local_workers: int) -> int:
+    """torch threads of one Ray Train worker: ``threads``, else this node's physical cores shared
+    by its workers (Ray's logical CPUs may be more than the cores)."""
+    return max(1, int(threads or (os.cpu_count() or 1) // max(local_workers, 1)))
+
+
+def quiet_ray_train_logs() -> None:
+    """Ray Train logs every report at INFO; the run's progress lives in MLflow instead.
+
+    Some of its loggers are named by file path (``logging.getLogger(__file__)``), so they are
+    found by the package path in their name.
+    """
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    for name in list(logging.Logger.manager.loggerDict):
+        if "ray/train" in name or "ray.train" in name:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def maybe_fail(fault: dict | None, step: int, rank: int, world: int) -> None:
+    """Test hook: the last rank dies once, abruptly, after step ``fault["step"]``."""
+    if not fault or step != fault["step"] or rank != world - 1:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(f"killed rank {rank} after step {step}\n")
+    # Ray Train registers a reported checkpoint when its controller next polls the workers
+    # (every 2 s): a crash within that window loses the newest checkpoint. Wait past it, so the
+    # test exercises the documented guarantee rather than that window.
+    time.sleep(float(fault.get("delay", 5.0)))
+    os._exit(1)
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """``Type: message`` on one line, at most ``limit`` characters (for MLflow tags, errors)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:limit]
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost cause of ``exc`` on one line (Ray wraps a worker's error twice)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return one_line(exc)
+
+
+def has_checkpoint(train_dir: Path) -> bool:
+    """Whether Ray Train's directory of a run holds a checkpoint to resume from."""
+    return train_dir.exists() and any(train_dir.glob("checkpoint_*"))
+
+
+def check_run_name(run_dir: Path, train_dir: Path, resume: bool, auto: bool = False) -> bool:
+    """Refuse a name in use without ``--resume`` and ``--resume`` of a run with no checkpoint
+    (``train_dir``: Ray Train's directory of the run); clear a run that never checkpointed.
+
+    With ``auto`` (``geolip demo``'s re-runs) a run with a checkpoint resumes and any other
+    starts. Returns whether the run resumes.
+    """
+    started = has_checkpoint(train_dir)
+    resume = resume or (auto and started)
+    if resume and not started:
+        raise GeolipError(
+            f"--resume: run {run_dir.name} has no checkpoint to resume from ({train_dir}); "
+            "start it without --resume"
+        )
+    if started and not resume:
+        raise GeolipError(
+            f"run {run_dir.name} already exists ({train_dir}); pass --resume to continue it, "
+            "or change the config or train.seed for a new run"
+        )
+    if not started and run_dir.exists():
+        shutil.rmtree(run_dir)  # a run that never reached a checkpoint: start it afresh
+    return resume
+
+
+def fit(loop, config: dict, name: str, ctx: RunContext, **trainer_kwargs):
+    """Run ``loop`` (a Ray Train per-worker function) on ``ctx.workers`` workers as run ``name``
+    under ``DATA/ray_results``; returns the ``Result``. A failure raises a ``GeolipError`` with
+    the root cause on one line. ``trainer_kwargs`` go to ``TorchTrainer`` (datasets, ...);
+    ``callbacks`` to its ``RunConfig``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    init_ray(ctx.workers)
+    gpu = use_gpu(ctx.use_gpu)
+    callbacks = trainer_kwargs.pop("callbacks", None) or None
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=ctx.workers,
+            use_gpu=gpu,
+            resources_per_worker={"GPU": 1} if gpu else {"CPU": 1},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(ctx.data_dir / "ray_results"),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
+            callbacks=callbacks,
+        ),
+        **trainer_kwargs,
+    )
+    try:
+        return trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; report the root cause on one line
+        raise GeolipError(f"training run {name} failed: {root_cause(exc)}") from exc

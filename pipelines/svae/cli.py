@@ -1,0 +1,49 @@
+"""``geolip train svae``: the SVAE companion on Ray Train with its verdict in MLflow.
+
+The edge of an SVAE job: its config is built here, once, from ``--data`` and ``--set``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipelines.cli import Command, add_common_run_arguments, add_set_argument, gpu_flag
+
+VERDICT_KEYS = ("recon_cos_external", "recon_cos_internal", "baseline_cos", "frame_deviation",
+                "frac_in_envelope", "alpha_init", "alpha_final", "ablation_gain", "mechanism")  # fmt: skip
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True,
+                   help="features:DIR | images:structured | text:CORPUS_URI")  # fmt: skip
+    add_set_argument(p, "model.* (GeoConfig) or train.* override (repeatable)")
+    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers")
+    p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts allowed")
+    p.add_argument("--no-control", action="store_true", help="skip the patch-shuffled control")
+    p.add_argument("--resume", action="store_true", help="continue an existing run")
+    p.add_argument("--experiment", default="geolip-svae", help="MLflow experiment name")
+    add_common_run_arguments(p)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines.runtime import RunContext
+    from pipelines.svae.data import run_config
+    from pipelines.svae.driver import SVAEJob, train_svae_job
+
+    ctx = RunContext.create(
+        args.experiment, args.data_dir, args.tracking_uri, workers=args.workers,
+        use_gpu=gpu_flag(args.gpu), max_failures=args.max_failures, resume=args.resume,
+    )  # fmt: skip
+    run = run_config(args.data, args.overrides)
+    out = train_svae_job(SVAEJob(args.data, run, ctx, control=not args.no_control))
+    v = out["verdict"]
+    print(json.dumps({k: v[k] for k in VERDICT_KEYS} | {"control": v.get("control")}, indent=1))
+    print(f"checkpoint: {out['checkpoint']}\nMLflow run {out['run_id']}")
+    return 0
+
+
+COMMANDS = [
+    Command("train svae", "train the SVAE companion on Ray Train (verdict in MLflow)", _add, _run)
+]

@@ -1,0 +1,172 @@
+"""The driver of an SVAE companion run: Ray Train, its patch-shuffled control, the verdict.
+
+Two fits share one MLflow run: the model on the data, then the same config on the patch-shuffled
+data (§14's control, run automatically; its metrics carry the ``control/`` prefix). The driver
+then evaluates both final checkpoints with the library (``geolip.svae.train.evaluate``), writes
+the self-describing checkpoint (``model.safetensors``, ``geo_config.json``, ``host_config.json``,
+``verdict.json``) and logs the verdict and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from geolip.config import config_hash
+from geolip.svae.adapters import extract_patches, shuffle_patches, stitch_patches
+from geolip.svae.config import GeoConfig, SVAERunConfig
+from geolip.svae.model import SVAECompanion
+from geolip.svae.train import evaluate
+from geolip.svae.train import verdict as make_verdict
+from pipelines.errors import GeolipError
+from pipelines.runtime import RunContext, check_run_name, fit, one_line
+from pipelines.svae.data import SVAEData, load_svae_data
+from pipelines.svae.plots import log_svae_plots
+from pipelines.svae.worker import svae_loop_per_worker
+from pipelines.tracking import RunLogger, artifact_root, check_tracking, ensure_experiment, open_run
+
+
+@dataclass(frozen=True)
+class SVAEJob:
+    """One SVAE run: the data spec, its config (``pipelines.svae.data.run_config``), context."""
+
+    data: str
+    """features:DIR | images:structured | text:CORPUS_URI."""
+    run: SVAERunConfig
+    ctx: RunContext
+    control: bool = True
+    """Also fit the patch-shuffled control (§14)."""
+
+
+def train_svae_job(job: SVAEJob, progress=print) -> dict:
+    """Run ``job``; returns ``{"name", "run_id", "checkpoint", "verdict"}``."""
+    ctx, geo, tcfg = job.ctx, job.run.model, job.run.train
+    ctx.check_workers()
+    data = load_svae_data(job.data)
+    _check(job, data)
+    check_tracking(ctx.tracking_uri)
+    ident = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "data": job.data, "w": ctx.workers}
+    name = f"svae-{data.kind}-{config_hash(ident, 8)}-s{tcfg.seed}"
+    run_dir = ctx.data_dir / "runs" / "svae" / name
+    train_dir = ctx.data_dir / "ray_results" / name  # the main fit's
+    ctx = ctx.replace(resume=check_run_name(run_dir, train_dir, ctx.resume, ctx.auto_resume))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors = _tensors(data, geo, tcfg.seed)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(run_dir / "data.safetensors"))
+    experiment = ensure_experiment(
+        ctx.tracking_uri, ctx.experiment, artifact_root(ctx.tracking_uri, ctx.data_dir)
+    )
+    tags = {"data": job.data, "kind": data.kind, "seed": str(tcfg.seed), **ctx.tags}
+    params = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "job.workers": ctx.workers}
+    # Resumed: the same MLflow run continues; Ray Train resumes both fits from their checkpoints.
+    logger = open_run(ctx.tracking_uri, experiment, name, resume=ctx.resume, tags=tags,
+                      params=params)  # fmt: skip
+    progress(f"run {name}: MLflow {ctx.tracking_uri} (run {logger.run_id})")
+    started = time.perf_counter()
+    try:
+        finals = {}
+        for prefix, key in (("", "train"), ("control/", "train_shuffled")):
+            if prefix and not job.control:
+                continue
+            config = _worker_config(job, run_dir, key, prefix, logger, data.kind == "text")
+            result = fit(svae_loop_per_worker, config, name + ("-control" if prefix else ""), ctx)
+            finals["control" if prefix else "main"] = _final_eval(result, geo, tensors, key,
+                                                                  data.kind == "text")  # fmt: skip
+        out = _finish(job, name, run_dir, data, finals, logger, time.perf_counter() - started)
+    except BaseException as exc:
+        logger.finish("FAILED", error=one_line(exc, 400))
+        raise
+    logger.finish()
+    return out
+
+
+def _check(job: SVAEJob, data: SVAEData) -> None:
+    geo, batch, workers = job.run.model, job.run.train.batch_size, job.ctx.workers
+    if batch % workers:
+        raise GeolipError(f"train.batch_size {batch} must divide by --workers {workers}")
+    if data.patch_dim is not None and geo.P != data.patch_dim:
+        raise GeolipError(
+            f"--data {job.data}: its tokens cut into patches of {data.patch_dim}, but the "
+            f"model's patch_dim is {geo.P}"
+        )
+
+
+def _tensors(data: SVAEData, geo: GeoConfig, seed: int) -> dict:
+    """Train and validation samples, and their patch-shuffled copies (the control's data)."""
+    x = _as_patches(data.train, geo), _as_patches(data.val, geo)
+    return {
+        "train": data.train,
+        "val": data.val,
+        "train_shuffled": _from_patches(shuffle_patches(x[0], seed), data.train, geo),
+        "val_shuffled": _from_patches(shuffle_patches(x[1], seed + 1), data.val, geo),
+    }
+
+
+def _worker_config(job, run_dir: Path, key: str, prefix: str, logger, text: bool) -> dict:
+    return {
+        "run": job.run,
+        "data": str(run_dir / "data.safetensors"),
+        "train_key": key,
+        "val_key": key.replace("train", "val"),
+        "prefix": prefix,
+        "run_id": logger.run_id,
+        "tracking_uri": job.ctx.tracking_uri,
+        "threads": job.ctx.threads,
+        "text": text,
+        "fault": None if prefix else job.ctx.fault,
+    }
+
+
+def _as_patches(x, geo: GeoConfig):
+    return extract_patches(x, geo.ps) if x.ndim == 4 else x
+
+
+def _from_patches(p, like, geo: GeoConfig):
+    if like.ndim == 4:
+        _, C, H, W = like.shape
+        return stitch_patches(p, C, H, W, geo.ps)
+    return p
+
+
+def _final_eval(result, geo: GeoConfig, tensors: dict, key: str, text: bool) -> dict:
+    model = SVAECompanion(geo)
+    with result.checkpoint.as_directory() as d:
+        model.load_state_dict(load_file(str(Path(d) / "model.safetensors")))
+    train = tensors[key]
+    val = tensors[key.replace("train", "val")]
+    return {"model": model, "eval": evaluate(model, val, train.mean(0), text=text)}
+
+
+def _finish(job: SVAEJob, name: str, run_dir: Path, data: SVAEData, finals: dict,
+            logger: RunLogger, seconds: float) -> dict:  # fmt: skip
+    geo, steps = job.run.model, job.run.train.steps
+    main, control = finals["main"], finals.get("control")
+    verdict = make_verdict(main["model"], main["eval"], control and control["eval"], steps)
+    verdict.update(data=job.data, wall_seconds=round(seconds, 1))
+    final = run_dir / "final"
+    tmp = run_dir / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    state = {k: v.detach().contiguous() for k, v in main["model"].state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    (tmp / "geo_config.json").write_text(json.dumps(geo.to_dict(), indent=1) + "\n")
+    (tmp / "host_config.json").write_text(json.dumps(data.source, indent=1) + "\n")
+    (tmp / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    numbers = {k: float(v) for k, v in verdict.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+    logger.log_metrics({f"verdict/{k}": v for k, v in numbers.items()}, steps)
+    logger.set_tags({"mechanism": verdict["mechanism"],
+                     "control_mechanism": verdict.get("control", {}).get("mechanism", "")})  # fmt: skip
+    logger.log_dict(verdict, "verdict.json")
+    logger.log_artifacts(str(final), "checkpoint")
+    log_svae_plots(logger, main["model"], data, finals)
+    return {"name": name, "run_id": logger.run_id, "checkpoint": final, "verdict": verdict}
+

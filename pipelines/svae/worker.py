@@ -1,0 +1,95 @@
+"""The Ray Train worker loop of ``geolip train svae`` (one process per data-parallel rank).
+
+Same conventions as AlephLM training (``pipelines.aleph.worker``): batches drawn with a generator
+seeded by ``(seed, step, rank)`` so a resumed run continues exactly; rank 0 evaluates, logs to the
+driver's MLflow run and writes checkpoints (weights as safetensors, configs as JSON, optimizer
+state with ``torch.save`` read back with ``weights_only=True``) that Ray Train persists.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+from safetensors.torch import load_file, save_file
+
+from geolip.svae.model import SVAECompanion
+from geolip.svae.train import build_optimizers, evaluate, svae_step
+from pipelines.runtime import maybe_fail, quiet_ray_train_logs, seed_of, worker_threads
+from pipelines.tracking import RunLogger
+
+STATE = "train_state.pt"
+
+
+def svae_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point; ``config`` is the driver's ``_worker_config`` (run config object,
+    data file, which tensors, MLflow run)."""
+    quiet_ray_train_logs()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # The companion's small layers run fastest on one thread unless the job asks for more.
+    torch.set_num_threads(worker_threads(config["threads"] or 1, ctx.get_local_world_size()))
+    cfg, tcfg = config["run"].model, config["run"].train
+    data = load_file(config["data"])
+    train_x, val_x = data[config["train_key"]], data[config["val_key"]]
+    model = SVAECompanion(cfg)
+    opts, scheds = build_optimizers(model, tcfg)
+    start = _restore(model, opts, scheds)
+    ddp = ray.train.torch.prepare_model(model) if world > 1 else model
+    logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
+    prefix, mean, per_rank = config["prefix"], train_x.mean(0), tcfg.batch_size // world
+    for step in range(start, tcfg.steps):
+        gen = torch.Generator().manual_seed(seed_of(tcfg.seed, step, rank))
+        idx = torch.randint(0, len(train_x), (per_rank,), generator=gen)
+        metrics = svae_step(ddp, train_x[idx], opts, scheds, tcfg)
+        done = step + 1
+        if done % tcfg.eval_every == 0 or done == tcfg.steps:
+            if rank == 0:
+                metrics.update(evaluate(model, val_x, mean, text=config.get("text", False)))
+                logger.log_metrics({prefix + k: v for k, v in metrics.items()}, done)
+                logger.flush()
+                print(f"{prefix or 'main/'}step {done}/{tcfg.steps}  cos_ext "
+                      f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}", flush=True)  # fmt: skip
+            _report(model, opts, scheds, done, config, rank)
+        maybe_fail(config["fault"], done, rank, world)
+    if start >= tcfg.steps:  # resumed a finished fit: hand its state back once more
+        _report(model, opts, scheds, start, config, rank)
+
+
+def _restore(model, opts, scheds) -> int:
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return 0
+    with ckpt.as_directory() as d:
+        model.load_state_dict(load_file(str(Path(d) / "model.safetensors")))
+        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+    for opt, s in zip(opts, state["optimizers"]):
+        opt.load_state_dict(s)
+    for sched, s in zip(scheds, state["schedulers"]):
+        sched.load_state_dict(s)
+    return int(state["step"])
+
+
+def _report(model, opts, scheds, step: int, config: dict, rank: int) -> None:
+    """Report ``step`` to Ray Train, with rank 0's checkpoint (the ranks hold equal weights)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = _save(Path(tmp), model, opts, scheds, step, config) if rank == 0 else None
+        ray.train.report({"step": step}, checkpoint=checkpoint)
+
+
+def _save(tmp: Path, model, opts, scheds, step: int, config: dict):
+    path = tmp / "checkpoint"
+    path.mkdir()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path / "model.safetensors"))
+    geo = config["run"].model.to_dict()
+    (path / "geo_config.json").write_text(json.dumps(geo, indent=1) + "\n")
+    (path / "meta.json").write_text(json.dumps({"step": step, "prefix": config["prefix"]}) + "\n")
+    state = {"optimizers": [o.state_dict() for o in opts],
+             "schedulers": [s.state_dict() for s in scheds], "step": step}  # fmt: skip
+    torch.save(state, path / STATE)
+    return ray.train.Checkpoint.from_directory(str(path))
