@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from geolip.aleph.data import sample_windows
 from geolip.aleph.bank import TrigramBank
+from geolip.aleph.data import sample_windows
 from geolip.aleph.model import AlephLM
 from geolip.aleph.presets import small, tiny, with_head
 from geolip.aleph.train import build_optimizer, build_scheduler, train_step

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geolip.aleph.data import sample_windows
 from geolip.aleph.bank import bank_from_bytes
+from geolip.aleph.data import sample_windows
 from geolip.aleph.model import AlephLM
 from geolip.aleph.train import build_optimizer, build_scheduler, train, train_step
-from pipelines.aleph.job import TrainJob, build_run_config
 from pipelines.aleph.driver import train_aleph
+from pipelines.aleph.job import TrainJob, build_run_config
 from pipelines.byte_shards import build_byte_shards, read_side
 from pipelines.tracking import metric_history
 

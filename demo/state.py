@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 
 from pipelines.errors import GeolipError
+from pipelines.tracking import client
+from tune.report import child_runs
 
 STATE_FORMAT = 1
 
@@ -111,28 +113,23 @@ def forget(home: Path, uri: str, progress=print) -> None:
 
 def _delete_runs(uri: str, run_ids: list[str]) -> None:
     """Delete the runs and their child runs (a sweep's trials)."""
-    from pipelines.tracking import _client
-    from tune.report import child_runs
-
-    client = _client(uri)
+    runs = client(uri)
     for run_id in run_ids:
         try:
-            run = client.get_run(run_id)
+            run = runs.get_run(run_id)
         except Exception:  # already gone (deleted by hand, or another store)
             continue
         for r in [*child_runs(uri, run_id), run]:
             if r.info.lifecycle_stage != "deleted":
-                client.delete_run(r.info.run_id)
+                runs.delete_run(r.info.run_id)
 
 
 def close_interrupted(uri: str, experiment_id: str) -> int:
     """Mark the experiment's RUNNING runs KILLED: with the lock held they belong to a demo that
     was interrupted (a resumed stage reopens its run and finishes it)."""
-    from pipelines.tracking import _client
-
-    client = _client(uri)
-    stale = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    runs = client(uri)
+    stale = runs.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
     for run in stale:
-        client.set_tag(run.info.run_id, "interrupted", "true")
-        client.set_terminated(run.info.run_id, status="KILLED")
+        runs.set_tag(run.info.run_id, "interrupted", "true")
+        runs.set_terminated(run.info.run_id, status="KILLED")
     return len(stale)

@@ -2,9 +2,9 @@
 
 A scale names a model preset and the budget of one training run at that size. The layers above
 add their own budgets under the same names (a sweep's trials: ``tune.spec.SWEEP_SCALES``; the
-demo's stages: ``demo.scales.DEMO_SCALES``), so ``--scale tiny`` means the tiny preset everywhere
-and one tiny training run is the same 1,500-step run in ``train``, ``demo`` and a sweep's
-``continued`` donor.
+demo's stages: ``demo.scales.DEMO_SCALES``), so ``--scale tiny`` means the tiny preset everywhere,
+and ``geolip train aleph --scale tiny`` is the same 1,500-step run as a tiny demo's training
+stages. A sweep's trials use the scale's preset with their own, shorter per-trial budgets.
 
 - ``smoke``: every code path in seconds (the tests' scale).
 - ``tiny``: minutes on 2 CPU cores, the default.
@@ -55,10 +55,10 @@ SCALES: dict[str, Scale] = {
         "small", "small", steps=5000, log_every=50, eval_windows=16, eval_bytes=1_000_000
     ),
     "full": Scale(
-        "full", "small", steps=10_000, log_every=100, eval_windows=16, eval_bytes=4_000_000
+        "full", "small", steps=10_000, log_every=50, eval_windows=16, eval_bytes=4_000_000
     ),
     "calib23m": Scale(
-        "calib23m", "calib23m", steps=8000, log_every=100, eval_windows=16, eval_bytes=4_000_000
+        "calib23m", "calib23m", steps=8000, log_every=50, eval_windows=16, eval_bytes=4_000_000
     ),
 }
 SCALE_NAMES = tuple(SCALES)

@@ -165,15 +165,15 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None)
     """
     from mlflow.exceptions import MlflowException
 
-    client = client(uri)
-    if (found := _existing_experiment(client, name)) is not None:
+    store = client(uri)
+    if (found := _existing_experiment(store, name)) is not None:
         return found
     location = _experiment_location(artifact_location, name) if artifact_location else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return store.create_experiment(name, artifact_location=location)
     except MlflowException:
         # Lost the race: someone created it between our get and create.
-        if (found := _existing_experiment(client, name)) is not None:
+        if (found := _existing_experiment(store, name)) is not None:
             return found
         raise
 

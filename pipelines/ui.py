@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.aleph.cli import add_common_run_arguments
 from pipelines.cli import Command
 from pipelines.errors import GeolipError
-from pipelines.aleph.cli import add_common_run_arguments
 
 START_TIMEOUT = 60.0  # the first start imports mlflow and checks the schema: ~10 s on 2 cores
 # A local server must not be asked through an http_proxy from the environment.
@@ -182,14 +182,14 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from pipelines.paths import data_dir
-    from pipelines.tracking import _sqlite_path, resolve_tracking_uri
+    from pipelines.tracking import resolve_tracking_uri, sqlite_path
 
     data = data_dir(args.data_dir)
     uri = resolve_tracking_uri(args.tracking_uri, data)
     if uri.startswith(("http://", "https://")):
         print(f"MLflow UI: {uri}  (the tracking store is already a server)")
         return 0
-    if (db := _sqlite_path(uri)) is None:
+    if (db := sqlite_path(uri)) is None:
         raise GeolipError(f"`geolip ui` serves SQLite stores; {uri} has its own UI")
     if not db.is_file():
         raise GeolipError(

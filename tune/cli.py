@@ -1,12 +1,17 @@
 """``geolip sweep PROGRAM`` and ``geolip sweep report RUN_ID`` (registered through the
-``geolip.commands`` entry point: ``pipelines`` does not import ``tune``)."""
+``geolip.commands`` entry point: ``pipelines`` does not import ``tune``).
+
+The edge of a sweep: ``--set`` is parsed here, once, against the scale's base run config, and the
+typed changes go down to every trial. Heavy imports (Ray, MLflow) stay inside the run functions,
+so ``geolip --help`` is fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from pipelines.cli import Command
-from pipelines.aleph.cli import add_common_run_arguments
+from pipelines.cli import Command, add_common_run_arguments, add_set_argument, gpu_flag
+from tune.spec import SWEEP_SCALES
 
 PROGRAM_HELP = {
     "seed-battery": "heads byte/kernel/pmix/pmix8/apmix x banks dense/sparse x seeds (exp_007)",
@@ -20,20 +25,17 @@ PROGRAM_HELP = {
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", default="tiny", help="tiny (minutes on 2 CPUs) | small | full")
+    p.add_argument("--scale", choices=tuple(SWEEP_SCALES), default="tiny",
+                   help="model preset and trial budgets (tune.spec.SWEEP_SCALES)")  # fmt: skip
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the scale's)")
     p.add_argument("--arms", default="", help="comma-separated arms to run (default: all)")
-    p.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a config value in every trial, e.g. --set train.steps=40 (repeatable)",
-    )  # fmt: skip
+    add_set_argument(p, "override a config value in every trial, e.g. --set train.lr=0.002")
     p.add_argument("--corpus", default="builtin:python-docs", help="corpus URI of every trial")
     p.add_argument("--donor", default=None, help="graft: donor checkpoint dir or MLflow run id")
-    p.add_argument(
-        "--from", dest="source", default=None,
-        help="contrast: parent MLflow run id of a seed-battery sweep (default: the last one)",
-    )  # fmt: skip
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
+    p.add_argument("--from", dest="source", default=None,
+                   help="contrast: parent MLflow run id of a seed-battery sweep "
+                   "(default: the last one)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers per trial")
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
@@ -42,28 +44,38 @@ def _add(p: argparse.ArgumentParser) -> None:
     add_common_run_arguments(p)
 
 
+def job_from_args(program: str, args: argparse.Namespace):
+    """The ``SweepJob`` of ``geolip sweep PROGRAM``: ``--set`` is parsed here, once."""
+    from geolip.config import parse_overrides
+    from pipelines.runtime import RunContext
+    from tune.spec import sweep_scale
+    from tune.sweep import SweepJob
+
+    ctx = RunContext.create(
+        args.experiment, args.data_dir, args.tracking_uri, workers=args.workers,
+        use_gpu=gpu_flag(args.gpu), max_failures=0, resume=args.resume,
+    )  # fmt: skip
+    return SweepJob(
+        program=program, ctx=ctx, scale=args.scale, seeds=args.seeds,
+        arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
+        sets=parse_overrides(sweep_scale(args.scale).base(), args.overrides),
+        corpus=args.corpus, donor=args.donor, source=args.source, name=args.name,
+        dry_run=args.dry_run,
+    )  # fmt: skip
+
+
 def _runner(program: str):
     def run(args: argparse.Namespace) -> int:
         from rich.console import Console
 
-        from tune.sweep import SweepJob, run_sweep
+        from tune.sweep import run_sweep
 
         console = Console()
-        arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
-        gpu = {"auto": None, "on": True, "off": False}[args.gpu]
-        job = SweepJob(
-            program=program, scale=args.scale, seeds=args.seeds, arms=arms, sets=tuple(args.sets),
-            corpus=args.corpus, donor=args.donor, source=args.source, workers=args.workers,
-            use_gpu=gpu, resume=args.resume, name=args.name, experiment=args.experiment,
-            tracking_uri=args.tracking_uri, data_dir=args.data_dir, dry_run=args.dry_run,
-        )  # fmt: skip
+        job = job_from_args(program, args)
         # A plan is read (and copied) line by line: no wrapping.
         outcome = run_sweep(job, progress=print if args.dry_run else console.print)
-        if args.dry_run:
-            return 0
-        console.print(
-            f"sweep {outcome.name}: MLflow run {outcome.run_id} in {outcome.tracking_uri}"
-        )
+        if not args.dry_run:
+            console.print(f"sweep {outcome.name}: MLflow run {outcome.run_id} in {outcome.tracking_uri}")
         return 0
 
     return run

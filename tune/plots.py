@@ -5,19 +5,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pipelines.plots import _figure, _no_data
+from pipelines.plots import new_figure, no_data
 
 
 def arm_curves_figure(histories: dict[str, list[dict]], keys: Sequence[str], title: str):
     """One panel per metric key, one line per arm; ``histories[arm]`` is rows ``{step, key: v}``."""
     panels = [k for k in keys if any(k in row for rows in histories.values() for row in rows)]
     if not panels:
-        fig = _figure()
-        _no_data(fig.add_subplot())
+        fig = new_figure()
+        no_data(fig.add_subplot())
         return fig
     ncols = min(2, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = _figure(4.2 * ncols, 2.8 * nrows)
+    fig = new_figure(4.2 * ncols, 2.8 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, key in zip(axes, panels):
         for arm, rows in sorted(histories.items()):

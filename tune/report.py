@@ -16,6 +16,9 @@ import math
 import statistics
 from collections import defaultdict
 
+from pipelines.plots import bars_figure
+from pipelines.tracking import RunLogger, client, metric_history
+from tune.plots import arm_curves_figure
 from tune.spec import SweepError
 
 METRIC = "val_bpb"
@@ -25,23 +28,19 @@ GAUGE_KEYS = ("gauge/dev", "gauge/erank", "gauge/theta_min_deg", "gauge/concentr
 
 def child_runs(uri: str, parent_run_id: str) -> list:
     """Every MLflow run whose parent is the sweep's run (any status)."""
-    from pipelines.tracking import _client
-
-    client = _client(uri)
-    parent = client.get_run(parent_run_id)
+    runs = client(uri)
+    parent = runs.get_run(parent_run_id)
     query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
-    return client.search_runs([parent.info.experiment_id], query, max_results=5000)
+    return runs.search_runs([parent.info.experiment_id], query, max_results=5000)
 
 
 def close_open_children(uri: str, parent_run_id: str, phase: str) -> None:
     """Mark the phase's child runs still RUNNING as KILLED (pruned by ASHA, or their process died)."""
-    from pipelines.tracking import _client
-
-    client = _client(uri)
+    runs = client(uri)
     for run in child_runs(uri, parent_run_id):
         if run.info.status == "RUNNING" and run.data.tags.get("phase") == phase:
-            client.set_tag(run.info.run_id, "pruned_or_stopped", "true")
-            client.set_terminated(run.info.run_id, "KILLED")
+            runs.set_tag(run.info.run_id, "pruned_or_stopped", "true")
+            runs.set_terminated(run.info.run_id, "KILLED")
 
 
 def _reference(program: str, arm: str) -> str | None:
@@ -159,10 +158,8 @@ def search_table(rows: list[dict]) -> list[dict]:
 
 def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) -> dict:
     """Build, log (to the parent run) and print the summary of sweep ``parent_run_id``."""
-    from pipelines.tracking import RunLogger, _client
-
     try:
-        parent = _client(uri).get_run(parent_run_id)
+        parent = client(uri).get_run(parent_run_id)
     except Exception as exc:
         raise SweepError(f"no MLflow run {parent_run_id} in {uri}") from exc
     program = parent.data.tags.get("program")
@@ -260,9 +257,6 @@ def _json_safe(x):
 
 
 def _log_plots(logger, uri: str, summary: dict, rows: list[dict]) -> None:
-    from pipelines.plots import bars_figure
-    from tune.plots import arm_curves_figure
-
     arms = [t for t in summary["arms"] if t["n"]]
     if arms:
         title = f"{summary['program']}: held-out bits/byte (error bars: std over seeds)"
@@ -283,8 +277,6 @@ def _log_plots(logger, uri: str, summary: dict, rows: list[dict]) -> None:
 
 def _gauge_histories(uri: str, rows: list[dict]) -> dict[str, list[dict]]:
     """Per arm, the gauge metrics per step averaged over its finished train trials."""
-    from pipelines.tracking import metric_history
-
     sums: dict[str, dict[int, dict[str, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )

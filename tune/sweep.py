@@ -27,12 +27,10 @@ from pipelines.aleph.job import graft_donor, load_donor
 from pipelines.byte_shards import build_byte_shards
 from pipelines.runtime import RunContext, init_ray, one_line
 from pipelines.tracking import artifact_root, check_tracking, client, ensure_experiment, open_run
-
 from tune.programs import Options, plan
 from tune.report import close_open_children, summarize
 from tune.spec import Phase, SweepError, SweepScale, TrialSpec, sweep_scale
 from tune.trial import TrialContext, checkpoint_of, final_checkpoint, run_trial
-
 
 SWEEP_EXPERIMENT = "geolip-sweeps"
 

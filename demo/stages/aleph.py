@@ -1,13 +1,21 @@
-"""The AlephLM stages of ``geolip demo``: atlas, bank, training, evaluation, contrast, sample.
-
-Every stage takes the demo's context (``demo.run.Demo``) and returns a JSON-able record: its
-key figures, a one-line ``summary`` (printed again when a re-run skips the stage), the MLflow
-``runs`` it made and the ``paths`` that ``--fresh`` removes.
-"""
+"""The AlephLM stages of ``geolip demo``: atlas, bank, training, evaluation, contrast, sample
+(records as described in ``demo.stages``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from rich.table import Table
+
+from atlas.bank import bank_coverage, bank_summary, build_bank, save_bank_file
+from atlas.build import build_atlas
+from atlas.config import AtlasConfig
+from geolip.aleph.checkpoint import load_checkpoint
+from geolip.aleph.generate import generate
+from pipelines.aleph.driver import train_aleph
+from pipelines.aleph.evaluate import contrast_checkpoint, eval_checkpoint
+from pipelines.aleph.job import TrainJob
+from pipelines.tracking import RunLogger
 
 HEADS = ("kernel", "pmix")
 PROMPT = b"Return the "
@@ -15,9 +23,6 @@ PROMPT = b"Return the "
 
 def stage_atlas(d) -> dict:
     """Ray Data counts the corpus into the stratified n-gram atlas (Parquet, DuckDB-queryable)."""
-    from atlas.build import build_atlas
-    from atlas.config import AtlasConfig
-
     result = build_atlas(
         d.corpus, d.home / "atlas", AtlasConfig(target_size=d.scale.atlas_target), progress=True
     )
@@ -38,9 +43,6 @@ def stage_atlas(d) -> dict:
 
 def stage_bank(d) -> dict:
     """Cut the trigram bank from the atlas (stratum quotas) and measure its held-out coverage."""
-    from atlas.bank import bank_coverage, bank_summary, build_bank, save_bank_file
-    from pipelines.tracking import RunLogger
-
     path = d.home / "bank.safetensors"
     if not path.exists():  # the file is written whole (temporary name, then renamed)
         trigrams, prior, provenance = build_bank(d.record("atlas")["path"], d.scale.bank_size)
@@ -60,19 +62,13 @@ def stage_bank(d) -> dict:
 
 def stage_train(d, head: str) -> dict:
     """Ray Train (``--workers`` data-parallel workers) on the byte shards, with the atlas's bank."""
-    from pipelines.aleph.job import TrainJob
-    from pipelines.aleph.driver import train_aleph
-
-    job = TrainJob(
-        corpus=d.corpus, preset=d.scale.preset, head=head, overrides=d.scale.train_sets,
-        bank=d.record("bank")["path"], workers=d.workers, experiment=d.experiment,
-        tracking_uri=d.uri, data_dir=str(d.data), eval_bytes=d.scale.eval_bytes,
-        auto_resume=True, tags={"demo": d.scale.name},
-    )  # fmt: skip
+    train = d.scale.train
+    job = TrainJob(run=train.run_config(head), corpus=d.corpus, ctx=d.ctx,
+                   bank=d.record("bank")["path"], eval_bytes=train.eval_bytes)  # fmt: skip
     out = train_aleph(job, progress=d.console.print)
     final = out.verdict["final"]
     summary = (f"{head}: held-out {final.get('val_bpb', float('nan')):.3f} bpb after "
-               f"{out.verdict['steps']} steps on {d.workers} workers "
+               f"{out.verdict['steps']} steps on {d.ctx.workers} workers "
                f"({final.get('tokens_per_s', 0):,.0f} tok/s, {out.seconds:.0f} s)")  # fmt: skip
     d.console.print(summary)
     run_dir = out.checkpoint.parent
@@ -83,18 +79,16 @@ def stage_train(d, head: str) -> dict:
 
 def stage_eval(d) -> dict:
     """Held-out bits/byte of both heads next to the compressors, and the controller contrast."""
-    from pipelines.aleph.evaluate import contrast_checkpoint, eval_checkpoint
-
     rows, contrast = {}, {}
     for head in HEADS:
         ck = d.record(f"train-{head}")["checkpoint"]
         # tracking_uri=None: the figures go into the checkpoint's own training run.
         res = eval_checkpoint(
-            ck, d.corpus, d.data, eval_bytes=d.scale.eval_bytes, prime_bytes=d.scale.prime_bytes
+            ck, d.corpus, d.data, eval_bytes=d.scale.train.eval_bytes, prime_bytes=d.scale.prime_bytes
         )
         rows[head] = res
         _, report = contrast_checkpoint(
-            ck, d.corpus, d.data, eval_bytes=d.scale.eval_bytes, ops=("permute", "randomize"),
+            ck, d.corpus, d.data, eval_bytes=d.scale.train.eval_bytes, ops=("permute", "randomize"),
             seeds=d.scale.contrast_seeds, windows=d.scale.contrast_windows,
         )  # fmt: skip
         contrast[head] = {"base": report.base_bpb,
@@ -113,8 +107,6 @@ def stage_eval(d) -> dict:
 
 
 def _print_eval(console, windowed, streamed, compressors, contrast, n_bytes) -> None:
-    from rich.table import Table
-
     table = Table(title=f"held-out bits/byte ({n_bytes:,} bytes)")
     for col in ("model", "windowed", "streamed"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -134,10 +126,6 @@ def _print_eval(console, windowed, streamed, compressors, contrast, n_bytes) -> 
 
 def stage_sample(d) -> dict:
     """Text from the head with the lower held-out bits/byte (logged to its run)."""
-    from geolip.aleph.checkpoint import load_checkpoint
-    from geolip.aleph.generate import generate
-    from pipelines.tracking import RunLogger
-
     bpb = d.record("eval")["bpb"]
     head = min(bpb, key=bpb.get)
     rec = d.record(f"train-{head}")

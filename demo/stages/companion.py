@@ -6,14 +6,19 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from geolip.config import apply_changes
+from pipelines.features.extract import FeatureRequest, extract_features
+from pipelines.plots import bars_figure
+from pipelines.svae.data import run_config
+from pipelines.svae.driver import SVAEJob, train_svae_job
+from tune.sweep import SweepJob, run_sweep, sweep_name
+
 SVAE_DATA = {"svae-features": "features", "svae-images": "images:structured"}
 SWEEP_PROGRAM = "preservation"
 
 
 def stage_features(d) -> dict:
     """Ray Data runs the host encoder (an actor pool) over the corpus's sentences into Parquet."""
-    from pipelines.features.extract import FeatureRequest, extract_features
-
     out = d.home / "features"
     req = FeatureRequest(corpus=d.corpus, max_sentences=d.scale.feature_sentences, max_length=64)
     manifest = extract_features(req, out, progress=d.console.print)
@@ -28,15 +33,12 @@ def stage_features(d) -> dict:
 
 def stage_svae(d, stage: str) -> dict:
     """The companion on Ray Train with its patch-shuffled control; prints the §16 verdict."""
-    from pipelines.svae.driver import SVAEJob, train_svae_job
-
     data = SVAE_DATA[stage]
     if data == "features":
         data = f"features:{d.record('features')['path']}"
-    job = SVAEJob(data=data, overrides=d.scale.svae_sets, workers=d.workers,
-                  control=d.scale.svae_control,
-                  experiment=d.experiment, tracking_uri=d.uri, data_dir=str(d.data),
-                  auto_resume=True, tags={"demo": d.scale.name})  # fmt: skip
+    changes = {f"train.{key}": value for key, value in d.scale.svae_train.items()}
+    run = apply_changes(run_config(data), changes)
+    job = SVAEJob(data, run, d.ctx, control=d.scale.svae_control)
     out = train_svae_job(job, progress=d.console.print)
     v = out["verdict"]
     control = v.get("control") or {}
@@ -57,22 +59,20 @@ def stage_svae(d, stage: str) -> dict:
 
 def stage_sweep(d) -> dict:
     """One experiment program on Ray Tune: a preservation battery over seeds."""
-    from tune.sweep import SweepJob, run_sweep, sweep_name
-
-    s = d.scale
-    job = SweepJob(program=SWEEP_PROGRAM, scale=s.sweep_scale, seeds=s.sweep_seeds,
-                   arms=s.sweep_arms, sets=s.sweep_sets, corpus=d.corpus, workers=1,
-                   experiment=d.experiment, tracking_uri=d.uri, data_dir=str(d.data),
-                   tags={"demo": s.name})  # fmt: skip
-    state = d.data / "sweeps" / sweep_name(job, s.sweep_seeds)
+    s, seeds = d.scale, d.scale.sweep.seeds
+    # One Ray Train worker per trial (the trials run side by side); a failed trial is recorded.
+    ctx = d.ctx.replace(workers=1, max_failures=0, auto_resume=False)
+    job = SweepJob(program=SWEEP_PROGRAM, ctx=ctx, scale=s.name, arms=s.sweep_arms,
+                   corpus=d.corpus)  # fmt: skip
+    state = ctx.data_dir / "sweeps" / sweep_name(job, seeds)
     if (state / "sweep.json").exists():  # an interrupted demo's sweep: continue it
-        job = dataclasses.replace(job, resume=True)
+        job = dataclasses.replace(job, ctx=ctx.replace(resume=True))
     # soft_wrap: the summary is a Markdown table, which wrapping would break
     out = run_sweep(job, progress=lambda s: d.console.print(s, soft_wrap=True, markup=False))
     arms = [{k: r.get(k) for k in ("arm", "n", "failed", "val_bpb", "std", "delta", "reference")}
             for r in out.summary["arms"]]  # fmt: skip
     parts = [f"{a['arm']} {a['val_bpb']:.3f}" for a in arms if _finite(a["val_bpb"])]
-    summary = f"sweep {SWEEP_PROGRAM} ({s.sweep_seeds} seed(s) per arm): " + ", ".join(parts)
+    summary = f"sweep {SWEEP_PROGRAM} ({seeds} seed(s) per arm): " + ", ".join(parts)
     return {"name": out.name, "arms": arms, "summary": summary, "runs": [out.run_id],
             "paths": [str(state)]}  # fmt: skip
 
@@ -83,8 +83,6 @@ def _finite(x) -> bool:
 
 def stage_summary(d) -> dict:
     """A ``demo-summary`` run: the key figures as metrics, the summary as Markdown, one plot."""
-    from pipelines.plots import bars_figure
-
     ev = d.record("eval")
     rows = [{"name": f"AlephLM {h}", "bpb": b} for h, b in ev["bpb"].items()]
     rows += [{"name": n, "bpb": b} for n, b in ev["compressors"].items()]

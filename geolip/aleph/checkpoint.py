@@ -17,10 +17,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from geolip.config import ConfigError, config_hash
-from geolip.aleph.config import AlephRunConfig
 from geolip.aleph.bank import BankError, TrigramBank, load_bank, save_bank
+from geolip.aleph.config import AlephRunConfig
 from geolip.aleph.model import AlephLM
+from geolip.config import ConfigError, config_hash
 
 FORMAT = "geolip-aleph-checkpoint/1"
 

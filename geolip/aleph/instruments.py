@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from geolip.geometry.gauge import GaugeReading, StatuteGauge
 from geolip.aleph.model import AlephLM
+from geolip.geometry.gauge import GaugeReading, StatuteGauge
 
 MAX_ROWS = 200_000
 

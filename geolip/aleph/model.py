@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from geolip.aleph.bank import TrigramBank
-from geolip.aleph.config import AlephConfig
 from geolip.aleph.codebook import AlephCodebook, build_codebook
+from geolip.aleph.config import AlephConfig
 from geolip.aleph.heads import BankContext, CandidateFeatures, KernelHead, build_head
 from geolip.aleph.hub import Block
 from geolip.aleph.losses import diversity_loss, write_head_loss

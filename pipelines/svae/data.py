@@ -33,7 +33,6 @@ from pipelines.errors import GeolipError
 from pipelines.features.extract import load_vectors
 
 
-
 @dataclass
 class SVAEData:
     kind: str

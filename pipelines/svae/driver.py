@@ -90,7 +90,7 @@ def _check(job: SVAEJob, data: SVAEData) -> None:
     geo, batch, workers = job.run.model, job.run.train.batch_size, job.ctx.workers
     if batch % workers:
         raise GeolipError(f"train.batch_size {batch} must divide by --workers {workers}")
-    if data.patch_dim is not None and geo.P != data.patch_dim:
+    if data.patch_dim is not None and data.patch_dim != geo.P:
         raise GeolipError(
             f"--data {job.data}: its tokens cut into patches of {data.patch_dim}, but the "
             f"model's patch_dim is {geo.P}"

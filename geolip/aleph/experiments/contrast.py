@@ -25,7 +25,6 @@ from geolip.aleph.bpb import bpb_batches
 from geolip.aleph.experiments.names import OPS, SCOPES
 from geolip.geometry.sphere import rownorm
 
-
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 

@@ -15,10 +15,10 @@ import copy
 
 import torch
 
-from geolip.aleph.config import AlephConfig
-from geolip.config import apply_changes, get_at, replace_at
 from geolip.aleph.bank import TrigramBank
+from geolip.aleph.config import AlephConfig
 from geolip.aleph.model import AlephLM
+from geolip.config import apply_changes, get_at, replace_at
 
 # Fields that fix a parameter's shape (or existence): a graft may change only the one it is about.
 SHAPE_FIELDS = ("d_model", "n_layers", "n_heads", "seq_trigrams", "mlp_mult", "K", "D")

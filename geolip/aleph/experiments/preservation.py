@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from geolip.config import ConfigError
 from geolip.aleph.config import AlephConfig
+from geolip.config import ConfigError
 
 ARMS: dict[str, dict] = {
     "free": {"preservation": "free"},

@@ -1,0 +1,42 @@
+"""``geolip demo`` on the command line (registered through the ``geolip.commands`` entry
+point). ``demo.run`` is imported inside ``_run``: it pulls in Ray, torch and MLflow, and
+``geolip --help`` must stay fast."""
+
+from __future__ import annotations
+
+import argparse
+
+from demo.scales import DEMO_SCALES
+from pipelines.cli import Command, add_common_run_arguments
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", choices=tuple(DEMO_SCALES), default="tiny",
+                   help="budgets: smoke ~5 min, tiny ~11 min on 2 CPUs, small and larger "
+                   "on a GPU machine (demo.scales)")  # fmt: skip
+    p.add_argument("--corpus", default="builtin:python-docs", help="corpus URI (builtin:, file:, hf:)")
+    p.add_argument("--workers", type=int, default=2, help="data-parallel Ray Train workers per training run")
+    p.add_argument("--fresh", action="store_true", help="delete what an earlier demo made; start over")
+    add_common_run_arguments(p)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from demo.run import demo_context, run_demo
+
+    ctx = demo_context(args.scale, args.data_dir, args.tracking_uri, args.workers)
+    try:
+        run_demo(args.scale, args.corpus, ctx, args.fresh)
+    except KeyboardInterrupt:
+        return 130  # the message is printed; no traceback for Ctrl-C
+    return 0
+
+
+COMMANDS = [
+    Command(
+        "demo",
+        "run the whole product end to end (atlas, training, evaluation, SVAE, a sweep), "
+        "browsable in MLflow",
+        _add,
+        _run,
+    )
+]
