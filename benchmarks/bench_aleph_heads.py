@@ -18,10 +18,18 @@ import torch
 from geolip.aleph.bank import TrigramBank
 from geolip.aleph.data import sample_windows
 from geolip.aleph.model import AlephLM
-from geolip.aleph.presets import small, tiny, with_head
+from geolip.aleph.presets import small, tiny
 from geolip.aleph.train import build_optimizer, build_scheduler, train_step
+from geolip.config import apply_changes
 
-HEADS = ("byte", "kernel", "pmix", "pmix8", "apmix")
+# The seed battery's head variants (``tune.programs.BATTERY_HEADS``) as config changes.
+HEADS = {
+    "byte": {"model.head.kind": "byte"},
+    "kernel": {"model.head.kind": "kernel"},
+    "pmix": {"model.head.kind": "pmix", "model.head.n_pointers": 4},
+    "pmix8": {"model.head.kind": "pmix", "model.head.n_pointers": 8},
+    "apmix": {"model.head.kind": "apmix"},
+}
 
 
 def random_bank(n: int, seed: int = 0) -> TrigramBank:
@@ -35,7 +43,7 @@ def random_bank(n: int, seed: int = 0) -> TrigramBank:
 
 
 def time_head(run_cfg, head: str, bank, data: np.ndarray, batch: int, repeats: int) -> dict:
-    cfg = with_head(run_cfg, head)
+    cfg = apply_changes(run_cfg, HEADS[head])
     train_cfg = dataclasses.replace(cfg.train, batch_size=batch, steps=repeats + 1)
     torch.manual_seed(0)
     model = AlephLM(cfg.model, bank if cfg.model.uses_bank else None)
@@ -84,7 +92,7 @@ def main() -> None:
     print(row + f"{1.0:>14.2f}x{1.0:>13.2f}x")
     for n in banks:
         bank = random_bank(n)
-        for head in HEADS[1:]:
+        for head in list(HEADS)[1:]:
             r = time_head(run_cfg, head, bank, data, args.batch, args.repeats)
             print(f"{head:<8}{n:>8}{r['params']:>11,}{r['train']:>13.0f}{r['eval']:>12.0f}"
                   f"{r['train'] / base['train']:>14.2f}x{r['eval'] / base['eval']:>13.2f}x")  # fmt: skip

@@ -107,13 +107,17 @@ def run_case(method: str, corpus: Path, work: Path, workers: int) -> dict:
     """One measurement (in the subprocess): seconds end to end, per stratum, bytes counted."""
     start = time.perf_counter()
     if method == "atlas":
-        from atlas.build import build_atlas
+        from functools import partial
 
-        result = build_atlas(f"file:{corpus}", work / "atlas", workers=workers, progress=False)
+        from atlas.build import build_atlas
+        from pipelines.runtime import init_ray
+
+        start_ray = partial(init_ray, cpus=workers)
+        result = build_atlas(f"file:{corpus}", work / "atlas", init_ray=start_ray, progress=False)
         seconds = time.perf_counter() - start
         # Again on the Ray that is now running, as a job on a running cluster would.
         start = time.perf_counter()
-        warm = build_atlas(f"file:{corpus}", work / "warm", workers=workers, progress=False)
+        warm = build_atlas(f"file:{corpus}", work / "warm", progress=False)
         m = result.manifest
         out = {"seconds": seconds, "n_bytes": m["corpus"]["n_bytes"], "phases": m["phases"]}
         out["warm_seconds"] = time.perf_counter() - start

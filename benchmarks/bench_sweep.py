@@ -23,7 +23,7 @@ from bench_aleph_heads import HEADS, random_bank, time_head  # noqa: E402
 
 from geolip.aleph.presets import get_preset  # noqa: E402
 from tune.programs import PROGRAMS, Options, plan  # noqa: E402
-from tune.spec import SCALES  # noqa: E402
+from tune.spec import SWEEP_SCALES  # noqa: E402
 
 
 def rates(preset: str, banks: dict[str, int], batch: int, repeats: int) -> dict:
@@ -42,12 +42,6 @@ def rates(preset: str, banks: dict[str, int], batch: int, repeats: int) -> dict:
     return out
 
 
-def _value(overrides, name, default):
-    for o in overrides:
-        if o.startswith(name + "="):
-            return type(default)(float(o.split("=", 1)[1]))
-    return default
-
 
 def price(program: str, scale, seeds: int, rate: dict, overhead: float) -> tuple[int, float]:
     """(trials, seconds) of ``program``'s plan at ``scale``."""
@@ -60,10 +54,9 @@ def price(program: str, scale, seeds: int, rate: dict, overhead: float) -> tuple
         seconds += overhead
         if t.kind != "train":
             continue
-        steps = _value(t.overrides, "train.steps", scale.steps)
-        T = _value(t.overrides, "model.seq_trigrams", base.model.seq_trigrams)
-        layers = _value(t.overrides, "model.n_layers", base.model.n_layers)
-        head = "pmix" if t.head == "apmix_free" else t.head
+        steps, T, layers = t.run.train.steps, t.run.model.seq_trigrams, t.run.model.n_layers
+        pointers = t.run.model.head.n_pointers
+        head = "pmix8" if t.head == "pmix" and pointers == 8 else t.head
         bank = "none" if head == "byte" else ("dense" if t.bank == "dense" else "sparse")
         r = rate[(head, bank)] * base.model.n_layers / layers
         seconds += steps * base.train.batch_size * T / r
@@ -77,7 +70,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed steps per head")
     p.add_argument("--overhead", type=float, default=35.0, help="seconds of start-up per trial")
     args = p.parse_args(argv)
-    scale = SCALES["tiny" if args.quick else "small"]
+    scale = SWEEP_SCALES["tiny" if args.quick else "small"]
     print(f"== training rate, {scale.preset} preset (batch {args.batch}, {args.repeats} steps) ==")
     rate = rates(scale.preset, scale.banks, args.batch, args.repeats)
     base = rate[("byte", "none")]

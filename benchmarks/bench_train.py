@@ -33,12 +33,16 @@ import numpy as np
 import torch
 
 from geolip.aleph.bank import bank_from_bytes
+from geolip.aleph.config import HEADS
 from geolip.aleph.data import sample_windows
 from geolip.aleph.model import AlephLM
+from geolip.aleph.presets import get_preset, with_head
 from geolip.aleph.train import build_optimizer, build_scheduler, train, train_step
+from geolip.config import apply_changes
 from pipelines.aleph.driver import train_aleph
-from pipelines.aleph.job import TrainJob, build_run_config
+from pipelines.aleph.job import TrainJob
 from pipelines.byte_shards import build_byte_shards, read_side
+from pipelines.runtime import RunContext, init_ray
 from pipelines.tracking import metric_history
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,24 +95,19 @@ def run_plain(run_cfg, bank, data: np.ndarray, threads: int) -> dict:
     return case("plain", run_cfg, rates, result.seconds, result.seconds, threads)
 
 
-def run_ray(args, overrides: tuple[str, ...], workers: int, tmp: Path, threads: int) -> dict:
+def run_ray(args, run_cfg, workers: int, tmp: Path, threads: int) -> dict:
     job = TrainJob(
+        run=run_cfg,
         corpus=VALID.resolve().as_uri(),
-        preset=args.preset,
-        head=args.head,
-        overrides=overrides,
-        workers=workers,
-        data_dir=str(tmp),
+        ctx=RunContext.create("bench-train", tmp, workers=workers),
         checkpoint_every=args.steps,  # one checkpoint and evaluation, after the last step
         eval_bytes=args.eval_bytes,
         run_name=f"bench-train-{workers}w-{uuid.uuid4().hex[:8]}",
-        tracking_uri=None,
     )
     t0 = time.perf_counter()
     outcome = train_aleph(job, progress=lambda line: print(f"  [ray-{workers}] {line}"))
     call = time.perf_counter() - t0
     history = metric_history(outcome.tracking_uri, outcome.run_id, "tokens_per_s")
-    run_cfg = build_run_config(args.preset, args.head, overrides)
     return case(f"ray-{workers}", run_cfg, [v for _, v in history], outcome.seconds, call, threads)
 
 
@@ -140,10 +139,10 @@ def print_table(rows: list[dict]) -> None:
               f"{r['call_s']:>9.1f}")  # fmt: skip
 
 
-def size_run(args, train_bytes: np.ndarray, threads: int) -> tuple[object, object, tuple]:
-    """(run config, bank, --set overrides) with ``args.steps`` filled in from a timed step."""
-    base = (f"train.batch_size={args.batch}",)
-    run_cfg = build_run_config(args.preset, args.head, base)
+def size_run(args, train_bytes: np.ndarray, threads: int) -> tuple[object, object]:
+    """(run config, bank) with ``args.steps`` filled in from a timed step."""
+    run_cfg = with_head(get_preset(args.preset), args.head)
+    run_cfg = apply_changes(run_cfg, {"train.batch_size": args.batch})
     bank = None
     if run_cfg.model.uses_bank:  # what prepare_job cuts from the same train split
         bank = bank_from_bytes(train_bytes.tobytes(), run_cfg.train.bank_size, {})
@@ -154,8 +153,8 @@ def size_run(args, train_bytes: np.ndarray, threads: int) -> tuple[object, objec
         args.steps = every * LOG_POINTS  # whole log intervals: no short, noisy last one
         print(f"one plain step: {t_step * 1000:.0f} ms -> {args.steps} steps per case")
     log_every = max(1, args.steps // LOG_POINTS)
-    overrides = base + (f"train.steps={args.steps}", f"train.log_every={log_every}")
-    return build_run_config(args.preset, args.head, overrides), bank, overrides
+    changes = {"train.steps": args.steps, "train.log_every": log_every}
+    return apply_changes(run_cfg, changes), bank
 
 
 def report(rows: list[dict], ray_init: float) -> None:
@@ -175,7 +174,7 @@ def report(rows: list[dict], ray_init: float) -> None:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="small", choices=("tiny", "small"))
-    ap.add_argument("--head", default="pmix")
+    ap.add_argument("--head", default="pmix", choices=HEADS)
     ap.add_argument("--batch", type=int, default=8, help="global batch (train.batch_size)")
     ap.add_argument("--steps", type=int, help="steps per case (default: from --seconds-per-case)")
     ap.add_argument("--seconds-per-case", type=float, default=60.0)
@@ -200,7 +199,7 @@ def main() -> None:
           f" shared with other work)")  # fmt: skip
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"  # Ray's processes inherit it
     t0 = time.perf_counter()
-    ray.init(num_cpus=max(os.cpu_count() or 1, 3), logging_level="WARNING")
+    init_ray(cpus=max(os.cpu_count() or 1, 3))
     ray_init = time.perf_counter() - t0
     cpus = int(ray.cluster_resources().get("CPU", 1))
     print(f"ray.init: {ray_init:.1f} s  ({cpus} logical CPUs in Ray, {os.cpu_count()} cores)")
@@ -210,7 +209,7 @@ def main() -> None:
         train_bytes = read_side(shards, "train")
         cores = os.cpu_count() or 1
         plain_threads = cores  # what a lone Ray worker sets: cores // 1
-        run_cfg, bank, overrides = size_run(args, train_bytes, plain_threads)
+        run_cfg, bank = size_run(args, train_bytes, plain_threads)
         m = run_cfg.model
         print(f"preset {args.preset}, head {args.head}: d={m.d_model} L={m.n_layers} "
               f"T={m.seq_trigrams}, global batch {args.batch}, {args.steps} steps, log every "
@@ -219,7 +218,7 @@ def main() -> None:
         print(f"plain loop threads = the 1-worker Ray count: {plain_threads} (cores // workers)")
         rows = [run_plain(run_cfg, bank, train_bytes, plain_threads)]
         for w in workers:
-            rows.append(run_ray(args, overrides, w, tmp, max(1, cores // w)))
+            rows.append(run_ray(args, run_cfg, w, tmp, max(1, cores // w)))
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -167,7 +167,7 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (other features or not a feature directory); "
                               "pass --overwrite to replace it")  # fmt: skip
-    sentences = {side: _sentences(req, side) for side in ("train", "validation")}
+    sentences = {side: request_sentences(req, side) for side in ("train", "validation")}
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:
@@ -186,7 +186,9 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
     return manifest
 
 
-def _sentences(req: FeatureRequest, side: str) -> list[dict]:
+def request_sentences(req: FeatureRequest, side: str) -> list[dict]:
+    """The sentences ``extract_features`` encodes for one side: ``{document, sentence, text}``
+    rows, at most ``max_sentences`` (train) or a tenth of it, at least 16 (validation)."""
     from atlas.corpus import iter_split
     from geolip.svae.adapters import split_sentences
 
