@@ -14,9 +14,15 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", choices=tuple(DEMO_SCALES), default="tiny",
                    help="budgets: smoke ~5 min, tiny ~11 min on 2 CPUs, small and larger "
                    "on a GPU machine (demo.scales)")  # fmt: skip
-    p.add_argument("--corpus", default="builtin:python-docs", help="corpus URI (builtin:, file:, hf:)")
-    p.add_argument("--workers", type=int, default=2, help="data-parallel Ray Train workers per training run")
-    p.add_argument("--fresh", action="store_true", help="delete what an earlier demo made; start over")
+    p.add_argument(
+        "--corpus", default="builtin:python-docs", help="corpus URI (builtin:, file:, hf:)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=2, help="data-parallel Ray Train workers per training run"
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="delete what an earlier demo made; start over"
+    )
     add_common_run_arguments(p)
 
 

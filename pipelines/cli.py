@@ -76,6 +76,13 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one ``geolip: error:`` line, like every other mistake."""
+
+    def error(self, message: str):
+        self.exit(2, f"geolip: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def add_common_run_arguments(p: argparse.ArgumentParser) -> None:
     """Flags every tracked command shares: where data and the MLflow store live."""
     p.add_argument(
@@ -188,7 +195,7 @@ def load_commands() -> list[Command]:
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     """An argparse parser with one (possibly nested) subparser per command."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="geolip",
         description="Aleph-routed language models and the lexical atlas.",
         formatter_class=HelpFormatter,

@@ -35,7 +35,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", default=None,
                    help="contrast: parent MLflow run id of a seed-battery sweep "
                    "(default: the last one)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers per trial")
+    p.add_argument(
+        "--workers", type=int, default=1, help="data-parallel Ray Train workers per trial"
+    )
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
@@ -75,7 +77,9 @@ def _runner(program: str):
         # A plan is read (and copied) line by line: no wrapping.
         outcome = run_sweep(job, progress=print if args.dry_run else console.print)
         if not args.dry_run:
-            console.print(f"sweep {outcome.name}: MLflow run {outcome.run_id} in {outcome.tracking_uri}")
+            console.print(
+                f"sweep {outcome.name}: MLflow run {outcome.run_id} in {outcome.tracking_uri}"
+            )
         return 0
 
     return run

@@ -97,8 +97,15 @@ def seed_battery(opts: Options) -> list[Phase]:
 def contrast_of(trials: list[TrialSpec]) -> list[TrialSpec]:
     """One contrast trial per trained checkpoint that has a codebook consumer worth ablating."""
     return [
-        TrialSpec(key=f"contrast-{t.key}", arm=t.arm, kind="contrast", seed=t.seed, bank=t.bank,
-                  source=t.key, tags={**t.tags, "contrast": "1"})  # fmt: skip
+        TrialSpec(
+            key=f"contrast-{t.key}",
+            arm=t.arm,
+            kind="contrast",
+            seed=t.seed,
+            bank=t.bank,
+            source=t.key,
+            tags={**t.tags, "contrast": "1"},
+        )  # fmt: skip
         for t in trials
         if t.kind == "train"
     ]
@@ -137,10 +144,15 @@ def survey(opts: Options) -> list[Phase]:
             trials.append(_train(opts, f"ctx-{T}", f"context/{T}", seed, run, "sparse",
                                  tags=tags))  # fmt: skip
     swaps = [
-        TrialSpec(key=f"swap-{t.key}", arm="swap/dense", kind="bank_swap", seed=t.seed,
-                  bank="dense", source=t.key,
-                  tags={**t.tags, "arm": "swap/dense", "component": "bank-swap",
-                        "eval_bank": "dense"})  # fmt: skip
+        TrialSpec(
+            key=f"swap-{t.key}",
+            arm="swap/dense",
+            kind="bank_swap",
+            seed=t.seed,
+            bank="dense",
+            source=t.key,
+            tags={**t.tags, "arm": "swap/dense", "component": "bank-swap", "eval_bank": "dense"},
+        )  # fmt: skip
         for t in trials
         if t.arm == "kaux/0"
     ]

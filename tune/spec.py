@@ -146,7 +146,6 @@ class TrialSpec:
         return cls(**d)
 
 
-
 @dataclass(frozen=True)
 class Phase:
     """Trials run together as one Ray Tune run; ``search`` makes it an ASHA search instead."""

@@ -220,7 +220,6 @@ def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, gpu:
     )  # fmt: skip
 
 
-
 def _resources(job: SweepJob) -> TrialResources:
     """What the trials reserve never fills the cluster with drivers waiting for workers: at most
     ``floor(CPUs / (driver + workers))`` run at once (``max_concurrent_trials``), and a restored

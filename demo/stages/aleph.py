@@ -84,7 +84,11 @@ def stage_eval(d) -> dict:
         ck = d.record(f"train-{head}")["checkpoint"]
         # tracking_uri=None: the figures go into the checkpoint's own training run.
         res = eval_checkpoint(
-            ck, d.corpus, d.data, eval_bytes=d.scale.train.eval_bytes, prime_bytes=d.scale.prime_bytes
+            ck,
+            d.corpus,
+            d.data,
+            eval_bytes=d.scale.train.eval_bytes,
+            prime_bytes=d.scale.prime_bytes,
         )
         rows[head] = res
         _, report = contrast_checkpoint(

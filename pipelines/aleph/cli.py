@@ -19,13 +19,26 @@ from pipelines.scales import SCALE_NAMES
 
 GRAFTS = ("none", "depth", "mixture", "retrofit")
 FORMATS = ("table", "json")
+# The experiment names the head once had on the command line, and what they are now.
+FORMER_HEADS = {
+    "pmix8": "--head pmix --set model.head.n_pointers=8",
+    "apmix_free": "--head apmix --set model.head.apmix.mode=free",
+}
+
+
+def head_kind(value: str) -> str:
+    """``--head``: a head kind; a former experiment name is refused with its spelling now."""
+    if value in FORMER_HEADS:
+        raise argparse.ArgumentTypeError(f"{value!r} is now spelled {FORMER_HEADS[value]}")
+    return value
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", required=True, help="corpus URI (hf:, file:, builtin:)")
     p.add_argument("--scale", choices=SCALE_NAMES, default="tiny",
                    help="model preset and budget (pipelines.scales)")  # fmt: skip
-    p.add_argument("--head", choices=HEADS, default="pmix", help="output head (model.head.kind)")
+    p.add_argument("--head", type=head_kind, choices=HEADS, default="pmix",
+                   help="output head (model.head.kind)")  # fmt: skip
     p.add_argument("--bank", default=None, help="trigram bank file (default: cut from the corpus)")
     add_set_argument(p, "override a config value, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers")

@@ -10,6 +10,8 @@ import pytest
 
 from atlas.corpus import CorpusError
 from pipelines import cli
+from clierr import cli_error
+
 from pipelines.cli import Command, main
 from pipelines.errors import GeolipError
 
@@ -37,9 +39,14 @@ def test_info_reports_torch_and_optional_packages(capsys, monkeypatch) -> None:
 
 def test_usage_errors_exit_2(capsys) -> None:
     assert main(["nope"]) == 2
-    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    assert "invalid choice: 'nope'" in cli_error(capsys)
     assert main([]) == 2
+    assert "required: COMMAND" in cli_error(capsys)
     assert main(["info", "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in cli_error(capsys)
+    assert main(["train", "aleph", "--corpus", "x", "--scale", "huge"]) == 2
+    err = cli_error(capsys)
+    assert "geolip train aleph: argument --scale: invalid choice: 'huge'" in err and "smoke" in err
     assert main(["--help"]) == 0
 
 

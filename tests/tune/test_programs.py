@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tune.programs import PROGRAMS, Options, plan, scale
-from tune.spec import SCALES, SweepError, TrialSpec
+from geolip.config import config_diff
+from tune.programs import PROGRAMS, Options, plan
+from tune.spec import SWEEP_SCALES, SweepError, TrialSpec, sweep_scale
 
-TINY = SCALES["tiny"]
+TINY = SWEEP_SCALES["tiny"]
 
 
 def _trials(program: str, seeds: int = 1, **kw) -> list[TrialSpec]:
@@ -23,7 +24,10 @@ def test_every_program_plans_unique_trials_with_tags(program: str) -> None:
     for t in trials:
         assert t.tags["arm"] == t.arm and t.tags["seed"] == str(t.seed)
         if t.kind == "train":
-            assert f"train.seed={t.seed}" in t.overrides
+            assert t.run.train.seed == t.seed and t.run.preset == TINY.preset
+            assert t.run.train.steps in (TINY.steps, TINY.graft_steps)
+        else:
+            assert t.run is None
         # A dependency is a trial of an earlier phase.
         for dep in (t.donor, t.source):
             assert dep is None or dep in keys
@@ -36,16 +40,21 @@ def test_seed_battery_is_heads_by_banks_by_seeds() -> None:
     arms = {t.arm for t in trials}
     assert {"byte", "kernel/dense", "pmix8/sparse", "apmix/dense"} <= arms
     dense = next(t for t in trials if t.arm == "pmix/dense")
-    assert f"train.bank_size={TINY.banks['dense']}" in dense.overrides
+    assert dense.run.train.bank_size == TINY.banks["dense"]
+    assert trials[0].run.preset == "tiny"
+    pmix8 = next(t for t in trials if t.arm == "pmix8/sparse")
+    assert config_diff(dense.run, pmix8.run) == {
+        "model.head.n_pointers": (4, 8), "train.bank_size": (TINY.banks["dense"], TINY.banks["sparse"])}  # fmt: skip
 
 
 def test_preservation_arms_set_the_codebook_treatment() -> None:
     trials = {t.arm: t for t in _trials("preservation")}
     assert len(trials) == 3 * 8
-    assert "model.preservation=div" in trials["apmix/div_0.03"].overrides
-    assert "model.div_weight=0.03" in trials["apmix/div_0.03"].overrides
-    assert "model.slowlane_mult=0.1" in trials["kernel/slowlane"].overrides
-    assert "model.preservation=frozen_random" in trials["pmix/frozen_random"].overrides
+    div = trials["apmix/div_0.03"].run.model.codebook
+    assert div.preservation == "div" and div.div_weight == 0.03
+    assert trials["kernel/slowlane"].run.model.codebook.slowlane_mult == 0.1
+    assert trials["pmix/frozen_random"].run.model.codebook.preservation == "frozen_random"
+    assert trials["kernel/free"].run.head == "kernel"
 
 
 def test_graft_pairs_every_graft_with_a_cold_start_and_the_continued_donor() -> None:
@@ -56,7 +65,10 @@ def test_graft_pairs_every_graft_with_a_cold_start_and_the_continued_donor() -> 
                            "retrofit/graft", "retrofit/cold", "continued"}  # fmt: skip
     assert grafts["depth/graft"].graft == "depth" and grafts["depth/graft"].donor == "donor-s0"
     assert grafts["depth/cold"].donor is None
-    assert grafts["depth/graft"].overrides == grafts["depth/cold"].overrides  # same budget
+    assert grafts["depth/graft"].run == grafts["depth/cold"].run  # same config and budget
+    donor = phases[0].trials[0].run
+    assert grafts["depth/graft"].run.model.n_layers == donor.model.n_layers + 2
+    assert grafts["retrofit/graft"].run.head == "apmix" and donor.head == "pmix"
     assert grafts["continued"].graft == "none" and grafts["continued"].donor == "donor-s0"
     # A given donor replaces the donor phase.
     given = plan("graft", Options(TINY, 1, donor="/some/checkpoint"))
@@ -84,7 +96,10 @@ def test_contrast_of_a_given_battery_only_evaluates() -> None:
 def test_ladder_and_survey_and_search() -> None:
     ladder = {t.arm: t for t in _trials("ladder")}
     assert set(ladder) == {"d4", "d8", "d8/tauD", "d16", "d16/tauD"}
-    assert "model.tau=0.05" in ladder["d16/tauD"].overrides  # 0.1 * sqrt(4/16)
+    assert ladder["d16/tauD"].run.model.tau == 0.05  # 0.1 * sqrt(4/16), exact
+    assert config_diff(ladder["d16"].run, ladder["d16/tauD"].run) == {
+        "model.tau": (ladder["d16"].run.model.tau, 0.05)
+    }
     survey = plan("survey", Options(TINY, 1))
     arms = {t.arm for t in survey[0].trials}
     assert {"kaux/0", "kaux/0.1", "kaux/1", "write/0.1", "context/64"} <= arms
@@ -94,13 +109,36 @@ def test_ladder_and_survey_and_search() -> None:
     assert set(search.search["space"]) == {"train.lr", "model.tau", "model.K", "model.chunk"}
 
 
+def test_user_sets_apply_last_to_every_train_trial() -> None:
+    sets = (("train.lr", 0.005), ("model.head.n_pointers", 2))
+    trials = [t for t in _trials("graft", sets=sets) if t.kind == "train"]
+    assert {t.run.train.lr for t in trials} == {0.005}
+    # --set wins over the program's own arm (the mixture graft doubles n_pointers).
+    assert {t.run.model.head.n_pointers for t in trials} == {2}
+
+
+def test_sweep_set_is_parsed_at_the_edge_with_one_line_errors(tmp_path, capsys) -> None:
+    from pipelines.cli import main
+
+    data = tmp_path / "data"
+    base = ["sweep", "ladder", "--dry-run", "--scale", "smoke", "--data-dir", str(data)]
+    assert main([*base, "--set", "model.head.n_pointers=8"]) == 0
+    assert "model.head.n_pointers=8" in capsys.readouterr().out
+    assert main([*base, "--set", "model.head.nope=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.head.nope" in err[0], err
+    assert main([*base, "--set", "train.steps=lots"]) == 2
+    assert "train.steps" in capsys.readouterr().err
+    assert not data.exists()
+
+
 def test_bad_programs_arms_and_scales_are_named() -> None:
     with pytest.raises(SweepError, match="unknown program 'nope'.*seed-battery"):
         plan("nope", Options(TINY, 1))
     with pytest.raises(SweepError, match=r"unknown arm\(s\) \['pmix/huge'\].*pmix/dense"):
         plan("seed-battery", Options(TINY, 1, arms=("pmix/huge",)))
-    with pytest.raises(SweepError, match="unknown --scale 'giant'.*tiny, small, full"):
-        scale("giant")
+    with pytest.raises(SweepError, match="unknown --scale 'giant'.*smoke, tiny, small, full"):
+        sweep_scale("giant")
 
 
 def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys) -> None:
@@ -118,16 +156,18 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys) -> None:
 def test_a_donor_whose_shapes_cannot_be_grafted_is_refused_before_any_trial(tmp_path) -> None:
     import dataclasses
 
-    from geolip.aleph.checkpoint import save_checkpoint
     from geolip.aleph.bank import bank_from_bytes
+    from geolip.aleph.checkpoint import save_checkpoint
     from geolip.aleph.model import AlephLM
     from geolip.aleph.presets import get_preset, with_head
+    from pipelines.runtime import RunContext
     from tune.sweep import SweepJob, run_sweep
 
     run_cfg = with_head(get_preset("tiny"), "pmix")
     narrow = dataclasses.replace(run_cfg, model=dataclasses.replace(run_cfg.model, d_model=32))
     bank = bank_from_bytes(bytes(range(256)) * 64, 64)
     donor = save_checkpoint(tmp_path / "donor", AlephLM(narrow.model, bank), narrow)
-    job = SweepJob("graft", seeds=1, donor=str(donor), dry_run=True, data_dir=str(tmp_path / "d"))
+    ctx = RunContext.create("sweeps", tmp_path / "d")
+    job = SweepJob("graft", ctx, seeds=1, donor=str(donor), dry_run=True)
     with pytest.raises(SweepError, match="cannot be grafted for graft-depth-s0"):
         run_sweep(job, progress=lambda s: None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.cli import main
+from pipelines.runtime import RunContext
 from tune.report import child_runs
 from tune.spec import SweepError
 from tune.sweep import SweepJob, run_sweep
@@ -21,9 +22,10 @@ ARMS = ("kernel/sparse", "pmix/sparse")
 CORPUS = "builtin:python-docs"
 
 
-def _job(tmp_path, program="seed-battery", **kw) -> SweepJob:
-    base = dict(program=program, scale="tiny", seeds=1, arms=ARMS, corpus=CORPUS,
-                data_dir=str(tmp_path / "data"))  # fmt: skip
+def _job(tmp_path, program="seed-battery", workers=1, use_gpu=None, resume=False, **kw):
+    ctx = RunContext.create("geolip-sweeps", tmp_path / "data", workers=workers,
+                            use_gpu=use_gpu, max_failures=0, resume=resume)  # fmt: skip
+    base = dict(program=program, ctx=ctx, scale="tiny", seeds=1, arms=ARMS, corpus=CORPUS)
     base.update(kw)
     return SweepJob(**base)
 
@@ -34,7 +36,7 @@ def _children(outcome) -> dict:
 
 def test_battery_with_a_failing_trial_resumes_then_contrast(ray_session, tmp_path, capsys):
     fault = {"pmix-sparse-s0": {"step": 24, "marker": str(tmp_path / "killed"), "delay": 3.0}}
-    first = run_sweep(_job(tmp_path, fault=fault), progress=lambda s: None)
+    first = run_sweep(_job(tmp_path, faults=fault), progress=lambda s: None)
     arms = {t["arm"]: t for t in first.summary["arms"]}
     assert arms["kernel/sparse"]["n"] == 1 and arms["pmix/sparse"]["failed"] == 1
     runs = _children(first)
@@ -42,8 +44,8 @@ def test_battery_with_a_failing_trial_resumes_then_contrast(ray_session, tmp_pat
     kernel_run = runs["kernel-sparse-s0"].info.run_id
 
     with pytest.raises(SweepError, match="already exists.*--resume"):
-        run_sweep(_job(tmp_path, fault=fault), progress=lambda s: None)
-    resumed = run_sweep(_job(tmp_path, fault=fault, resume=True), progress=lambda s: None)
+        run_sweep(_job(tmp_path, faults=fault), progress=lambda s: None)
+    resumed = run_sweep(_job(tmp_path, faults=fault, resume=True), progress=lambda s: None)
     assert resumed.run_id == first.run_id
     runs = _children(resumed)
     assert len(runs) == 2 and runs["kernel-sparse-s0"].info.run_id == kernel_run
@@ -80,7 +82,7 @@ def test_bad_sweeps_fail_before_any_trial(ray_session, tmp_path, capsys):
     )
     for argv, expected in [
         (["sweep", "seed-battery", "--arms", "pmix/huge"], "unknown arm(s) ['pmix/huge']"),
-        (["sweep", "ladder", "--scale", "giant"], "unknown --scale 'giant'"),
+        (["sweep", "ladder", "--scale", "giant"], "invalid choice: 'giant'"),
         (["sweep", "survey", "--set", "model.nope=1"], "nope"),
     ]:
         assert main([*argv, "--data-dir", str(tmp_path / "data")]) != 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from geolip.aleph.checkpoint import save_checkpoint
 from geolip.aleph.bank import bank_from_bytes
+from geolip.aleph.checkpoint import save_checkpoint
 from geolip.aleph.model import AlephLM
 from geolip.aleph.presets import tiny, with_head
 from pipelines.cli import main

@@ -15,10 +15,10 @@ import pytest
 from clierr import cli_error
 from rich.console import Console
 
-from pipelines.cli import main
-from pipelines.tracking import _client
-from demo.run import EXPERIMENT, run_demo
+from demo.run import EXPERIMENT, demo_context, run_demo
 from demo.state import DemoLock, forget
+from pipelines.cli import main
+from pipelines.tracking import client
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 CORPUS = "builtin:python-docs"
@@ -35,20 +35,20 @@ def demo(ray_session, tmp_path_factory):
     data = tmp_path_factory.mktemp("demo") / "data"
     console, first = _console()
     with pytest.raises(KeyboardInterrupt):
-        run_demo("smoke", CORPUS, str(data), None, console=console, stop_after="bank")
+        run_demo("smoke", CORPUS, demo_context("smoke", data, None), console=console, stop_after="bank")
     console, second = _console()
-    d = run_demo("smoke", CORPUS, str(data), None, console=console)
+    d = run_demo("smoke", CORPUS, demo_context("smoke", data, None), console=console)
     return d, first.getvalue(), second.getvalue()
 
 
 def _runs(d) -> list:
-    client = _client(d.uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    return client.search_runs([exp.experiment_id], max_results=500)
+    store = client(d.uri)
+    exp = store.get_experiment_by_name(EXPERIMENT)
+    return store.search_runs([exp.experiment_id], max_results=500)
 
 
 def _artifacts(d, run_id: str, path: str = "") -> set[str]:
-    return {f.path for f in _client(d.uri).list_artifacts(run_id, path)}
+    return {f.path for f in client(d.uri).list_artifacts(run_id, path)}
 
 
 def test_interrupted_demo_continues_where_it_stopped(demo):
@@ -99,7 +99,7 @@ def test_rerun_skips_every_stage(demo):
     d, _, _ = demo
     before = len(_runs(d))
     console, out = _console()
-    run_demo("smoke", CORPUS, str(d.data), None, console=console)
+    run_demo("smoke", CORPUS, d.ctx, console=console)
     assert out.getvalue().count("done earlier") == len(d.stage_names())
     assert len(_runs(d)) == before
 
@@ -131,7 +131,7 @@ def test_bad_input_is_one_line_error(demo, tmp_path, capsys):
     err = cli_error(capsys)
     assert "--data-dir" in err and "not writable" in err
     assert main(["demo", "--scale", "huge", "--data-dir", str(tmp_path)]) == 2
-    assert "--scale 'huge'" in capsys.readouterr().err
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
     other = ["demo", "--scale", "smoke", "--corpus", "builtin:tiny", "--data-dir", str(d.data)]
     assert main(other) == 2  # the same data dir holds a demo of another corpus
     assert "--fresh" in capsys.readouterr().err

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geolip.config import ConfigError
 from geolip.aleph.experiments.preservation import ARMS, arm_config
-from geolip.geometry.spread import random_codebook
 from geolip.aleph.model import AlephLM
 from geolip.aleph.presets import tiny, with_head
 from geolip.aleph.train import build_optimizer, build_scheduler, train_step
+from geolip.config import ConfigError
+from geolip.geometry.spread import random_codebook
 
 
 def make(arm: str, bank, head: str = "kernel") -> tuple[AlephLM, object]:

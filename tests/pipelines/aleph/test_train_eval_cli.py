@@ -6,6 +6,7 @@ commands are single-process. The MLflow store is a real SQLite file under tmp.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 
@@ -14,8 +15,8 @@ import pytest
 import torch
 from clierr import cli_error
 
-from geolip.aleph.checkpoint import save_checkpoint
 from geolip.aleph.bank import bank_from_bytes
+from geolip.aleph.checkpoint import save_checkpoint
 from geolip.aleph.model import AlephLM
 from geolip.aleph.presets import tiny, with_head
 from pipelines.cli import main
@@ -34,13 +35,17 @@ def _error(capsys) -> str:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--preset", "huge"], "unknown preset 'huge'"),
-        (["--head", "pmix9"], "unknown head 'pmix9'"),
+        (["--scale", "huge"], "argument --scale: invalid choice: 'huge'"),
+        (["--head", "pmix9"], "argument --head: invalid choice: 'pmix9'"),
+        (["--head", "pmix8"], "is now spelled --head pmix --set model.head.n_pointers=8"),
         (["--set", "train.nope=1"], "unknown key 'train.nope'"),
+        (["--set", "model.head.nope=1"], "model.head.nope"),
+        (["--set", "model.head=pmix"], "model.head"),
+        (["--set", "model.head.kind=pmix8"], "model.head.kind"),
         (["--set", "model.d_model=abc"], "model.d_model"),
         (["--workers", "3"], "divisible by --workers 3"),
         (["--graft", "depth"], "--graft depth needs --init-from"),
-        (["--graft", "sideways"], "--graft must be one of"),
+        (["--graft", "sideways"], "argument --graft: invalid choice: 'sideways'"),
     ],
 )
 def test_bad_configs_fail_before_any_work(tmp_path, capsys, args, needle) -> None:
@@ -92,8 +97,8 @@ def _checkpoint(tmp_path, head="pmix"):
 def test_eval_aleph_equals_the_library_and_logs_a_run(tmp_path, capsys) -> None:
     from mlflow.tracking import MlflowClient
 
-    from geolip.aleph.checkpoint import load_checkpoint
     from geolip.aleph.bpb import bpb_streamed, bpb_windowed
+    from geolip.aleph.checkpoint import load_checkpoint
     from pipelines.byte_shards import build_byte_shards, read_side
     from pipelines.tracking import default_tracking_uri
 
@@ -140,11 +145,18 @@ def test_auto_resume_continues_only_a_run_with_a_checkpoint(tmp_path) -> None:
     from pipelines.aleph.job import TrainJob, prepare_job
     from pipelines.errors import GeolipError
 
-    job = TrainJob(corpus=CORPUS, data_dir=str(tmp_path), auto_resume=True)
+    from pipelines.runtime import RunContext
+    from pipelines.scales import get_scale
+
+    ctx = RunContext.create("geolip-aleph", tmp_path, auto_resume=True)
+    job = TrainJob(run=get_scale("smoke").run_config(), corpus=CORPUS, ctx=ctx)
     first = prepare_job(job, progress=lambda s: None)
-    assert first.job.resume is False and first.run_dir.exists()
-    (first.storage / first.name / "checkpoint_2026-11-22_00-00-00.000000").mkdir(parents=True)
+    assert first.ctx.resume is False and first.run_dir.exists()
+    (tmp_path / "ray_results" / first.name / "checkpoint_2026-11-22_00-00-00.000000").mkdir(
+        parents=True
+    )
     again = prepare_job(job, progress=lambda s: None)
-    assert again.name == first.name and again.job.resume is True
+    assert again.name == first.name and again.ctx.resume is True
     with pytest.raises(GeolipError, match="already exists"):
-        prepare_job(TrainJob(corpus=CORPUS, data_dir=str(tmp_path)), progress=lambda s: None)
+        plain = dataclasses.replace(job, ctx=ctx.replace(auto_resume=False))
+        prepare_job(plain, progress=lambda s: None)

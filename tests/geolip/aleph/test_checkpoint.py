@@ -10,12 +10,12 @@ import torch
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
+from geolip.aleph.bank import BankError, TrigramBank, bank_from_bytes, load_bank, save_bank
 from geolip.aleph.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from geolip.config import ConfigError, config_hash
 from geolip.aleph.config import AlephRunConfig
 from geolip.aleph.generate import generate
-from geolip.aleph.bank import BankError, TrigramBank, bank_from_bytes, load_bank, save_bank
 from geolip.aleph.presets import tiny, with_head
+from geolip.config import ConfigError, config_hash
 
 
 def _run_cfg(model) -> AlephRunConfig:

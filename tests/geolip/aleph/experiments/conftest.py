@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from testpaths import WIKITEXT2_VALID
 
-from geolip.aleph.data import fixed_eval_batches
 from geolip.aleph.bank import bank_from_bytes
+from geolip.aleph.data import fixed_eval_batches
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,15 @@ import pytest
 import torch
 from tiny_models import make, nll
 
-from geolip.aleph.experiments.contrast import permute
-from geolip.aleph.experiments.graft import GraftError, graft_depth, graft_head_retrofit, graft_mixture, swap_bank
 from geolip.aleph.bank import TrigramBank, bank_from_bytes
+from geolip.aleph.experiments.contrast import permute
+from geolip.aleph.experiments.graft import (
+    GraftError,
+    graft_depth,
+    graft_head_retrofit,
+    graft_mixture,
+    swap_bank,
+)
 
 
 def block_state(model, layer: int) -> dict[str, torch.Tensor]:

@@ -13,10 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from geolip.aleph.config import TrainConfig
-from geolip.aleph.bpb import bpb_batches, bpb_windowed
-from geolip.geometry.address import oriented_address
 from geolip.aleph.bank import TrigramBank
+from geolip.aleph.bpb import bpb_batches, bpb_windowed
+from geolip.aleph.config import TrainConfig
 from geolip.aleph.losses import diversity_loss
 from geolip.aleph.model import AlephLM
 from geolip.aleph.output import (
@@ -28,6 +27,7 @@ from geolip.aleph.output import (
 from geolip.aleph.presets import calib23m, small
 from geolip.aleph.train import build_optimizer, build_scheduler, train_step
 from geolip.aleph.train.step import split_segments
+from geolip.geometry.address import oriented_address
 
 LN2 = math.log(2.0)
 HEADS = ("byte", "kernel", "pmix", "pmix8", "apmix", "apmix_free")

@@ -8,8 +8,15 @@ import pytest
 import torch
 from tiny_models import make, nll
 
-from geolip.aleph.experiments.contrast import AblationError, ablate, controller_contrast, haar_orthogonal, joint_rotate, rotate
-from geolip.aleph.experiments.contrast import codebook_transform
+from geolip.aleph.experiments.contrast import (
+    AblationError,
+    ablate,
+    codebook_transform,
+    controller_contrast,
+    haar_orthogonal,
+    joint_rotate,
+    rotate,
+)
 from geolip.aleph.model import AlephLM
 from geolip.aleph.presets import tiny, with_head
 from geolip.aleph.train import build_optimizer, build_scheduler, train_step

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.aleph.job import TrainJob
 from pipelines.aleph.driver import train_aleph
+from pipelines.aleph.job import TrainJob
 from pipelines.errors import GeolipError
+from pipelines.runtime import RunContext
+from pipelines.scales import get_scale
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 CORPUS = "builtin:python-docs"
@@ -27,11 +29,16 @@ def data(tmp_path_factory, ray_session) -> Path:
     return tmp_path_factory.mktemp("train-data")
 
 
-def _job(data: Path, **kw) -> TrainJob:
-    base = dict(corpus=CORPUS, preset="tiny", head="pmix", overrides=TINY, data_dir=str(data),
-                eval_bytes=30_000, threads=1)  # fmt: skip
-    base.update(kw)
-    return TrainJob(**base)
+def _job(data: Path, sets=TINY, workers=1, max_failures=2, fault=None, **kw) -> TrainJob:
+    """A tiny pmix run with ``sets`` (``--set`` syntax, parsed as the CLI parses it)."""
+    ctx = RunContext.create("geolip-aleph", data, workers=workers, max_failures=max_failures,
+                            threads=1, fault=fault)  # fmt: skip
+    run = get_scale("tiny").run_config("pmix", sets)
+    return TrainJob(run=run, corpus=CORPUS, ctx=ctx, eval_bytes=30_000, **kw)
+
+
+def _again(job: TrainJob, **ctx_changes) -> TrainJob:
+    return dataclasses.replace(job, ctx=job.ctx.replace(**ctx_changes))
 
 
 def _client(uri: str):
@@ -61,8 +68,8 @@ def _assert_resumed_at_checkpoint(steps: list[int]) -> None:
 
 
 def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None:
-    from geolip.aleph.checkpoint import load_checkpoint
     from geolip.aleph.bpb import bpb_windowed
+    from geolip.aleph.checkpoint import load_checkpoint
     from pipelines.cli import main
 
     out = train_aleph(_job(data, workers=2), progress=lambda s: None)
@@ -71,7 +78,7 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
     assert run.info.status == "FINISHED" and run.info.run_name == out.name
     assert out.tracking_uri.startswith("sqlite:////") and str(data) in out.tracking_uri
     params = run.data.params
-    assert params["config.model.head"] == "pmix" and params["config.train.steps"] == "12"
+    assert params["config.model.head.kind"] == "pmix" and params["config.train.steps"] == "12"
     assert params["job.workers"] == "2"
     tags = run.data.tags
     assert tags["head"] == "pmix" and tags["seed"] == "0" and tags["arm"] == "free"
@@ -114,8 +121,7 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
     with pytest.raises(GeolipError, match="already exists.*--resume"):
         train_aleph(_job(data, workers=2), progress=lambda s: None)
     # A warm start (--init-from, same architecture) begins where the donor ended, not from scratch.
-    warm_job = _job(data, init_from=str(out.checkpoint), overrides=(*TINY, "train.steps=4",
-                    "train.seed=7"))  # fmt: skip
+    warm_job = _job(data, init_from=str(out.checkpoint), sets=(*TINY, "train.steps=4", "train.seed=7"))
     warm = train_aleph(warm_job, progress=lambda s: None)
     warm_run = client.get_run(warm.run_id)
     assert warm_run.data.tags["donor"] == str(out.checkpoint) and warm.name != out.name
@@ -129,7 +135,7 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(data: Path) -> No
     steps = ("train.steps=3", "train.log_every=1", "train.batch_size=4", "train.eval_windows=8")
     losses = {}
     for workers in (1, 2):
-        job = _job(data, workers=workers, overrides=steps, data_mode="replicate")
+        job = _job(data, workers=workers, sets=steps, data_mode="replicate")
         out = train_aleph(job, progress=lambda s: None)
         history = _client(out.tracking_uri).get_metric_history(out.run_id, "loss_main")
         losses[workers] = [m.value for m in sorted(history, key=lambda m: m.step)]
@@ -138,9 +144,9 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(data: Path) -> No
 
 
 def test_injected_worker_failure_restarts_from_the_last_checkpoint(data: Path) -> None:
-    overrides = ("train.steps=10", "train.log_every=1", "train.batch_size=4", "train.seed=1")
+    sets = ("train.steps=10", "train.log_every=1", "train.batch_size=4", "train.seed=1")
     fault = {"step": 6, "marker": str(data / "fault-restart")}
-    job = _job(data, workers=2, overrides=overrides, checkpoint_every=4, max_failures=1,
+    job = _job(data, workers=2, sets=sets, checkpoint_every=4, max_failures=1,
                fault=fault)  # fmt: skip
     out = train_aleph(job, progress=lambda s: None)
     assert Path(fault["marker"]).exists()  # the worker really died
@@ -150,9 +156,9 @@ def test_injected_worker_failure_restarts_from_the_last_checkpoint(data: Path) -
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint(data: Path) -> None:
-    overrides = ("train.steps=10", "train.log_every=1", "train.batch_size=4", "train.seed=2")
+    sets = ("train.steps=10", "train.log_every=1", "train.batch_size=4", "train.seed=2")
     fault = {"step": 6, "marker": str(data / "fault-stop")}
-    job = _job(data, overrides=overrides, checkpoint_every=4, max_failures=0, fault=fault)
+    job = _job(data, sets=sets, checkpoint_every=4, max_failures=0, fault=fault)
     with pytest.raises(GeolipError, match="failed"):
         train_aleph(job, progress=lambda s: None)
     from pipelines.tracking import default_tracking_uri
@@ -163,8 +169,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint(data: Path) -> None:
     [failed] = [r for r in client.search_runs([experiment]) if r.data.tags.get("seed") == "2"]
     assert failed.info.status == "FAILED" and "error" in failed.data.tags
     with pytest.raises(GeolipError, match="--resume"):
-        train_aleph(dataclasses.replace(job, fault=None), progress=lambda s: None)
-    out = train_aleph(dataclasses.replace(job, fault=None, resume=True), progress=lambda s: None)
+        train_aleph(_again(job, fault=None), progress=lambda s: None)
+    out = train_aleph(_again(job, fault=None, resume=True), progress=lambda s: None)
     assert out.run_id == failed.info.run_id  # the same MLflow run continues
     run = client.get_run(out.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"

@@ -10,10 +10,16 @@ import pytest
 import torch
 from torch import nn
 
+from geolip.aleph.bpb import bpb_streamed, bpb_windowed
 from geolip.aleph.config import TrainConfig
 from geolip.aleph.data import trigram_view
-from geolip.aleph.bpb import bpb_streamed, bpb_windowed
-from geolip.aleph.train import NonFiniteLossError, build_optimizer, build_scheduler, train, train_step
+from geolip.aleph.train import (
+    NonFiniteLossError,
+    build_optimizer,
+    build_scheduler,
+    train,
+    train_step,
+)
 from geolip.aleph.train.optim import lr_factor
 
 LN2 = math.log(2.0)

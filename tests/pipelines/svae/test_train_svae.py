@@ -60,6 +60,8 @@ def test_stopped_run_resumes_and_restarts_continue_exactly(tmp_path, ray_session
     from mlflow.tracking import MlflowClient
     from safetensors.torch import load_file
 
+    from pipelines.runtime import RunContext
+    from pipelines.svae.data import run_config
     from pipelines.svae.driver import SVAEJob, train_svae_job
     from pipelines.tracking import default_tracking_uri
 
@@ -67,14 +69,16 @@ def test_stopped_run_resumes_and_restarts_continue_exactly(tmp_path, ray_session
     weights = {}
     for case in ("stopped", "restarted", "plain"):
         fault = None if case == "plain" else {"step": 10, "marker": str(tmp_path / f"{case}.fault")}
-        job = SVAEJob("images:structured", sets, control=False, data_dir=str(tmp_path / case),
-                      max_failures=int(case == "restarted"), fault=fault)  # fmt: skip
+        ctx = RunContext.create("geolip-svae", tmp_path / case, fault=fault,
+                                max_failures=int(case == "restarted"))  # fmt: skip
+        spec = "images:structured"
+        job = SVAEJob(spec, run_config(spec, sets), ctx, control=False)
         if case == "stopped":
             with pytest.raises(GeolipError, match="failed"):
                 train_svae_job(job, progress=lambda s: None)
             with pytest.raises(GeolipError, match="--resume"):
-                train_svae_job(dataclasses.replace(job, fault=None), progress=lambda s: None)
-            job = dataclasses.replace(job, fault=None, resume=True)
+                train_svae_job(dataclasses.replace(job, ctx=ctx.replace(fault=None)), progress=lambda s: None)
+            job = dataclasses.replace(job, ctx=ctx.replace(fault=None, resume=True))
         out = train_svae_job(job, progress=lambda s: None)
         weights[case] = load_file(str(out["checkpoint"] / "model.safetensors"))
         client = MlflowClient(default_tracking_uri(tmp_path / case))
