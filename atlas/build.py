@@ -48,13 +48,12 @@ from atlas.merge import (
     count_shard,
     merge_bucket,
     stratum_dirs,
-    warm_up,
     write_stratum,
 )
 from atlas.progress import Reporter, summary_table
+from atlas.ray_session import data_context, start_ray, warm_up_cluster
 
 FORMAT = "geolip-atlas/1"
-_USAGE_ENV = "RAY_DATA_USAGE_DISABLED"
 __all__ = ["FORMAT", "BuildResult", "build_atlas", "summary_table"]
 
 
@@ -76,7 +75,6 @@ def build_atlas(
     init_ray: Callable[[], None] | None = None,
     progress: bool = True,
 ) -> BuildResult:
-
     """Build the atlas of ``corpus_uri`` (its ``cfg.split`` side) into ``out_dir``.
 
     An atlas already in ``out_dir`` with the same config hash and corpus fingerprint is returned
@@ -98,9 +96,9 @@ def build_atlas(
         phases: dict[str, float] = {}
         if existing is None:
             # Ray first, so that its workers load the map's code while the driver stages.
-            _, phases["ray_start"] = _timed(_start_ray, init_ray)
+            _, phases["ray_start"] = _timed(start_ray, init_ray)
 
-            _warm_up()
+            warm_up_cluster()
         corpus, phases["stage"] = _timed(
             _stage_documents, corpus_uri, cfg, staging / "docs", report
         )
@@ -208,7 +206,6 @@ def _shard_name(shard: int) -> str:
 
 
 def _build(staging: Path, corpus: dict, cfg: AtlasConfig, report: Reporter, phases) -> dict:
-
     """Map, merge and select into ``staging/grams``; return the manifest (without the total).
 
     Ray is running already (``build_atlas`` starts it before staging).
@@ -249,86 +246,6 @@ def _timed(fn, *args):
     return result, round(time.perf_counter() - started, 3)
 
 
-def _start_ray(init_ray: Callable[[], None] | None) -> None:
-    """``init_ray()`` unless Ray runs; with no ``init_ray``, a Ray that is not running is an error
-    (the atlas layer has no start policy of its own)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if init_ray is None:
-        raise RuntimeError("build_atlas needs a running Ray: call ray.init() or pass init_ray")
-    init_ray()
-
-
-
-def _warm_up() -> None:
-    """Start one task per CPU that imports the map's code, and Ray Data's helper actors.
-
-    Not waited for: they run while the driver stages. A cold worker spends ~2 s importing Ray
-    Data, pandas, pyarrow and ``atlas`` before its first map task can start; the map's tasks
-    then reuse these worker processes. Plain tasks: a warm-up Ray Data job would cost the driver
-    its own ~1 s executor start (measured: it left the map waiting 4.6 s at 50 MB).
-    """
-    import ray
-
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    task = ray.remote(num_cpus=1)(warm_up)
-    for _ in range(cpus):
-        task.remote()
-    _start_ray_data_actors()
-
-
-def _start_ray_data_actors() -> None:
-    """Create Ray Data's helper actors now (each a process that imports Ray Data, ~1.5 s CPU).
-
-    A cluster's first Ray Data execution creates them (stats, autoscaling coordinator; detached,
-    so once per cluster; the usage-telemetry one is switched off, see ``_data_context``);
-    started while the driver stages, they no longer compete with the first map tasks for the
-    CPUs (measured on 2 cores: the first map tasks start ~1 s sooner and run ~2x faster). Ray
-    Data internals: skipped if they move.
-    """
-    import importlib
-
-    getters = [
-        ("ray.data._internal.stats", "get_or_create_stats_actor"),
-        ("ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator",
-         "get_or_create_autoscaling_coordinator"),
-    ]  # fmt: skip
-    for module, name in getters:
-        with contextlib.suppress(Exception):
-            getattr(importlib.import_module(module), name)()
-
-
-@contextlib.contextmanager
-def _data_context(progress: bool):
-    """Ray Data settings of the map phase, restored afterwards."""
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    names = ("enable_progress_bars", "op_resource_reservation_enabled",
-             "enable_stats_summary_collection")  # fmt: skip
-    saved = {name: getattr(context, name) for name in names}
-    # One operator only: Ray Data's per-operator CPU reservation would just leave CPUs idle
-    # (measured: with it, a 10 MB map ran its tasks one at a time on 2 CPUs). The
-    # stats summaries would only start one more helper actor.
-    values = (progress, False, False)
-    for name, value in zip(names, values):
-        setattr(context, name, value)
-    # Ray Data's usage telemetry starts a helper actor on a fresh cluster whose start (~1 s of
-    # CPU) competed with the first map tasks (measured at 50 MB on 2 CPUs); it is read at
-    # execution time in this process, and the user's own setting wins.
-    usage = os.environ.get(_USAGE_ENV)
-    os.environ.setdefault(_USAGE_ENV, "1")
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(context, name, value)
-        if usage is None:
-            os.environ.pop(_USAGE_ENV, None)
-
-
 def _run_map(
     docs: Path, n_blocks: int, partials: Path, cfg: AtlasConfig, partitions: int, report: Reporter
 ) -> list[dict]:
@@ -340,7 +257,7 @@ def _run_map(
     # driver never holds the corpus (read_parquet would do the same, with ~2 s more overhead).
     shards = [{"shard": str(docs / _shard_name(i)), "block": i} for i in range(n_blocks)]
     # A dataset copies the context when it is created: set it first.
-    with _data_context(report.enabled):
+    with data_context(report.enabled):
         dataset = ray.data.from_items(shards, override_num_blocks=n_blocks)
         counted = dataset.map(
             count_shard, fn_kwargs={"cfg": cfg, "root": str(partials), "partitions": partitions}

@@ -82,8 +82,10 @@ def main() -> None:
         run_cfg, banks = tiny(), [512, 2048]
     data = np.random.default_rng(0).integers(0, 256, 2_000_000, dtype=np.uint8)
     m = run_cfg.model
-    print(f"preset {run_cfg.preset}: d={m.d_model} L={m.n_layers} H={m.n_heads} T={m.seq_trigrams}"
-          f"  batch {args.batch}  threads {args.threads}  torch {torch.__version__}")  # fmt: skip
+    print(
+        f"preset {run_cfg.preset}: d={m.d_model} L={m.n_layers} H={m.n_heads} T={m.seq_trigrams}"
+        f"  batch {args.batch}  threads {args.threads}  torch {torch.__version__}"
+    )
     header = f"{'head':<8}{'bank N':>8}{'params':>11}{'train tok/s':>13}{'eval tok/s':>12}"
     print(header + f"{'train vs byte':>15}{'eval vs byte':>14}")
     print("-" * (len(header) + 29))
@@ -94,8 +96,10 @@ def main() -> None:
         bank = random_bank(n)
         for head in list(HEADS)[1:]:
             r = time_head(run_cfg, head, bank, data, args.batch, args.repeats)
-            print(f"{head:<8}{n:>8}{r['params']:>11,}{r['train']:>13.0f}{r['eval']:>12.0f}"
-                  f"{r['train'] / base['train']:>14.2f}x{r['eval'] / base['eval']:>13.2f}x")  # fmt: skip
+            print(
+                f"{head:<8}{n:>8}{r['params']:>11,}{r['train']:>13.0f}{r['eval']:>12.0f}"
+                f"{r['train'] / base['train']:>14.2f}x{r['eval'] / base['eval']:>13.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ TARGET = 0.8
 
 
 def request(n: int) -> FeatureRequest:
-    return FeatureRequest(host=HOST, corpus=VALID.resolve().as_uri(), max_sentences=n,
-                          max_length=128, batch_size=32)  # fmt: skip
+    return FeatureRequest(
+        host=HOST, corpus=VALID.resolve().as_uri(), max_sentences=n, max_length=128, batch_size=32
+    )
 
 
 def actor_threads() -> tuple[int, int]:
@@ -132,8 +133,11 @@ def extract(req: FeatureRequest, out: Path, label: str) -> dict:
         "call_s": call,
     }
     if len(marks) == 2:  # one progress line per side, after its Parquet is written
-        result.update(train_s=marks[0] - started, validation_s=marks[1] - marks[0],
-                      finish_s=t0 + call - marks[1])  # fmt: skip
+        result.update(
+            train_s=marks[0] - started,
+            validation_s=marks[1] - marks[0],
+            finish_s=t0 + call - marks[1],
+        )
     return result
 
 
@@ -143,8 +147,9 @@ def first_sentence_diff(out: Path, row: dict, st_emb) -> float:
     import pyarrow.parquet as pq
 
     table = pq.read_table(out / "train")
-    mask = pc.and_(pc.equal(table["document"], row["document"]),
-                   pc.equal(table["sentence"], row["sentence"]))  # fmt: skip
+    mask = pc.and_(
+        pc.equal(table["document"], row["document"]), pc.equal(table["sentence"], row["sentence"])
+    )
     part = table.filter(mask)
     part = part.take(pc.sort_indices(part, [("token", "ascending")]))
     col = part.column("vector").combine_chunks()
@@ -216,8 +221,10 @@ def feature_data(out: Path, manifest: dict) -> tuple[torch.Tensor, torch.Tensor,
     mean = torch.tensor(manifest["standardize"]["mean"])
     std = torch.tensor(manifest["standardize"]["std"])
     P = patch_dim_for(len(mean))
-    sides = [patch_features((torch.from_numpy(load_vectors(out / s)) - mean) / std, P)
-             for s in ("train", "validation")]  # fmt: skip
+    sides = [
+        patch_features((torch.from_numpy(load_vectors(out / s)) - mean) / std, P)
+        for s in ("train", "validation")
+    ]
     return sides[0], sides[1], P
 
 
@@ -233,9 +240,11 @@ def print_extraction(rows: list[dict]) -> None:
     for r in rows:
         over = "-" if r.get("overhead_s") is None else f"{r['overhead_s']:.1f}"
         secs = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        print(f"{r['case']:<40}{r['threads']:>8}{r['sentences']:>10}{r['tokens']:>8}{secs:>9}"
-              f"{r['sentences_per_s']:>9.1f}{r['sentences_per_s'] / base:>10.2f}x"
-              f"{r['tokens_per_s']:>8.0f}{over:>12}")  # fmt: skip
+        print(
+            f"{r['case']:<40}{r['threads']:>8}{r['sentences']:>10}{r['tokens']:>8}{secs:>9}"
+            f"{r['sentences_per_s']:>9.1f}{r['sentences_per_s'] / base:>10.2f}x"
+            f"{r['tokens_per_s']:>8.0f}{over:>12}"
+        )
 
 
 def print_companion(rows: list[dict]) -> None:
@@ -246,19 +255,29 @@ def print_companion(rows: list[dict]) -> None:
     base = next(r for r in rows if r["case"] == "image16")["samples_per_s"]
     for r in rows:
         shape = "x".join(str(s) for s in r["sample"])
-        print(f"{r['case']:<10}{shape:>10}{r['params']:>10,}{r['steps']:>7}{r['batch']:>7}"
-              f"{r['threads']:>9}{r['steps_s']:>9.2f}{r['samples_per_s']:>11.0f}"
-              f"{r['samples_per_s'] / base:>11.2f}x{r['eval_s']:>8.2f}")  # fmt: skip
+        print(
+            f"{r['case']:<10}{shape:>10}{r['params']:>10,}{r['steps']:>7}{r['batch']:>7}"
+            f"{r['threads']:>9}{r['steps_s']:>9.2f}{r['samples_per_s']:>11.0f}"
+            f"{r['samples_per_s'] / base:>11.2f}x{r['eval_s']:>8.2f}"
+        )
 
 
-def extraction_rows(base: dict, extra: dict | None, runs: list[dict], small: dict | None,
-                    threads: int) -> list[dict]:  # fmt: skip
+def extraction_rows(
+    base: dict, extra: dict | None, runs: list[dict], small: dict | None, threads: int
+) -> list[dict]:
     rows = [base] + ([extra] if extra else [])
     for r in runs:
-        rows.append({"case": f"Ray Data extract #{r['n']} (incl. start-up)", "threads": threads,
-                     "sentences": r["sentences"], "tokens": r["tokens"], "seconds": r["seconds"],
-                     "sentences_per_s": r["sentences"] / r["seconds"],
-                     "tokens_per_s": r["tokens"] / r["seconds"]})  # fmt: skip
+        rows.append(
+            {
+                "case": f"Ray Data extract #{r['n']} (incl. start-up)",
+                "threads": threads,
+                "sentences": r["sentences"],
+                "tokens": r["tokens"],
+                "seconds": r["seconds"],
+                "sentences_per_s": r["sentences"] / r["seconds"],
+                "tokens_per_s": r["tokens"] / r["seconds"],
+            }
+        )
     if small is not None:
         last = runs[-1]
         ds, dt = last["sentences"] - small["sentences"], last["seconds"] - small["seconds"]
@@ -266,14 +285,22 @@ def extraction_rows(base: dict, extra: dict | None, runs: list[dict], small: dic
             rate = ds / dt
             for r in rows[len(rows) - len(runs) :]:
                 r["overhead_s"] = r["seconds"] - r["sentences"] / rate
-            rows.append({"case": f"Ray Data extract steady (#{last['n']} - {SMALL} sent.)",
-                         "threads": threads, "sentences": ds,
-                         "tokens": last["tokens"] - small["tokens"], "seconds": dt,
-                         "sentences_per_s": rate,
-                         "tokens_per_s": (last["tokens"] - small["tokens"]) / dt})  # fmt: skip
+            rows.append(
+                {
+                    "case": f"Ray Data extract steady (#{last['n']} - {SMALL} sent.)",
+                    "threads": threads,
+                    "sentences": ds,
+                    "tokens": last["tokens"] - small["tokens"],
+                    "seconds": dt,
+                    "sentences_per_s": rate,
+                    "tokens_per_s": (last["tokens"] - small["tokens"]) / dt,
+                }
+            )
         else:
-            print(f"steady rate not measurable: the {SMALL}-sentence run took {small['seconds']:.1f}"
-                  f" s, run #{last['n']} {last['seconds']:.1f} s (noise; use more --sentences)")  # fmt: skip
+            print(
+                f"steady rate not measurable: the {SMALL}-sentence run took {small['seconds']:.1f}"
+                f" s, run #{last['n']} {last['seconds']:.1f} s (noise; use more --sentences)"
+            )
     return rows
 
 
@@ -326,12 +353,18 @@ def main() -> None:
     cpus = int(ray.cluster_resources().get("CPU", 1))
     pool, per_actor = actor_threads()
     threads = args.baseline_threads or pool * per_actor
-    print(f"ray.init: {ray_init:.1f} s  ({cpus} logical CPUs in Ray); torch {torch.__version__}, "
-          f"ray {ray.__version__}")  # fmt: skip
-    print(f"sentences: {len(sides['train'])} train + {len(sides['validation'])} validation of "
-          f"{VALID.name}; host {HOST}, max length 128, batch 32")  # fmt: skip
-    print(f"threads: Ray pool {pool} actor(s) x {per_actor} torch thread(s) (os.cpu_count() // pool)"
-          f" -> baseline encode at {threads}")  # fmt: skip
+    print(
+        f"ray.init: {ray_init:.1f} s  ({cpus} logical CPUs in Ray); torch {torch.__version__}, "
+        f"ray {ray.__version__}"
+    )
+    print(
+        f"sentences: {len(sides['train'])} train + {len(sides['validation'])} validation of "
+        f"{VALID.name}; host {HOST}, max length 128, batch 32"
+    )
+    print(
+        f"threads: Ray pool {pool} actor(s) x {per_actor} torch thread(s) (os.cpu_count() // pool)"
+        f" -> baseline encode at {threads}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="bench-features-"))
     try:
         st, st_load = load_st(128)
@@ -341,9 +374,15 @@ def main() -> None:
         extra = None
         if threads != cores:
             s_all, _, _ = encode(st, sides, cores)
-            extra = {"case": f"st encode ({cores} threads, all cores)", "threads": cores,
-                     "sentences": n_sent, "tokens": st_tokens, "seconds": s_all,
-                     "sentences_per_s": n_sent / s_all, "tokens_per_s": st_tokens / s_all}  # fmt: skip
+            extra = {
+                "case": f"st encode ({cores} threads, all cores)",
+                "threads": cores,
+                "sentences": n_sent,
+                "tokens": st_tokens,
+                "seconds": s_all,
+                "sentences_per_s": n_sent / s_all,
+                "tokens_per_s": st_tokens / s_all,
+            }
         runs = []
         for n in (1, 2):
             runs.append({**extract(req, tmp / "feat", f"ray #{n}"), "n": n})
@@ -352,9 +391,15 @@ def main() -> None:
             small = extract(request(SMALL), tmp / "feat-small", f"ray {SMALL}")
         after, _, _ = encode(st, sides, threads)
         base_s = (before + after) / 2
-        base = {"case": "st encode (baseline)", "threads": threads, "sentences": n_sent,
-                "tokens": st_tokens, "seconds": base_s, "sentences_per_s": n_sent / base_s,
-                "tokens_per_s": st_tokens / base_s}  # fmt: skip
+        base = {
+            "case": "st encode (baseline)",
+            "threads": threads,
+            "sentences": n_sent,
+            "tokens": st_tokens,
+            "seconds": base_s,
+            "sentences_per_s": n_sent / base_s,
+            "tokens_per_s": st_tokens / base_s,
+        }
         rows = extraction_rows(base, extra, runs, small, threads)
         diff = first_sentence_diff(tmp / "feat", first_row, st_out["train"][0])
         manifest = json.loads((tmp / "feat" / "manifest.json").read_text())
@@ -363,49 +408,73 @@ def main() -> None:
         ctorch = cores
         train_x, val_x, P = feature_data(tmp / "feat", manifest)
         geo_f = features(P, train_x.shape[1])
-        companion = [time_companion("features", geo_f, train_x, val_x, args.steps, args.batch,
-                                    ctorch)]  # fmt: skip
+        companion = [
+            time_companion("features", geo_f, train_x, val_x, args.steps, args.batch, ctorch)
+        ]
         images = structured_images(args.images, seed=0)
         val_images = structured_images(max(64, args.images // 8), seed=10_000)
-        companion.append(time_companion("image16", image16(), images, val_images, args.steps,
-                                        args.batch, ctorch))  # fmt: skip
+        companion.append(
+            time_companion("image16", image16(), images, val_images, args.steps, args.batch, ctorch)
+        )
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print_extraction(rows)
-    print(f"baseline encode: {before:.1f} s before and {after:.1f} s after the Ray runs (mean "
-          f"in the row); model load {st_load:.1f} s and ray.init {ray_init:.1f} s in no row")  # fmt: skip
+    print(
+        f"baseline encode: {before:.1f} s before and {after:.1f} s after the Ray runs (mean "
+        f"in the row); model load {st_load:.1f} s and ray.init {ray_init:.1f} s in no row"
+    )
     for r in runs + ([small] if small else []):
         if "train_s" in r:
-            print(f"  {r['label']}: train side ~{r['train_s']:.1f} s, validation side "
-                  f"~{r['validation_s']:.1f} s (one pool for both sides), standardiser + "
-                  f"manifest ~{r['finish_s']:.1f} s; whole call {r['call_s']:.1f} s")  # fmt: skip
+            print(
+                f"  {r['label']}: train side ~{r['train_s']:.1f} s, validation side "
+                f"~{r['validation_s']:.1f} s (one pool for both sides), standardiser + "
+                f"manifest ~{r['finish_s']:.1f} s; whole call {r['call_s']:.1f} s"
+            )
     print(
         "overhead = seconds - sentences / steady rate (one actor-pool start-up, "
         "+ the standardiser fit and writing)"
     )
     same = "same" if st_tokens == runs[-1]["tokens"] else "DIFFERENT"
-    print(f"check: token vectors {runs[-1]['tokens']:,} (Ray) vs {st_tokens:,} (encode, no "
-          f"[CLS]/[SEP]) -> {same}; first sentence max |diff| {diff:.2e}")  # fmt: skip
-    print("fairness: both paths tokenise, truncate at 128 and run batch 32 on the CPU with the "
-          "same intra-op thread count; encode sorts sentences by length before batching (less "
-          "padding), the Ray path batches in corpus order and also converts to Arrow and writes "
-          "Parquet; the tokenizer's own (Rust) threads are not capped on either path")  # fmt: skip
+    print(
+        f"check: token vectors {runs[-1]['tokens']:,} (Ray) vs {st_tokens:,} (encode, no "
+        f"[CLS]/[SEP]) -> {same}; first sentence max |diff| {diff:.2e}"
+    )
+    print(
+        "fairness: both paths tokenise, truncate at 128 and run batch 32 on the CPU with the "
+        "same intra-op thread count; encode sorts sentences by length before batching (less "
+        "padding), the Ray path batches in corpus order and also converts to Arrow and writes "
+        "Parquet; the tokenizer's own (Rust) threads are not capped on either path"
+    )
     verdict(rows)
     print()
     print_companion(companion)
-    print(f"samples: a token vector as {train_x.shape[1]} patches of {P} ({len(train_x):,} train "
-          f"tokens) or a 3x16x16 image; samples/s = steps x batch / step time; the one final "
-          f"evaluation is in 'eval s', not in the rate; torch threads {ctorch}")  # fmt: skip
+    print(
+        f"samples: a token vector as {train_x.shape[1]} patches of {P} ({len(train_x):,} train "
+        f"tokens) or a 3x16x16 image; samples/s = steps x batch / step time; the one final "
+        f"evaluation is in 'eval s', not in the rate; torch threads {ctorch}"
+    )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if args.save:
-        raw = {"args": {k: str(v) for k, v in vars(args).items()}, "ray_init_s": ray_init,
-               "ray_cpus": cpus, "cores": cores, "pool": pool, "threads_per_actor": per_actor,
-               "baseline_threads": threads, "st_load_s": st_load, "baseline_before_s": before,
-               "baseline_after_s": after, "extraction": rows, "runs": runs, "small_run": small,
-               "first_sentence_max_abs_diff": diff, "companion": companion}  # fmt: skip
+        raw = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "ray_init_s": ray_init,
+            "ray_cpus": cpus,
+            "cores": cores,
+            "pool": pool,
+            "threads_per_actor": per_actor,
+            "baseline_threads": threads,
+            "st_load_s": st_load,
+            "baseline_before_s": before,
+            "baseline_after_s": after,
+            "extraction": rows,
+            "runs": runs,
+            "small_run": small,
+            "first_sentence_max_abs_diff": diff,
+            "companion": companion,
+        }
         args.save.write_text(json.dumps(raw, indent=1, default=str) + "\n")
 
 

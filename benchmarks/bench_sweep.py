@@ -42,7 +42,6 @@ def rates(preset: str, banks: dict[str, int], batch: int, repeats: int) -> dict:
     return out
 
 
-
 def price(program: str, scale, seeds: int, rate: dict, overhead: float) -> tuple[int, float]:
     """(trials, seconds) of ``program``'s plan at ``scale``."""
     base = get_preset(scale.preset)

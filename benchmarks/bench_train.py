@@ -134,9 +134,11 @@ def print_table(rows: list[dict]) -> None:
     print("-" * len(header))
     base = rows[0]["tokens_per_s"]
     for r in rows:
-        print(f"{r['case']:<8}{r['global_batch']:>7}{r['threads']:>9}{r['tokens_per_s']:>11.0f}"
-              f"{r['tokens_per_s'] / base:>9.2f}x{r['fit_s']:>9.1f}{r['overhead_s']:>12.1f}"
-              f"{r['call_s']:>9.1f}")  # fmt: skip
+        print(
+            f"{r['case']:<8}{r['global_batch']:>7}{r['threads']:>9}{r['tokens_per_s']:>11.0f}"
+            f"{r['tokens_per_s'] / base:>9.2f}x{r['fit_s']:>9.1f}{r['overhead_s']:>12.1f}"
+            f"{r['call_s']:>9.1f}"
+        )
 
 
 def size_run(args, train_bytes: np.ndarray, threads: int) -> tuple[object, object]:
@@ -160,9 +162,11 @@ def size_run(args, train_bytes: np.ndarray, threads: int) -> tuple[object, objec
 def report(rows: list[dict], ray_init: float) -> None:
     print()
     print_table(rows)
-    print(f"ray.init (once, in no row): {ray_init:.1f} s. overhead = fit - steps x step time at the "
-          "median rate (Ray: start-up + one final evaluation and checkpoint); call = the whole "
-          "train_aleph() (+ job preparation, MLflow run, artifacts and plots)")  # fmt: skip
+    print(
+        f"ray.init (once, in no row): {ray_init:.1f} s. overhead = fit - steps x step time at the "
+        "median rate (Ray: start-up + one final evaluation and checkpoint); call = the whole "
+        "train_aleph() (+ job preparation, MLflow run, artifacts and plots)"
+    )
     one = next((r for r in rows if r["case"] == "ray-1"), None)
     if one is not None:
         ratio = one["tokens_per_s"] / rows[0]["tokens_per_s"]
@@ -195,8 +199,10 @@ def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     if not VALID.exists():
         raise SystemExit(f"corpus not found: {VALID} (set GEOLIP_SHARED)")
-    print(f"load average before: {os.getloadavg()[0]:.2f}  ({os.cpu_count()} cores seen by torch,"
-          f" shared with other work)")  # fmt: skip
+    print(
+        f"load average before: {os.getloadavg()[0]:.2f}  ({os.cpu_count()} cores seen by torch,"
+        f" shared with other work)"
+    )
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"  # Ray's processes inherit it
     t0 = time.perf_counter()
     init_ray(cpus=max(os.cpu_count() or 1, 3))
@@ -211,10 +217,12 @@ def main() -> None:
         plain_threads = cores  # what a lone Ray worker sets: cores // 1
         run_cfg, bank = size_run(args, train_bytes, plain_threads)
         m = run_cfg.model
-        print(f"preset {args.preset}, head {args.head}: d={m.d_model} L={m.n_layers} "
-              f"T={m.seq_trigrams}, global batch {args.batch}, {args.steps} steps, log every "
-              f"{run_cfg.train.log_every}; train split {len(train_bytes):,} bytes; "
-              f"torch {torch.__version__}, ray {ray.__version__}")  # fmt: skip
+        print(
+            f"preset {args.preset}, head {args.head}: d={m.d_model} L={m.n_layers} "
+            f"T={m.seq_trigrams}, global batch {args.batch}, {args.steps} steps, log every "
+            f"{run_cfg.train.log_every}; train split {len(train_bytes):,} bytes; "
+            f"torch {torch.__version__}, ray {ray.__version__}"
+        )
         print(f"plain loop threads = the 1-worker Ray count: {plain_threads} (cores // workers)")
         rows = [run_plain(run_cfg, bank, train_bytes, plain_threads)]
         for w in workers:

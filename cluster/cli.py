@@ -9,8 +9,11 @@ from pipelines.cli import Command
 
 
 def _address(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default=None,
-                   help="job server URL (default $RAY_ADDRESS, else http://127.0.0.1:8265)")  # fmt: skip
+    p.add_argument(
+        "--address",
+        default=None,
+        help="job server URL (default $RAY_ADDRESS, else http://127.0.0.1:8265)",
+    )
 
 
 def _add_submit(p: argparse.ArgumentParser) -> None:
@@ -22,8 +25,13 @@ def _add_submit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="absolute data directory on shared storage")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI the job logs to")
     p.add_argument("--submission-id", default=None, help="job id (default: a stable one)")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment variable of the job (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment variable of the job (repeatable)",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- geolip COMMAND ...")
 
 
@@ -38,9 +46,15 @@ def _submit(args: argparse.Namespace) -> int:
             raise SubmitError(f"--env {item!r}: expected KEY=VALUE")
         env[key] = value
     sub = Submission(
-        tuple(command), args.address, args.wait, args.working_dir, args.data_dir,
-        args.tracking_uri, args.submission_id, env,
-    )  # fmt: skip
+        tuple(command),
+        args.address,
+        args.wait,
+        args.working_dir,
+        args.data_dir,
+        args.tracking_uri,
+        args.submission_id,
+        env,
+    )
     return submit(sub)
 
 
@@ -98,10 +112,11 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 COMMANDS = [
-    Command("submit", "submit a geolip command as a Ray job on a running cluster", _add_submit,
-            _submit),
+    Command(
+        "submit", "submit a geolip command as a Ray job on a running cluster", _add_submit, _submit
+    ),
     Command("jobs list", "the cluster's jobs", _address, _list),
     Command("jobs status", "one job's status", _add_id, _status),
     Command("jobs logs", "one job's logs (--follow to stream)", _add_logs, _logs),
     Command("jobs stop", "stop a running job", _add_id, _stop),
-]  # fmt: skip
+]

@@ -93,8 +93,10 @@ def _token() -> str | None:
 def _connection_error(url: str, exc: Exception) -> str:
     text = " ".join(str(exc).split())
     if re.search(r"\b40[13]\b|[Aa]uthenticat|[Uu]nauthori[sz]ed|[Ff]orbidden", text):
-        return (f"the Ray cluster at {url} refused the authentication token; set RAY_AUTH_TOKEN "
-                "(or ~/.ray/auth_token) to the cluster's token")  # fmt: skip
+        return (
+            f"the Ray cluster at {url} refused the authentication token; set RAY_AUTH_TOKEN "
+            "(or ~/.ray/auth_token) to the cluster's token"
+        )
     return f"cannot reach the Ray job server at {url}: {text[:300]}"
 
 
@@ -106,8 +108,10 @@ def check_command(sub: Submission) -> tuple[list[str], dict]:
     if argv and argv[0] == "geolip":
         argv = argv[1:]
     if not argv:
-        raise SubmitError("nothing to submit: give a geolip command after --, e.g. "
-                          "geolip submit -- geolip train aleph --corpus builtin:tiny")  # fmt: skip
+        raise SubmitError(
+            "nothing to submit: give a geolip command after --, e.g. "
+            "geolip submit -- geolip train aleph --corpus builtin:tiny"
+        )
     args = _parse(build_parser(load_commands()), argv)
     for flag in PATH_FLAGS:
         value = getattr(args, flag, None)
@@ -165,8 +169,14 @@ def submit(sub: Submission, progress=print) -> int:
     entrypoint = shlex.join(entry)
     sid = sub.submission_id or _stable_id(jobs, argv, env)
     metadata = {"geolip_command": shlex.join(argv)}
-    _submit_when_ready(jobs, sid, entrypoint=entrypoint, runtime_env=runtime_env or None,
-                       submission_id=sid, metadata=metadata)  # fmt: skip
+    _submit_when_ready(
+        jobs,
+        sid,
+        entrypoint=entrypoint,
+        runtime_env=runtime_env or None,
+        submission_id=sid,
+        metadata=metadata,
+    )
     progress(f"submitted {sid}: {entrypoint}")
     if not sub.wait:
         progress(f"follow it with: geolip jobs logs {sid} --follow")

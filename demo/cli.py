@@ -11,9 +11,13 @@ from pipelines.cli import Command, add_common_run_arguments
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", choices=tuple(DEMO_SCALES), default="tiny",
-                   help="budgets: smoke ~5 min, tiny ~11 min on 2 CPUs, small and larger "
-                   "on a GPU machine (demo.scales)")  # fmt: skip
+    p.add_argument(
+        "--scale",
+        choices=tuple(DEMO_SCALES),
+        default="tiny",
+        help="budgets: smoke ~5 min, tiny ~11 min on 2 CPUs, small and larger "
+        "on a GPU machine (demo.scales)",
+    )
     p.add_argument(
         "--corpus", default="builtin:python-docs", help="corpus URI (builtin:, file:, hf:)"
     )

@@ -127,9 +127,13 @@ def demo_context(
 ) -> RunContext:
     """The context of every job of a demo: its experiment and tag, runs resumed when found."""
     return RunContext.create(
-        EXPERIMENT, data_dir, tracking_uri, workers=workers, auto_resume=True,
+        EXPERIMENT,
+        data_dir,
+        tracking_uri,
+        workers=workers,
+        auto_resume=True,
         tags={"demo": scale},
-    )  # fmt: skip
+    )
 
 
 def _run_stage(d: Demo, i: int, name: str, title: str, fn) -> None:

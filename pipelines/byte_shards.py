@@ -33,6 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from atlas.corpus import DEFAULT_HELDOUT, SplitStats, encode_text, iter_split, parse_uri
+from atlas.corpus.files import resolve_paths
 
 FORMAT = "geolip-byte-shards/1"
 CHUNK_BYTES = 3 * 21845  # 64 KiB less one byte: a multiple of 3, so chunks keep the phase
@@ -61,7 +66,6 @@ def build_byte_shards(
     progress=print,
 ) -> ByteShards:
     """Shards of ``uri`` under ``data/shards`` (reused when already built with the same key)."""
-    from atlas.corpus import DEFAULT_HELDOUT, parse_uri
 
     fraction = DEFAULT_HELDOUT if heldout_fraction is None else heldout_fraction
     if chunk_bytes <= 0 or chunk_bytes % 3:
@@ -92,7 +96,6 @@ def build_byte_shards(
 
 def read_side(shards: ByteShards, split: str, limit: int | None = None) -> np.ndarray:
     """One side's stream as ``uint8[L]`` (the first ``limit`` bytes), read on this process."""
-    import pyarrow.parquet as pq
 
     parts, total = [], 0
     for file in sorted(shards.side(split).glob("*.parquet")):
@@ -106,10 +109,6 @@ def read_side(shards: ByteShards, split: str, limit: int | None = None) -> np.nd
 
 
 def _write_side(uri: str, side: str, fraction: float, chunk_bytes: int, out: Path) -> dict:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from atlas.corpus import SplitStats, encode_text, iter_split
 
     out.mkdir(parents=True)
     stats, digest = SplitStats(), hashlib.sha256()
@@ -169,8 +168,6 @@ def _key(uri: str, fraction: float, chunk_bytes: int) -> str:
 
 def _file_stamps(uri: str) -> list:
     """``[path, size, mtime_ns]`` of a ``file:`` corpus' files (so edits invalidate shards)."""
-    from atlas.corpus import parse_uri
-    from atlas.corpus.files import resolve_paths
 
     spec = parse_uri(uri)
     if spec.scheme != "file":

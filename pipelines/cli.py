@@ -97,8 +97,9 @@ def add_common_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_set_argument(p: argparse.ArgumentParser, text: str, dest: str = "overrides") -> None:
     """``--set SECTION.KEY=VALUE`` (repeatable): the command line's config override syntax."""
-    p.add_argument("--set", dest=dest, action="append", default=[],
-                   metavar="SECTION.KEY=VALUE", help=text)  # fmt: skip
+    p.add_argument(
+        "--set", dest=dest, action="append", default=[], metavar="SECTION.KEY=VALUE", help=text
+    )
 
 
 def gpu_flag(value: str) -> bool | None:
@@ -107,7 +108,6 @@ def gpu_flag(value: str) -> bool | None:
 
 
 def geolip_version() -> str:
-
     """The installed distribution's version (``unknown`` when run from an uninstalled tree)."""
     from importlib.metadata import PackageNotFoundError, version
 

@@ -54,9 +54,12 @@ class RunContext:
 
     @classmethod
     def create(
-        cls, experiment: str, data_dir: str | Path | None = None, tracking_uri: str | None = None,
+        cls,
+        experiment: str,
+        data_dir: str | Path | None = None,
+        tracking_uri: str | None = None,
         **settings,
-    ) -> RunContext:  # fmt: skip
+    ) -> RunContext:
         """A context with ``--data-dir`` (default ``$GEOLIP_DATA`` or ``./data``) and
         ``--tracking-uri`` (default ``$MLFLOW_TRACKING_URI`` or SQLite under the data dir)."""
         data = resolve_data_dir(None if data_dir is None else str(data_dir))

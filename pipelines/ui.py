@@ -93,9 +93,22 @@ def start_ui(
     # directly; this destination only receives artifacts of runs created through the server
     # (e.g. experiments made in the UI), which would otherwise land in ./mlartifacts of the cwd.
     served = (data / "mlflow" / "served-artifacts").resolve()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--artifacts-destination", served.as_uri(),
-               "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--artifacts-destination",
+        served.as_uri(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Job execution (GenAI evaluation jobs) forks ~7 huey consumers the UI of training runs
     # never uses; they cost memory and CPU on a small machine. Set the variable to re-enable.
@@ -103,9 +116,14 @@ def start_ui(
     # cwd=data: whatever MLflow still writes relative to its cwd lands in the data directory.
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=env, cwd=data, start_new_session=True,
-        )  # fmt: skip
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=data,
+            start_new_session=True,
+        )
     url = server_url(host, port)
     try:
         _wait_healthy(proc, url, timeout, log_path)

@@ -40,8 +40,12 @@ _ready = False
 def _dpkg_status() -> str:
     """``dpkg-query``'s status words for PACKAGES ('' when dpkg is unavailable)."""
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Status} ", *PACKAGES],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status} ", *PACKAGES],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout
@@ -106,7 +110,7 @@ def browser(width: int = 1400, height: int = 1000) -> Iterator:
         f"--window-size={width},{height}",
         "--no-sandbox",  # tests run as root in containers, where the sandbox cannot start
         "--disable-dev-shm-usage",
-    ):  # fmt: skip  (a container's /dev/shm is often 64 MB)
+    ):  # a container's /dev/shm is often 64 MB
         options.add_argument(flag)
     # An explicit driver path keeps Selenium Manager from looking for drivers on the network.
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)

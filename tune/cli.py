@@ -25,16 +25,23 @@ PROGRAM_HELP = {
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", choices=tuple(SWEEP_SCALES), default="tiny",
-                   help="model preset and trial budgets (tune.spec.SWEEP_SCALES)")  # fmt: skip
+    p.add_argument(
+        "--scale",
+        choices=tuple(SWEEP_SCALES),
+        default="tiny",
+        help="model preset and trial budgets (tune.spec.SWEEP_SCALES)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the scale's)")
     p.add_argument("--arms", default="", help="comma-separated arms to run (default: all)")
     add_set_argument(p, "override a config value in every trial, e.g. --set train.lr=0.002")
     p.add_argument("--corpus", default="builtin:python-docs", help="corpus URI of every trial")
     p.add_argument("--donor", default=None, help="graft: donor checkpoint dir or MLflow run id")
-    p.add_argument("--from", dest="source", default=None,
-                   help="contrast: parent MLflow run id of a seed-battery sweep "
-                   "(default: the last one)")  # fmt: skip
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="contrast: parent MLflow run id of a seed-battery sweep (default: the last one)",
+    )
     p.add_argument(
         "--workers", type=int, default=1, help="data-parallel Ray Train workers per trial"
     )
@@ -54,16 +61,27 @@ def job_from_args(program: str, args: argparse.Namespace):
     from tune.sweep import SweepJob
 
     ctx = RunContext.create(
-        args.experiment, args.data_dir, args.tracking_uri, workers=args.workers,
-        use_gpu=gpu_flag(args.gpu), max_failures=0, resume=args.resume,
-    )  # fmt: skip
+        args.experiment,
+        args.data_dir,
+        args.tracking_uri,
+        workers=args.workers,
+        use_gpu=gpu_flag(args.gpu),
+        max_failures=0,
+        resume=args.resume,
+    )
     return SweepJob(
-        program=program, ctx=ctx, scale=args.scale, seeds=args.seeds,
+        program=program,
+        ctx=ctx,
+        scale=args.scale,
+        seeds=args.seeds,
         arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
         sets=parse_overrides(sweep_scale(args.scale).base(), args.overrides),
-        corpus=args.corpus, donor=args.donor, source=args.source, name=args.name,
+        corpus=args.corpus,
+        donor=args.donor,
+        source=args.source,
+        name=args.name,
         dry_run=args.dry_run,
-    )  # fmt: skip
+    )
 
 
 def _runner(program: str):

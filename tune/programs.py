@@ -36,8 +36,16 @@ BATTERY_HEADS = {
     "apmix": {"kind": "apmix"},
 }
 PRESERVATION_HEADS = ("pmix", "apmix", "kernel")
-PRESERVATION_ARMS = ("free", "div_0.003", "div_0.01", "div_0.03", "frozen", "slowlane", "spread",
-                     "frozen_random")  # fmt: skip
+PRESERVATION_ARMS = (
+    "free",
+    "div_0.003",
+    "div_0.01",
+    "div_0.03",
+    "frozen",
+    "slowlane",
+    "spread",
+    "frozen_random",
+)
 KAUX_DOSES = (0.0, 0.03, 0.1, 0.3, 1.0)  # spec §7.2
 WRITE_DOSES = (0.0, 0.1)  # spec §7.2: λ_w = 0.1
 CONTRAST_OPS = ("permute", "randomize")
@@ -105,7 +113,7 @@ def contrast_of(trials: list[TrialSpec]) -> list[TrialSpec]:
             bank=t.bank,
             source=t.key,
             tags={**t.tags, "contrast": "1"},
-        )  # fmt: skip
+        )
         for t in trials
         if t.kind == "train"
     ]
@@ -120,8 +128,17 @@ def preservation(opts: Options) -> list[Phase]:
                 name = f"{head}/{arm}"
                 run = dataclasses.replace(base, model=arm_config(base.model, arm))
 
-                trials.append(_train(opts, name.replace("/", "-"), name, seed, run, "sparse",
-                                     tags={"preservation": arm}))  # fmt: skip
+                trials.append(
+                    _train(
+                        opts,
+                        name.replace("/", "-"),
+                        name,
+                        seed,
+                        run,
+                        "sparse",
+                        tags={"preservation": arm},
+                    )
+                )
     return [Phase("arms", tuple(trials))]
 
 
@@ -131,18 +148,19 @@ def survey(opts: Options) -> list[Phase]:
         for dose in KAUX_DOSES:
             tags = {"component": "kernel-aux", "dose": f"{dose:g}"}
             run = model_of(base, kernel_aux_weight=dose)
-            trials.append(_train(opts, f"kaux-{dose:g}", f"kaux/{dose:g}", seed, run, "sparse",
-                                 tags=tags))  # fmt: skip
+            trials.append(
+                _train(opts, f"kaux-{dose:g}", f"kaux/{dose:g}", seed, run, "sparse", tags=tags)
+            )
         for dose in WRITE_DOSES[1:]:  # dose 0 is kaux/0, the same run
             tags = {"component": "write-head", "dose": f"{dose:g}"}
             run = model_of(base, write_aux_weight=dose)
-            trials.append(_train(opts, f"write-{dose:g}", f"write/{dose:g}", seed, run, "sparse",
-                                 tags=tags))  # fmt: skip
+            trials.append(
+                _train(opts, f"write-{dose:g}", f"write/{dose:g}", seed, run, "sparse", tags=tags)
+            )
         for T in sc.context:
             tags = {"component": "context", "T": str(T)}
             run = model_of(base, seq_trigrams=T)
-            trials.append(_train(opts, f"ctx-{T}", f"context/{T}", seed, run, "sparse",
-                                 tags=tags))  # fmt: skip
+            trials.append(_train(opts, f"ctx-{T}", f"context/{T}", seed, run, "sparse", tags=tags))
     swaps = [
         TrialSpec(
             key=f"swap-{t.key}",
@@ -152,7 +170,7 @@ def survey(opts: Options) -> list[Phase]:
             bank="dense",
             source=t.key,
             tags={**t.tags, "arm": "swap/dense", "component": "bank-swap", "eval_bank": "dense"},
-        )  # fmt: skip
+        )
         for t in trials
         if t.arm == "kaux/0"
     ]
@@ -176,12 +194,34 @@ def graft(opts: Options) -> list[Phase]:
             donor = donors[-1].key
         for name, run in targets:
             tags = {"graft": name}
-            warm.append(_train(opts, f"graft-{name}", f"{name}/graft", seed, run, "sparse",
-                               donor=donor, graft=name, tags=tags))  # fmt: skip
-            warm.append(_train(opts, f"cold-{name}", f"{name}/cold", seed, run, "sparse",
-                               tags=tags))  # fmt: skip
-        warm.append(_train(opts, "continued", "continued", seed, warm_base, "sparse",
-                           donor=donor, tags={"graft": "continued"}))  # fmt: skip
+            warm.append(
+                _train(
+                    opts,
+                    f"graft-{name}",
+                    f"{name}/graft",
+                    seed,
+                    run,
+                    "sparse",
+                    donor=donor,
+                    graft=name,
+                    tags=tags,
+                )
+            )
+            warm.append(
+                _train(opts, f"cold-{name}", f"{name}/cold", seed, run, "sparse", tags=tags)
+            )
+        warm.append(
+            _train(
+                opts,
+                "continued",
+                "continued",
+                seed,
+                warm_base,
+                "sparse",
+                donor=donor,
+                tags={"graft": "continued"},
+            )
+        )
     phases = [Phase("donors", tuple(donors))] if donors else []
     return [*phases, Phase("grafts", tuple(warm))]
 
@@ -191,12 +231,30 @@ def ladder(opts: Options) -> list[Phase]:
     for seed in range(opts.seeds):
         for D in opts.scale.ladder:
             run = model_of(base, D=D)
-            trials.append(_train(opts, f"d{D}", f"d{D}", seed, run, "sparse",
-                                 tags={"D": str(D), "tau_control": "0"}))  # fmt: skip
+            trials.append(
+                _train(
+                    opts,
+                    f"d{D}",
+                    f"d{D}",
+                    seed,
+                    run,
+                    "sparse",
+                    tags={"D": str(D), "tau_control": "0"},
+                )
+            )
             if D != 4:  # τ_D: the temperature that keeps the address's spread at D = 4's
                 run = model_of(run, tau=0.1 * (4 / D) ** 0.5)
-                trials.append(_train(opts, f"d{D}-tauD", f"d{D}/tauD", seed, run, "sparse",
-                                     tags={"D": str(D), "tau_control": "1"}))  # fmt: skip
+                trials.append(
+                    _train(
+                        opts,
+                        f"d{D}-tauD",
+                        f"d{D}/tauD",
+                        seed,
+                        run,
+                        "sparse",
+                        tags={"D": str(D), "tau_control": "1"},
+                    )
+                )
     return [Phase("ladder", tuple(trials))]
 
 

@@ -64,12 +64,18 @@ def _rows(runs: list) -> list[dict]:
     rows = []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
-        rows.append({
-            "arm": tags.get("arm", "?"), "kind": tags.get("kind", "train"),
-            "head": tags.get("head", ""), "seed": tags.get("seed", ""),
-            "status": run.info.status, "run_id": run.info.run_id, "metrics": dict(metrics),
-            "sample": tags.get("sample", ""),
-        })  # fmt: skip
+        rows.append(
+            {
+                "arm": tags.get("arm", "?"),
+                "kind": tags.get("kind", "train"),
+                "head": tags.get("head", ""),
+                "seed": tags.get("seed", ""),
+                "status": run.info.status,
+                "run_id": run.info.run_id,
+                "metrics": dict(metrics),
+                "sample": tags.get("sample", ""),
+            }
+        )
     return rows
 
 
@@ -93,8 +99,13 @@ def arm_table(program: str, rows: list[dict]) -> list[dict]:
             if r["status"] == "FINISHED" and METRIC in r["metrics"]
         ]
         mean, std = _stats(done)
-        row = {"arm": arm, "n": len(done), "failed": sum(r["status"] == "FAILED" for r in runs),
-               "val_bpb": mean, "std": std}  # fmt: skip
+        row = {
+            "arm": arm,
+            "n": len(done),
+            "failed": sum(r["status"] == "FAILED" for r in runs),
+            "val_bpb": mean,
+            "std": std,
+        }
         # The codebook's final gauge (§9): what the preservation arms and doses act on.
         for key in ("gauge/dev", "gauge/erank"):
             vals = [
@@ -151,8 +162,13 @@ def search_table(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         if r["kind"] == "train":
-            out.append({"sample": r["sample"], "status": r["status"],
-                        "val_bpb": r["metrics"].get(METRIC, math.nan)})  # fmt: skip
+            out.append(
+                {
+                    "sample": r["sample"],
+                    "status": r["status"],
+                    "val_bpb": r["metrics"].get(METRIC, math.nan),
+                }
+            )
     return sorted(out, key=lambda t: (math.isnan(t["val_bpb"]), t["val_bpb"]))
 
 
@@ -166,8 +182,12 @@ def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) ->
     if parent.data.tags.get("kind") != "sweep" or not program:
         raise SweepError(f"MLflow run {parent_run_id} is not a geolip sweep")
     rows = _rows(child_runs(uri, parent_run_id))
-    summary = {"program": program, "sweep": parent.data.tags.get("sweep"),
-               "run_id": parent_run_id, "arms": arm_table(program, rows)}  # fmt: skip
+    summary = {
+        "program": program,
+        "sweep": parent.data.tags.get("sweep"),
+        "run_id": parent_run_id,
+        "arms": arm_table(program, rows),
+    }
     if program == "contrast":
         summary["contrast"], summary["dependence"] = contrast_table(rows)
     if program == "survey":
@@ -201,9 +221,11 @@ def to_markdown(summary: dict) -> str:
             delta = _fmt(t["delta"], "+.4f")
             if "delta_vs_continued" in t:
                 delta += f" (vs continued {_fmt(t['delta_vs_continued'], '+.4f')})"
-            lines.append(f"| {t['arm']} | {t['n']} | {t['failed']} | {_fmt(t['val_bpb'])} ± "
-                         f"{_fmt(t['std'])} | {t['reference'] or '—'} | {delta} | "
-                         f"{_fmt(t.get('dev'), '+.4f')} | {_fmt(t.get('erank'), '.2f')} |")  # fmt: skip
+            lines.append(
+                f"| {t['arm']} | {t['n']} | {t['failed']} | {_fmt(t['val_bpb'])} ± "
+                f"{_fmt(t['std'])} | {t['reference'] or '—'} | {delta} | "
+                f"{_fmt(t.get('dev'), '+.4f')} | {_fmt(t.get('erank'), '.2f')} |"
+            )
     if summary.get("contrast"):
         lines += [
             "",
@@ -211,18 +233,24 @@ def to_markdown(summary: dict) -> str:
             "|---|---:|---:|---:|---:|",
         ]
         for t in summary["contrast"]:
-            lines.append(f"| {t['arm']} | {t['n']} | {_fmt(t['base_bpb'])} | "
-                         f"{_fmt(t['permute'], '+.4f')} ± {_fmt(t['permute_std'])} | "
-                         f"{_fmt(t['randomize'], '+.4f')} ± {_fmt(t['randomize_std'])} |")  # fmt: skip
+            lines.append(
+                f"| {t['arm']} | {t['n']} | {_fmt(t['base_bpb'])} | "
+                f"{_fmt(t['permute'], '+.4f')} ± {_fmt(t['permute_std'])} | "
+                f"{_fmt(t['randomize'], '+.4f')} ± {_fmt(t['randomize_std'])} |"
+            )
         for op, d in summary.get("dependence", {}).items():
             ratio = "∞ (open loop at fp noise)" if math.isinf(d["ratio"]) else f"{d['ratio']:.1f}"
-            lines.append(f"\n{op}: closed loop (kernel) {d['closed']:+.4f}, open loop (pmix) "
-                         f"{d['open']:+.2e}, dependence ratio {ratio}")  # fmt: skip
+            lines.append(
+                f"\n{op}: closed loop (kernel) {d['closed']:+.4f}, open loop (pmix) "
+                f"{d['open']:+.2e}, dependence ratio {ratio}"
+            )
     for m in summary.get("bank_swap", []):
-        lines.append(f"\nbank swap: {_fmt(m.get('swap/bpb_trained_bank'))} -> "
-                     f"{_fmt(m.get('swap/bpb_swapped_bank'))} bpb (coverage "
-                     f"{_fmt(m.get('swap/coverage_trained'), '.3f')} -> "
-                     f"{_fmt(m.get('swap/coverage_swapped'), '.3f')})")  # fmt: skip
+        lines.append(
+            f"\nbank swap: {_fmt(m.get('swap/bpb_trained_bank'))} -> "
+            f"{_fmt(m.get('swap/bpb_swapped_bank'))} bpb (coverage "
+            f"{_fmt(m.get('swap/coverage_trained'), '.3f')} -> "
+            f"{_fmt(m.get('swap/coverage_swapped'), '.3f')})"
+        )
     if summary.get("search"):
         lines += [
             "",
@@ -264,10 +292,17 @@ def _log_plots(logger, uri: str, summary: dict, rows: list[dict]) -> None:
             bars_figure(arms, "arm", "val_bpb", "std", title, "bits/byte"), "arms_bpb.png"
         )
     if summary.get("contrast"):
-        bars = [{"bar": f"{t['arm']} {op}", "delta": t[op], "std": t[f"{op}_std"]}
-                for t in summary["contrast"] for op in ("permute", "randomize")]  # fmt: skip
-        logger.log_figure(bars_figure(bars, "bar", "delta", "std", "controller contrast",
-                                      "Δ bits/byte", baseline=0.0), "contrast.png")  # fmt: skip
+        bars = [
+            {"bar": f"{t['arm']} {op}", "delta": t[op], "std": t[f"{op}_std"]}
+            for t in summary["contrast"]
+            for op in ("permute", "randomize")
+        ]
+        logger.log_figure(
+            bars_figure(
+                bars, "bar", "delta", "std", "controller contrast", "Δ bits/byte", baseline=0.0
+            ),
+            "contrast.png",
+        )
     histories = _gauge_histories(uri, rows)
     if histories:
         logger.log_figure(

@@ -55,8 +55,9 @@ class SweepScale:
     def base(self) -> AlephRunConfig:
         """A cold trial's run config: the scale's preset with the trials' budget."""
         run = get_preset(self.preset)
-        train = dataclasses.replace(run.train, steps=self.steps, log_every=self.log_every,
-                                    eval_windows=self.eval_windows)  # fmt: skip
+        train = dataclasses.replace(
+            run.train, steps=self.steps, log_every=self.log_every, eval_windows=self.eval_windows
+        )
         return dataclasses.replace(run, train=train)
 
 
@@ -65,35 +66,80 @@ GPU_LADDER = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 SWEEP_SCALES: dict[str, SweepScale] = {
     # Every program end to end in seconds per trial (the tests' and the smoke demo's).
     "smoke": SweepScale(
-        "smoke", steps=6, graft_steps=3, log_every=3, eval_windows=8, eval_bytes=20_000,
-        seeds=1, banks={"dense": 1024, "sparse": 256}, ladder=(4, 8), context=(16, 32),
-        search_samples=2, search_chunks=(8, 16),
+        "smoke",
+        steps=6,
+        graft_steps=3,
+        log_every=3,
+        eval_windows=8,
+        eval_bytes=20_000,
+        seeds=1,
+        banks={"dense": 1024, "sparse": 256},
+        ladder=(4, 8),
+        context=(16, 32),
+        search_samples=2,
+        search_chunks=(8, 16),
     ),
     # Minutes on 2 CPU cores: the tiny preset, short runs, small banks.
     "tiny": SweepScale(
-        "tiny", steps=60, graft_steps=30, log_every=10, eval_windows=8, eval_bytes=20_000,
-        seeds=2, banks={"dense": 1024, "sparse": 256}, ladder=(4, 8, 16), context=(16, 32, 64),
-        search_samples=4, search_chunks=(8, 16, 32),
+        "tiny",
+        steps=60,
+        graft_steps=30,
+        log_every=10,
+        eval_windows=8,
+        eval_bytes=20_000,
+        seeds=2,
+        banks={"dense": 1024, "sparse": 256},
+        ladder=(4, 8, 16),
+        context=(16, 32, 64),
+        search_samples=4,
+        search_chunks=(8, 16, 32),
     ),
     # The survey's 6.75M arms (exp_010): the small preset, 5k cold / 2k warm-start steps.
     "small": SweepScale(
-        "small", steps=5000, graft_steps=2000, log_every=50, eval_windows=16,
-        eval_bytes=1_000_000, seeds=2, banks=GPU_BANKS, ladder=GPU_LADDER,
-        context=(128, 256, 512), search_samples=16, search_chunks=(64, 128, 256),
+        "small",
+        steps=5000,
+        graft_steps=2000,
+        log_every=50,
+        eval_windows=16,
+        eval_bytes=1_000_000,
+        seeds=2,
+        banks=GPU_BANKS,
+        ladder=GPU_LADDER,
+        context=(128, 256, 512),
+        search_samples=16,
+        search_chunks=(64, 128, 256),
     ),
     # The model card's budgets (exp_007: 10k steps; grafts 2k from 5k donors), on GPUs.
     "full": SweepScale(
-        "full", steps=10_000, graft_steps=2000, log_every=50, eval_windows=16,
-        eval_bytes=4_000_000, seeds=2, banks=GPU_BANKS, ladder=GPU_LADDER,
-        context=(128, 256, 512, 1024), search_samples=32, search_chunks=(64, 128, 256),
+        "full",
+        steps=10_000,
+        graft_steps=2000,
+        log_every=50,
+        eval_windows=16,
+        eval_bytes=4_000_000,
+        seeds=2,
+        banks=GPU_BANKS,
+        ladder=GPU_LADDER,
+        context=(128, 256, 512, 1024),
+        search_samples=32,
+        search_chunks=(64, 128, 256),
     ),
     # The 23M calibration model's arms at its 8k-step budget.
     "calib23m": SweepScale(
-        "calib23m", steps=8000, graft_steps=2000, log_every=50, eval_windows=16,
-        eval_bytes=4_000_000, seeds=2, banks=GPU_BANKS, ladder=(4, 8, 16, 32, 64),
-        context=(128, 256), search_samples=16, search_chunks=(64, 128, 256),
+        "calib23m",
+        steps=8000,
+        graft_steps=2000,
+        log_every=50,
+        eval_windows=16,
+        eval_bytes=4_000_000,
+        seeds=2,
+        banks=GPU_BANKS,
+        ladder=(4, 8, 16, 32, 64),
+        context=(128, 256),
+        search_samples=16,
+        search_chunks=(64, 128, 256),
     ),
-}  # fmt: skip
+}
 
 
 def sweep_scale(name: str) -> SweepScale:

@@ -23,12 +23,12 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from geolip.config import Changes, config_diff, config_hash
-from pipelines.aleph.job import graft_donor, load_donor
 from pipelines.byte_shards import build_byte_shards
 from pipelines.runtime import RunContext, init_ray, one_line
-from pipelines.tracking import artifact_root, check_tracking, client, ensure_experiment, open_run
+from pipelines.tracking import artifact_root, check_tracking, ensure_experiment, open_run
 from tune.programs import Options, plan
 from tune.report import close_open_children, summarize
+from tune.sources import check_grafts, donor_path, last_battery, source_sweep
 from tune.spec import Phase, SweepError, SweepScale, TrialSpec, sweep_scale
 from tune.trial import TrialContext, checkpoint_of, final_checkpoint, run_trial
 
@@ -109,28 +109,36 @@ def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
     job.ctx.check_workers()
     if not job.dry_run or job.source or job.donor or job.program == "contrast":
         check_tracking(uri)  # an unreachable server fails here, before any work
-    source = _source_sweep(uri, job.source) if job.source else None
+    source = source_sweep(uri, job.source) if job.source else None
     if source is None and job.program == "contrast":
-        source = _last_battery(uri, job.ctx.experiment, job.corpus)
+        source = last_battery(uri, job.ctx.experiment, job.corpus)
         if source is not None:
             progress(f"contrast: the checkpoints of the last seed battery, {source['name']}")
-    donor = _donor_path(job.donor, uri, data) if job.donor else None
+    donor = donor_path(job.donor, uri, data) if job.donor else None
     opts = Options(sc, seeds, tuple(job.arms), job.sets, donor and str(donor), source)
     phases = plan(job.program, opts)
     name = job.name or sweep_name(job, seeds, source and source["name"])
     state = data / "sweeps" / name
     _check_state(state, name, job.ctx.resume)
     if donor is not None:
-        _check_grafts(phases, donor)
+        check_grafts(phases, donor)
     return PlannedSweep(job, sc, seeds, phases, name, state, source, donor)
 
 
 def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:
     """``sweep-<program>-<scale>-<hash>``; the hash covers every option that changes results
     (``source``: the battery a contrast ablates, when found rather than given)."""
-    identity = {"program": job.program, "scale": job.scale, "seeds": seeds, "arms": job.arms,
-                "sets": job.sets, "corpus": job.corpus, "donor": job.donor,
-                "source": source or job.source, "workers": job.ctx.workers}  # fmt: skip
+    identity = {
+        "program": job.program,
+        "scale": job.scale,
+        "seeds": seeds,
+        "arms": job.arms,
+        "sets": job.sets,
+        "corpus": job.corpus,
+        "donor": job.donor,
+        "source": source or job.source,
+        "workers": job.ctx.workers,
+    }
     return f"sweep-{job.program}-{job.scale}-{config_hash(identity, 8)}"
 
 
@@ -139,8 +147,10 @@ def plan_text(sweep: PlannedSweep) -> str:
     the scale's base config."""
     base, lines = sweep.scale.base(), []
     for p in sweep.phases:
-        lines.append(f"phase {p.name}: {len(p.trials)} trial(s)"
-                     + (f", ASHA over {sorted(p.search['space'])}" if p.search else ""))  # fmt: skip
+        lines.append(
+            f"phase {p.name}: {len(p.trials)} trial(s)"
+            + (f", ASHA over {sorted(p.search['space'])}" if p.search else "")
+        )
         for t in p.trials:
             diff = config_diff(base, t.run) if t.run is not None else {}
             extra = " ".join(f"{k}={b}" for k, (_, b) in diff.items() if k != "train.seed")
@@ -149,8 +159,10 @@ def plan_text(sweep: PlannedSweep) -> str:
             lines.append(f"  {t.key:<28} {t.kind:<9} {t.head:<6} {extra}{dep}")
     total = sum(len(p.trials) for p in sweep.phases)
     sets = " ".join(f"{k}={v}" for k, v in sweep.job.sets)
-    lines.append(f"{total} trials; preset {sweep.scale.preset}, {sweep.scale.steps} steps per "
-                 f"cold run" + (f", --set {sets}" if sets else ""))  # fmt: skip
+    lines.append(
+        f"{total} trials; preset {sweep.scale.preset}, {sweep.scale.steps} steps per "
+        f"cold run" + (f", --set {sets}" if sets else "")
+    )
     return "\n".join(lines)
 
 
@@ -171,17 +183,32 @@ def _launch(sweep: PlannedSweep, progress) -> SweepOutcome:
     build_byte_shards(job.corpus, data, progress=progress)  # once, before trials share it
     experiment = ensure_experiment(uri, ctx.experiment, artifact_root(uri, data))
 
-    tags = {"kind": "sweep", "program": job.program, "scale": job.scale,
-            "seeds": str(sweep.seeds), "sweep": sweep.name,
-            "sweep_plan": str(sweep.state / "sweep.json"), **ctx.tags}  # fmt: skip
-    params = {"program": job.program, "scale": job.scale, "seeds": sweep.seeds,
-              "arms": list(job.arms), "sets": [f"{k}={v}" for k, v in job.sets],
-              "corpus": job.corpus, "workers": ctx.workers, "donor": job.donor or "",
-              "source": job.source or ""}  # fmt: skip
+    tags = {
+        "kind": "sweep",
+        "program": job.program,
+        "scale": job.scale,
+        "seeds": str(sweep.seeds),
+        "sweep": sweep.name,
+        "sweep_plan": str(sweep.state / "sweep.json"),
+        **ctx.tags,
+    }
+    params = {
+        "program": job.program,
+        "scale": job.scale,
+        "seeds": sweep.seeds,
+        "arms": list(job.arms),
+        "sets": [f"{k}={v}" for k, v in job.sets],
+        "corpus": job.corpus,
+        "workers": ctx.workers,
+        "donor": job.donor or "",
+        "source": job.source or "",
+    }
     parent = open_run(uri, experiment, sweep.name, resume=ctx.resume, tags=tags, params=params)
     n_trials = sum(len(p.trials) for p in sweep.phases)
-    progress(f"sweep {sweep.name}: {n_trials} trials in {len(sweep.phases)} phase(s); MLflow "
-             f"{uri} (experiment {ctx.experiment}, run {parent.run_id})")  # fmt: skip
+    progress(
+        f"sweep {sweep.name}: {n_trials} trials in {len(sweep.phases)} phase(s); MLflow "
+        f"{uri} (experiment {ctx.experiment}, run {parent.run_id})"
+    )
     sweep.state.mkdir(parents=True, exist_ok=True)
     _write_json(sweep.state / "sweep.json", _plan_doc(sweep, parent.run_id))
     try:
@@ -197,11 +224,16 @@ def _launch(sweep: PlannedSweep, progress) -> SweepOutcome:
 
 
 def _plan_doc(sweep: PlannedSweep, parent_run_id: str) -> dict:
-    return {"name": sweep.name, "program": sweep.job.program, "scale": sweep.job.scale,
-            "seeds": sweep.seeds, "parent_run_id": parent_run_id,
-            "tracking_uri": sweep.job.ctx.tracking_uri,
-            "trials": [t.to_dict() for p in sweep.phases for t in p.trials],
-            "phases": [p.name for p in sweep.phases]}  # fmt: skip
+    return {
+        "name": sweep.name,
+        "program": sweep.job.program,
+        "scale": sweep.job.scale,
+        "seeds": sweep.seeds,
+        "parent_run_id": parent_run_id,
+        "tracking_uri": sweep.job.ctx.tracking_uri,
+        "trials": [t.to_dict() for p in sweep.phases for t in p.trials],
+        "phases": [p.name for p in sweep.phases],
+    }
 
 
 def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, gpu: bool):
@@ -210,14 +242,21 @@ def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, gpu:
     external = {job.donor: str(sweep.donor)} if sweep.donor is not None else {}
     if sweep.source:  # the checkpoints of another sweep's trials, found as that sweep finds them
         other = sweep.source["name"]
-        external.update({t["key"]: str(final_checkpoint(data, other, t["key"]))
-                         for t in sweep.source["trials"]})  # fmt: skip
+        external.update(
+            {t["key"]: str(final_checkpoint(data, other, t["key"])) for t in sweep.source["trials"]}
+        )
     return TrialContext(
-        sweep=sweep.name, program=job.program, parent_run_id=parent_id,
-        experiment_id=experiment_id, run=job.ctx.replace(use_gpu=gpu, resume=False, tags={}),
-        corpus=job.corpus, eval_bytes=sweep.scale.eval_bytes, banks=dict(sweep.scale.banks),
-        external=external, faults=dict(job.faults),
-    )  # fmt: skip
+        sweep=sweep.name,
+        program=job.program,
+        parent_run_id=parent_id,
+        experiment_id=experiment_id,
+        run=job.ctx.replace(use_gpu=gpu, resume=False, tags={}),
+        corpus=job.corpus,
+        eval_bytes=sweep.scale.eval_bytes,
+        banks=dict(sweep.scale.banks),
+        external=external,
+        faults=dict(job.faults),
+    )
 
 
 def _resources(job: SweepJob) -> TrialResources:
@@ -242,8 +281,9 @@ def _resources(job: SweepJob) -> TrialResources:
     return TrialResources({"CPU": job.driver_cpus}, max(1, fits), gpu)
 
 
-def _run_phase(sweep: PlannedSweep, phase: Phase, ctx: TrialContext, res: TrialResources,
-               progress) -> None:  # fmt: skip
+def _run_phase(
+    sweep: PlannedSweep, phase: Phase, ctx: TrialContext, res: TrialResources, progress
+) -> None:
     trials, skipped = _runnable(phase.trials, ctx)
     for t, missing in skipped:
         progress(f"  skip {t.key}: its source {missing} has no checkpoint (failed or pruned)")
@@ -325,80 +365,16 @@ def _tune_config(phase: Phase, res: TrialResources):
     # Reports come at every checkpoint (a fifth of the run): rungs at 1, 2 and 4 reports prune.
     # max_t above the 5 a run makes: a trial that survives ends by itself, finishing its run
     # (at max_t ASHA would stop it at its last report, before its checkpoint and artifacts).
-    asha = ASHAScheduler(time_attr="training_iteration", max_t=64, grace_period=1,
-                         reduction_factor=2)  # fmt: skip
-    return tune.TuneConfig(
-        metric="val_bpb", mode="min", scheduler=asha, num_samples=phase.search["samples"],
-        max_concurrent_trials=res.concurrent,
-    )  # fmt: skip
-
-
-def _source_sweep(uri: str, run_id: str) -> dict:
-    """The plan of the sweep whose parent MLflow run is ``run_id`` (``--from``)."""
-    try:
-        run = client(uri).get_run(run_id)
-    except Exception as exc:
-        raise SweepError(f"--from {run_id}: no such MLflow run in {uri}") from exc
-    name = run.data.tags.get("sweep")
-    data_plan = _plan_file(run)
-    if not name or data_plan is None:
-        raise SweepError(f"--from {run_id}: not a geolip sweep run (no sweep plan)")
-    return data_plan
-
-
-def _last_battery(uri: str, experiment: str, corpus: str) -> dict | None:
-    """The plan of the latest finished ``seed-battery`` sweep on ``corpus`` (None: there is none)."""
-    mlflow = client(uri)
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    query = (
-        "tags.program = 'seed-battery' and tags.kind = 'sweep' and attributes.status = 'FINISHED'"
+    asha = ASHAScheduler(
+        time_attr="training_iteration", max_t=64, grace_period=1, reduction_factor=2
     )
-    runs = mlflow.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"])
-    for run in runs:
-        plan_doc = _plan_file(run)
-        if plan_doc is not None and run.data.params.get("corpus") == corpus:
-            return plan_doc
-    return None
-
-
-def _plan_file(run) -> dict | None:
-    path = run.data.tags.get("sweep_plan")
-    if not path or not Path(path).is_file():
-        return None
-    return json.loads(Path(path).read_text())
-
-
-def _donor_path(donor: str, uri: str, data: Path) -> Path:
-    """``--donor``: a checkpoint directory, or an MLflow run id whose checkpoint is downloaded."""
-    path = Path(donor).expanduser()
-    if path.is_dir():
-        if not (path / "geo_config.json").exists() and not (path / "config.json").exists():
-            raise SweepError(f"--donor {donor}: not a geolip checkpoint directory")
-        return path.resolve()
-    try:
-        mlflow = client(uri)
-        mlflow.get_run(donor)
-    except Exception as exc:
-        raise SweepError(
-            f"--donor {donor}: neither a checkpoint directory nor an MLflow run in {uri}"
-        ) from exc
-    dst = data / "donors" / donor
-    if not (dst / "checkpoint").is_dir():
-        dst.mkdir(parents=True, exist_ok=True)
-        mlflow.download_artifacts(donor, "checkpoint", str(dst))
-    return (dst / "checkpoint").resolve()
-
-
-def _check_grafts(phases: list[Phase], donor: Path) -> None:
-    """Graft the donor onto every target now: a shape that cannot be grafted fails before Tune."""
-    model = load_donor(str(donor))
-    for t in (t for p in phases for t in p.trials if t.donor):
-        try:
-            graft_donor(model, t.run, t.graft, None)
-        except ValueError as exc:
-            raise SweepError(f"--donor {donor} cannot be grafted for {t.key}: {exc}") from exc
+    return tune.TuneConfig(
+        metric="val_bpb",
+        mode="min",
+        scheduler=asha,
+        num_samples=phase.search["samples"],
+        max_concurrent_trials=res.concurrent,
+    )
 
 
 def _write_json(path: Path, doc: dict) -> None:

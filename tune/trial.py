@@ -120,13 +120,18 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
     name = trial_run_name(ctx.sweep, _key(spec, sampled))
     # A restored sweep continues an interrupted trial from its last checkpoint.
     resume = has_checkpoint(ctx.run.data_dir / "ray_results" / name)
-    run_ctx = ctx.run.replace(tags=_tags(spec, ctx, sampled), fault=ctx.faults.get(spec.key),
-                              resume=resume)  # fmt: skip
+    run_ctx = ctx.run.replace(
+        tags=_tags(spec, ctx, sampled), fault=ctx.faults.get(spec.key), resume=resume
+    )
     job = TrainJob(
-        run=apply_changes(spec.run, sampled), corpus=ctx.corpus, ctx=run_ctx,
+        run=apply_changes(spec.run, sampled),
+        corpus=ctx.corpus,
+        ctx=run_ctx,
         init_from=str(checkpoint_of(ctx, spec.donor)) if spec.donor else None,
-        graft=spec.graft, eval_bytes=ctx.eval_bytes, run_name=name,
-    )  # fmt: skip
+        graft=spec.graft,
+        eval_bytes=ctx.eval_bytes,
+        run_name=name,
+    )
     train_aleph(job, progress=print, train_callbacks=[TuneReportCallback()])
 
 
@@ -140,8 +145,14 @@ def _source(spec: TrialSpec, ctx: TrialContext):
 
 def _child_logger(spec: TrialSpec, ctx: TrialContext, params: dict) -> RunLogger:
     name = trial_run_name(ctx.sweep, spec.key)
-    return open_run(ctx.run.tracking_uri, ctx.experiment_id, name, resume=True,
-                    tags=_tags(spec, ctx, {}), params=params)  # fmt: skip
+    return open_run(
+        ctx.run.tracking_uri,
+        ctx.experiment_id,
+        name,
+        resume=True,
+        tags=_tags(spec, ctx, {}),
+        params=params,
+    )
 
 
 def _contrast(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:

@@ -32,13 +32,22 @@ def stage_atlas(d) -> dict:
     metrics = {f"atlas/{k}_kept": v for k, v in kept.items()}
     metrics.update({"atlas/entries": sum(kept.values()), "atlas/corpus_mb": mb})
     metrics["atlas/build_seconds"] = m.get("build_seconds") or 0.0
-    run_id = d.log_run("atlas", {"kind": "atlas"}, {"atlas": m["config"]}, metrics,
-                       dicts={"manifest.json": m})  # fmt: skip
-    summary = (f"atlas: {sum(kept.values()):,} n-grams ("
-               + ", ".join(f"{k} {v:,}" for k, v in kept.items())
-               + f") of {mb:.1f} MB in {metrics['atlas/build_seconds']:.1f} s")  # fmt: skip
-    return {"path": str(result.path), "kept": kept, "corpus_mb": mb, "summary": summary,
-            "seconds": metrics["atlas/build_seconds"], "runs": [run_id]}  # fmt: skip
+    run_id = d.log_run(
+        "atlas", {"kind": "atlas"}, {"atlas": m["config"]}, metrics, dicts={"manifest.json": m}
+    )
+    summary = (
+        f"atlas: {sum(kept.values()):,} n-grams ("
+        + ", ".join(f"{k} {v:,}" for k, v in kept.items())
+        + f") of {mb:.1f} MB in {metrics['atlas/build_seconds']:.1f} s"
+    )
+    return {
+        "path": str(result.path),
+        "kept": kept,
+        "corpus_mb": mb,
+        "summary": summary,
+        "seconds": metrics["atlas/build_seconds"],
+        "runs": [run_id],
+    }
 
 
 def stage_bank(d) -> dict:
@@ -49,32 +58,58 @@ def stage_bank(d) -> dict:
         save_bank_file(path, trigrams, prior, provenance)
     info = bank_summary(path, top=0)
     cov = bank_coverage(path, d.corpus, "validation")
-    summary = (f"bank: {info['size']:,} trigrams, held-out coverage {cov['coverage']:.1%}, "
-               f"prior entropy {info['prior_entropy_bits']:.2f} bits")  # fmt: skip
+    summary = (
+        f"bank: {info['size']:,} trigrams, held-out coverage {cov['coverage']:.1%}, "
+        f"prior entropy {info['prior_entropy_bits']:.2f} bits"
+    )
     logger = RunLogger(d.uri, d.record("atlas")["runs"][0])
-    logger.log_metrics({"bank/size": info["size"], "bank/coverage": cov["coverage"],
-                        "bank/prior_entropy_bits": info["prior_entropy_bits"]}, 0)  # fmt: skip
+    logger.log_metrics(
+        {
+            "bank/size": info["size"],
+            "bank/coverage": cov["coverage"],
+            "bank/prior_entropy_bits": info["prior_entropy_bits"],
+        },
+        0,
+    )
     logger.flush()
     d.console.print(summary)
-    return {"path": str(path), "size": info["size"], "coverage": cov["coverage"],
-            "summary": summary, "paths": [str(path)]}  # fmt: skip
+    return {
+        "path": str(path),
+        "size": info["size"],
+        "coverage": cov["coverage"],
+        "summary": summary,
+        "paths": [str(path)],
+    }
 
 
 def stage_train(d, head: str) -> dict:
     """Ray Train (``--workers`` data-parallel workers) on the byte shards, with the atlas's bank."""
     train = d.scale.train
-    job = TrainJob(run=train.run_config(head), corpus=d.corpus, ctx=d.ctx,
-                   bank=d.record("bank")["path"], eval_bytes=train.eval_bytes)  # fmt: skip
+    job = TrainJob(
+        run=train.run_config(head),
+        corpus=d.corpus,
+        ctx=d.ctx,
+        bank=d.record("bank")["path"],
+        eval_bytes=train.eval_bytes,
+    )
     out = train_aleph(job, progress=d.console.print)
     final = out.verdict["final"]
-    summary = (f"{head}: held-out {final.get('val_bpb', float('nan')):.3f} bpb after "
-               f"{out.verdict['steps']} steps on {d.ctx.workers} workers "
-               f"({final.get('tokens_per_s', 0):,.0f} tok/s, {out.seconds:.0f} s)")  # fmt: skip
+    summary = (
+        f"{head}: held-out {final.get('val_bpb', float('nan')):.3f} bpb after "
+        f"{out.verdict['steps']} steps on {d.ctx.workers} workers "
+        f"({final.get('tokens_per_s', 0):,.0f} tok/s, {out.seconds:.0f} s)"
+    )
     d.console.print(summary)
     run_dir = out.checkpoint.parent
-    return {"name": out.name, "checkpoint": str(out.checkpoint), "final": final,
-            "seconds": out.seconds, "summary": summary, "runs": [out.run_id],
-            "paths": [str(run_dir), str(d.data / "ray_results" / out.name)]}  # fmt: skip
+    return {
+        "name": out.name,
+        "checkpoint": str(out.checkpoint),
+        "final": final,
+        "seconds": out.seconds,
+        "summary": summary,
+        "runs": [out.run_id],
+        "paths": [str(run_dir), str(d.data / "ray_results" / out.name)],
+    }
 
 
 def stage_eval(d) -> dict:
@@ -92,22 +127,42 @@ def stage_eval(d) -> dict:
         )
         rows[head] = res
         _, report = contrast_checkpoint(
-            ck, d.corpus, d.data, eval_bytes=d.scale.train.eval_bytes, ops=("permute", "randomize"),
-            seeds=d.scale.contrast_seeds, windows=d.scale.contrast_windows,
-        )  # fmt: skip
-        contrast[head] = {"base": report.base_bpb,
-                          **{r["op"]: r["delta_bpb_mean"] for r in report.rows()}}  # fmt: skip
+            ck,
+            d.corpus,
+            d.data,
+            eval_bytes=d.scale.train.eval_bytes,
+            ops=("permute", "randomize"),
+            seeds=d.scale.contrast_seeds,
+            windows=d.scale.contrast_windows,
+        )
+        contrast[head] = {
+            "base": report.base_bpb,
+            **{r["op"]: r["delta_bpb_mean"] for r in report.rows()},
+        }
     compressors = {c["name"]: c["bpb"] for c in rows[HEADS[0]].get("compressors", [])}
     bpb = {h: rows[h]["windowed"]["bpb"] for h in HEADS}
-    _print_eval(d.console, bpb, {h: rows[h]["streamed"]["bpb"] for h in HEADS}, compressors,
-                contrast, rows[HEADS[0]]["bytes"])  # fmt: skip
+    _print_eval(
+        d.console,
+        bpb,
+        {h: rows[h]["streamed"]["bpb"] for h in HEADS},
+        compressors,
+        contrast,
+        rows[HEADS[0]]["bytes"],
+    )
     best = min(compressors.items(), key=lambda kv: kv[1]) if compressors else ("-", float("nan"))
     k, p = contrast["kernel"], contrast["pmix"]
-    summary = (f"eval: kernel {bpb['kernel']:.3f}, pmix {bpb['pmix']:.3f} bpb (best compressor "
-               f"{best[0]} {best[1]:.3f}); contrast Δpermute kernel {k['permute']:+.4f}, "
-               f"pmix {p['permute']:+.2e}")  # fmt: skip
-    return {"bpb": bpb, "compressors": compressors, "contrast": contrast, "summary": summary,
-            "bytes": rows[HEADS[0]]["bytes"]}  # fmt: skip
+    summary = (
+        f"eval: kernel {bpb['kernel']:.3f}, pmix {bpb['pmix']:.3f} bpb (best compressor "
+        f"{best[0]} {best[1]:.3f}); contrast Δpermute kernel {k['permute']:+.4f}, "
+        f"pmix {p['permute']:+.2e}"
+    )
+    return {
+        "bpb": bpb,
+        "compressors": compressors,
+        "contrast": contrast,
+        "summary": summary,
+        "bytes": rows[HEADS[0]]["bytes"],
+    }
 
 
 def _print_eval(console, windowed, streamed, compressors, contrast, n_bytes) -> None:

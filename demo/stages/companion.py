@@ -23,12 +23,19 @@ def stage_features(d) -> dict:
     req = FeatureRequest(corpus=d.corpus, max_sentences=d.scale.feature_sentences, max_length=64)
     manifest = extract_features(req, out, progress=d.console.print)
     host, splits = manifest["host"], manifest["splits"]
-    summary = (f"features: {host['name']} (d={host['hidden_size']}) -> "
-               f"{splits['train']['tokens']:,} train, {splits['validation']['tokens']:,} "
-               f"validation token vectors")  # fmt: skip
+    summary = (
+        f"features: {host['name']} (d={host['hidden_size']}) -> "
+        f"{splits['train']['tokens']:,} train, {splits['validation']['tokens']:,} "
+        f"validation token vectors"
+    )
     d.console.print(summary)
-    return {"path": str(out), "host": host["name"], "splits": splits, "summary": summary,
-            "paths": [str(out)]}  # fmt: skip
+    return {
+        "path": str(out),
+        "host": host["name"],
+        "splits": splits,
+        "summary": summary,
+        "paths": [str(out)],
+    }
 
 
 def stage_svae(d, stage: str) -> dict:
@@ -42,19 +49,32 @@ def stage_svae(d, stage: str) -> dict:
     out = train_svae_job(job, progress=d.console.print)
     v = out["verdict"]
     control = v.get("control") or {}
-    summary = (f"SVAE on {SVAE_DATA[stage]}: recon cos {v['recon_cos_external']:.3f} "
-               f"(baseline {v['baseline_cos']:.3f}), frame dev {v['frame_deviation']:+.4f}, "
-               f"{v['frac_in_envelope']:.0%} in envelope, alpha {v['alpha_init']:.3f}->"
-               f"{v['alpha_final']:.3f}, mechanism {v['mechanism']}"
-               + (f" (shuffled control: {control['mechanism']})" if control else ""))  # fmt: skip
+    summary = (
+        f"SVAE on {SVAE_DATA[stage]}: recon cos {v['recon_cos_external']:.3f} "
+        f"(baseline {v['baseline_cos']:.3f}), frame dev {v['frame_deviation']:+.4f}, "
+        f"{v['frac_in_envelope']:.0%} in envelope, alpha {v['alpha_init']:.3f}->"
+        f"{v['alpha_final']:.3f}, mechanism {v['mechanism']}"
+        + (f" (shuffled control: {control['mechanism']})" if control else "")
+    )
     d.console.print(summary)
     run_dir = d.data / "runs" / "svae" / out["name"]
     ray_dirs = [d.data / "ray_results" / (out["name"] + s) for s in ("", "-control")]
-    keys = ("recon_cos_external", "baseline_cos", "frame_deviation", "frac_in_envelope",
-            "alpha_final", "mechanism")  # fmt: skip
-    return {"name": out["name"], "verdict": {k: v[k] for k in keys},
-            "control_mechanism": control.get("mechanism"), "summary": summary,
-            "runs": [out["run_id"]], "paths": [str(run_dir), *map(str, ray_dirs)]}  # fmt: skip
+    keys = (
+        "recon_cos_external",
+        "baseline_cos",
+        "frame_deviation",
+        "frac_in_envelope",
+        "alpha_final",
+        "mechanism",
+    )
+    return {
+        "name": out["name"],
+        "verdict": {k: v[k] for k in keys},
+        "control_mechanism": control.get("mechanism"),
+        "summary": summary,
+        "runs": [out["run_id"]],
+        "paths": [str(run_dir), *map(str, ray_dirs)],
+    }
 
 
 def stage_sweep(d) -> dict:
@@ -62,19 +82,25 @@ def stage_sweep(d) -> dict:
     s, seeds = d.scale, d.scale.sweep.seeds
     # One Ray Train worker per trial (the trials run side by side); a failed trial is recorded.
     ctx = d.ctx.replace(workers=1, max_failures=0, auto_resume=False)
-    job = SweepJob(program=SWEEP_PROGRAM, ctx=ctx, scale=s.name, arms=s.sweep_arms,
-                   corpus=d.corpus)  # fmt: skip
+    job = SweepJob(program=SWEEP_PROGRAM, ctx=ctx, scale=s.name, arms=s.sweep_arms, corpus=d.corpus)
     state = ctx.data_dir / "sweeps" / sweep_name(job, seeds)
     if (state / "sweep.json").exists():  # an interrupted demo's sweep: continue it
         job = dataclasses.replace(job, ctx=ctx.replace(resume=True))
     # soft_wrap: the summary is a Markdown table, which wrapping would break
     out = run_sweep(job, progress=lambda s: d.console.print(s, soft_wrap=True, markup=False))
-    arms = [{k: r.get(k) for k in ("arm", "n", "failed", "val_bpb", "std", "delta", "reference")}
-            for r in out.summary["arms"]]  # fmt: skip
+    arms = [
+        {k: r.get(k) for k in ("arm", "n", "failed", "val_bpb", "std", "delta", "reference")}
+        for r in out.summary["arms"]
+    ]
     parts = [f"{a['arm']} {a['val_bpb']:.3f}" for a in arms if _finite(a["val_bpb"])]
     summary = f"sweep {SWEEP_PROGRAM} ({seeds} seed(s) per arm): " + ", ".join(parts)
-    return {"name": out.name, "arms": arms, "summary": summary, "runs": [out.run_id],
-            "paths": [str(state)]}  # fmt: skip
+    return {
+        "name": out.name,
+        "arms": arms,
+        "summary": summary,
+        "runs": [out.run_id],
+        "paths": [str(state)],
+    }
 
 
 def _finite(x) -> bool:
@@ -86,18 +112,31 @@ def stage_summary(d) -> dict:
     ev = d.record("eval")
     rows = [{"name": f"AlephLM {h}", "bpb": b} for h, b in ev["bpb"].items()]
     rows += [{"name": n, "bpb": b} for n, b in ev["compressors"].items()]
-    rows += [{"name": f"sweep {a['arm']}", "bpb": a["val_bpb"]}
-             for a in d.record("sweep")["arms"] if _finite(a["val_bpb"])]  # fmt: skip
-    fig = bars_figure(rows, "name", "bpb", title=f"geolip demo ({d.scale.name}): held-out "
-                      "bits/byte", ylabel="bits/byte")  # fmt: skip
+    rows += [
+        {"name": f"sweep {a['arm']}", "bpb": a["val_bpb"]}
+        for a in d.record("sweep")["arms"]
+        if _finite(a["val_bpb"])
+    ]
+    fig = bars_figure(
+        rows,
+        "name",
+        "bpb",
+        title=f"geolip demo ({d.scale.name}): held-out bits/byte",
+        ylabel="bits/byte",
+    )
     metrics = {f"eval/{h}_bpb": b for h, b in ev["bpb"].items()}
     metrics.update({f"contrast/{h}_permute": c["permute"] for h, c in ev["contrast"].items()})
     for stage in ("svae-features", "svae-images"):
         metrics[f"{stage}/recon_cos"] = d.record(stage)["verdict"]["recon_cos_external"]
     markdown = summary_markdown(d)
-    run_id = d.log_run("demo-summary", {"kind": "demo-summary"}, {"scale": d.scale.name,
-                       "corpus": d.corpus}, metrics, texts={"summary.md": markdown},
-                       figures={"demo_bpb.png": fig})  # fmt: skip
+    run_id = d.log_run(
+        "demo-summary",
+        {"kind": "demo-summary"},
+        {"scale": d.scale.name, "corpus": d.corpus},
+        metrics,
+        texts={"summary.md": markdown},
+        figures={"demo_bpb.png": fig},
+    )
     return {"summary": "summary run logged", "runs": [run_id], "markdown": markdown}
 
 

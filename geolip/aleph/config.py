@@ -143,7 +143,9 @@ class AlephConfig:
     """λ_w of the write-head auxiliary; 0 = off."""
 
     def __post_init__(self) -> None:
-        check(self.d_model > 0 and self.n_layers > 0, "model.d_model and model.n_layers must be > 0")
+        check(
+            self.d_model > 0 and self.n_layers > 0, "model.d_model and model.n_layers must be > 0"
+        )
         check(
             self.d_model % self.n_heads == 0,
             f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}",

@@ -174,7 +174,11 @@ class ApmixHead(PointerHead):
         return torch.exp(0.5 * torch.log_softmax(at_least_fp32(self.W_c(ctx.psi)), dim=-1))
 
 
-BANK_HEADS: dict[str, type[nn.Module]] = {"kernel": KernelHead, "pmix": PmixHead, "apmix": ApmixHead}
+BANK_HEADS: dict[str, type[nn.Module]] = {
+    "kernel": KernelHead,
+    "pmix": PmixHead,
+    "apmix": ApmixHead,
+}
 
 
 def build_head(cfg: AlephConfig) -> nn.Module:

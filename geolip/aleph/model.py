@@ -101,10 +101,16 @@ class AlephLM(nn.Module):
         """Candidate features, prior and head axes for the current bank (recomputed from the
         parameters: call once per forward, or once per generation under no_grad)."""
         if self.bank is None:
-            raise ValueError(f"head {self.cfg.head.kind!r} needs a trigram bank; call set_bank() first")
+            raise ValueError(
+                f"head {self.cfg.head.kind!r} needs a trigram bank; call set_bank() first"
+            )
         if self.bank.trigrams.device != self.embed.pos.device:
             self.bank = self.bank.to(self.embed.pos.device)
-        prior = self.bank.log_prior if self.cfg.head.use_prior else torch.zeros_like(self.bank.log_prior)
+        prior = (
+            self.bank.log_prior
+            if self.cfg.head.use_prior
+            else torch.zeros_like(self.bank.log_prior)
+        )
         psi = self.cand(self.bank.trigrams)
         return BankContext(psi, prior, self.head_codebook().axes(), self.cfg.head.bank_tile)
 

@@ -204,7 +204,9 @@ class SVAETrainConfig:
 
     def __post_init__(self) -> None:
         if self.schedule not in ("onecycle", "cosine", "none"):
-            raise ConfigError(f"train.schedule must be onecycle, cosine or none, got {self.schedule!r}")
+            raise ConfigError(
+                f"train.schedule must be onecycle, cosine or none, got {self.schedule!r}"
+            )
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("train.steps, train.batch_size and train.lr must be positive")
 

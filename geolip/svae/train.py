@@ -22,8 +22,10 @@ ALPHA0 = 0.2 / (1 + math.exp(2.0))  # α(0) = 0.2·σ(−2)
 
 def build_optimizers(model, tcfg: SVAETrainConfig) -> tuple[list, list]:
     """Two Adams (never AdamW: weight decay fights the geometry) and their schedulers."""
-    opts = [torch.optim.Adam(model.battery_parameters(), lr=tcfg.lr, weight_decay=0.0),
-            torch.optim.Adam(model.shell_parameters(), lr=tcfg.lr, weight_decay=0.0)]  # fmt: skip
+    opts = [
+        torch.optim.Adam(model.battery_parameters(), lr=tcfg.lr, weight_decay=0.0),
+        torch.optim.Adam(model.shell_parameters(), lr=tcfg.lr, weight_decay=0.0),
+    ]
     scheds = []
     for opt in opts:
         if tcfg.schedule == "onecycle":
@@ -54,8 +56,11 @@ def svae_step(model, x: torch.Tensor, opts: list, scheds: list, tcfg: SVAETrainC
         torch.nn.utils.clip_grad_norm_(group, tcfg.grad_clip)
         opt.step()
         sched.step()
-    return {"loss_int": float(l_int.detach()), "loss_ext": float(l_ext.detach()),
-            "mean_alpha": float(out["mean_alpha"])}  # fmt: skip
+    return {
+        "loss_int": float(l_int.detach()),
+        "loss_ext": float(l_ext.detach()),
+        "mean_alpha": float(out["mean_alpha"]),
+    }
 
 
 @torch.no_grad()
@@ -76,14 +81,17 @@ def evaluate(
         off = model(xb, use_spectral=False)
         dev = deviation(out["M_stem"], model.cfg.D_base)
         rows = {
-            "cos_int": _cos(out["internal_recon"], xb), "cos_ext": _cos(out["external_recon"], xb),
+            "cos_int": _cos(out["internal_recon"], xb),
+            "cos_ext": _cos(out["external_recon"], xb),
             "cos_off": _cos(off["external_recon"], xb),
-            "mse_int": _mse(out["internal_recon"], xb), "mse_ext": _mse(out["external_recon"], xb),
-            "mse_off": _mse(off["external_recon"], xb), "dev": dev.reshape(-1),
+            "mse_int": _mse(out["internal_recon"], xb),
+            "mse_ext": _mse(out["external_recon"], xb),
+            "mse_off": _mse(off["external_recon"], xb),
+            "dev": dev.reshape(-1),
             "s_delta": (out["S_att"] - out["omega"]).abs().mean(dim=(1, 2)),
             "modulation": torch.full((len(xb),), relative_modulation(out["S_att"], out["omega"])),
             "omega": out["omega"],
-        }  # fmt: skip
+        }
         if text:
             for name in ("internal", "external"):
                 value = byte_recovery(out[f"{name}_recon"], xb)
@@ -94,8 +102,19 @@ def evaluate(
     cat = {k: torch.cat(v) for k, v in parts.items()}
     crit = dev_critical(model.cfg.D_base)
     alphas = [float(a.mean()) for a in model.alpha_values()]
-    result = {k: float(cat[k].mean()) for k in ("cos_int", "cos_ext", "cos_off", "mse_int",
-                                                  "mse_ext", "mse_off", "s_delta", "modulation")}  # fmt: skip
+    result = {
+        k: float(cat[k].mean())
+        for k in (
+            "cos_int",
+            "cos_ext",
+            "cos_off",
+            "mse_int",
+            "mse_ext",
+            "mse_off",
+            "s_delta",
+            "modulation",
+        )
+    }
     for key in ("byte_recovery_int", "byte_recovery_ext"):
         if key in cat:
             result[key] = float(cat[key].mean())
@@ -126,28 +145,40 @@ def verdict(model, final: dict, control: dict | None = None, steps: int = 0) -> 
     """The §16 verdict from final held-out figures (and the shuffled control's, when run)."""
     delta = final["mean_alpha"] - ALPHA0
     out = {
-        "recon_cos_external": final["cos_ext"], "recon_cos_internal": final["cos_int"],
-        "baseline_cos": final["baseline_cos"], "mse_external": final["mse_ext"],
-        "mse_internal": final["mse_int"], "frame_deviation": final["frame_deviation"],
-        "frame_abs_dev_mean": final["frame_abs_dev_mean"], "dev_critical": final["dev_critical"],
+        "recon_cos_external": final["cos_ext"],
+        "recon_cos_internal": final["cos_int"],
+        "baseline_cos": final["baseline_cos"],
+        "mse_external": final["mse_ext"],
+        "mse_internal": final["mse_int"],
+        "frame_deviation": final["frame_deviation"],
+        "frame_abs_dev_mean": final["frame_abs_dev_mean"],
+        "dev_critical": final["dev_critical"],
         "frac_in_envelope": final["frac_in_envelope"],
         "in_envelope": final["frame_abs_dev_mean"] < final["dev_critical"],
         "lens_isometry_err": float(model.lens.isometry_error()),
-        "alpha_init": ALPHA0, "alpha_final": final["mean_alpha"], "alpha_delta": delta,
+        "alpha_init": ALPHA0,
+        "alpha_final": final["mean_alpha"],
+        "alpha_delta": delta,
         "alpha_layers": [final[k] for k in sorted(final) if k.startswith("alpha_layer")],
-        "s_delta": final["s_delta"], "ablation_gain": final["ablation_gain"],
-        "mechanism": classify_mechanism(delta, final["ablation_gain"],
-                                        mse_trained=final["mse_ext"]),
-        "omega_cv": final["omega_cv"], "steps": steps, "seed": model.cfg.seed,
-    }  # fmt: skip
+        "s_delta": final["s_delta"],
+        "ablation_gain": final["ablation_gain"],
+        "mechanism": classify_mechanism(
+            delta, final["ablation_gain"], mse_trained=final["mse_ext"]
+        ),
+        "omega_cv": final["omega_cv"],
+        "steps": steps,
+        "seed": model.cfg.seed,
+    }
     if control is not None:
         c_delta = control["mean_alpha"] - ALPHA0
         out["control"] = {
-            "alpha_delta": c_delta, "ablation_gain": control["ablation_gain"],
+            "alpha_delta": c_delta,
+            "ablation_gain": control["ablation_gain"],
             "recon_cos_external": control["cos_ext"],
-            "mechanism": classify_mechanism(c_delta, control["ablation_gain"],
-                                            mse_trained=control["mse_ext"]),
-        }  # fmt: skip
+            "mechanism": classify_mechanism(
+                c_delta, control["ablation_gain"], mse_trained=control["mse_ext"]
+            ),
+        }
     return out
 
 

@@ -35,23 +35,40 @@ def head_kind(value: str) -> str:
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", required=True, help="corpus URI (hf:, file:, builtin:)")
-    p.add_argument("--scale", choices=SCALE_NAMES, default="tiny",
-                   help="model preset and budget (pipelines.scales)")  # fmt: skip
-    p.add_argument("--head", type=head_kind, choices=HEADS, default="pmix",
-                   help="output head (model.head.kind)")  # fmt: skip
+    p.add_argument(
+        "--scale",
+        choices=SCALE_NAMES,
+        default="tiny",
+        help="model preset and budget (pipelines.scales)",
+    )
+    p.add_argument(
+        "--head",
+        type=head_kind,
+        choices=HEADS,
+        default="pmix",
+        help="output head (model.head.kind)",
+    )
     p.add_argument("--bank", default=None, help="trigram bank file (default: cut from the corpus)")
     add_set_argument(p, "override a config value, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers")
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
-    p.add_argument("--checkpoint-every", type=int, default=0,
-                   help="steps between checkpoints (0: a fifth of the run)")  # fmt: skip
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="steps between checkpoints (0: a fifth of the run)",
+    )
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts allowed")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
     p.add_argument("--init-from", default=None, help="warm-start from this donor checkpoint")
     p.add_argument("--graft", choices=GRAFTS, default="none", help="how the donor maps")
     p.add_argument("--experiment", default="geolip-aleph", help="MLflow experiment name")
-    p.add_argument("--eval-bytes", type=int, default=None,
-                   help="held-out bytes to score (default: the scale's)")  # fmt: skip
+    p.add_argument(
+        "--eval-bytes",
+        type=int,
+        default=None,
+        help="held-out bytes to score (default: the scale's)",
+    )
     p.add_argument("--name", default=None, help="run name (default: from config hash and seed)")
     add_common_run_arguments(p)
 
@@ -64,16 +81,26 @@ def job_from_args(args: argparse.Namespace):
 
     scale = get_scale(args.scale)
     ctx = RunContext.create(
-        args.experiment, args.data_dir, args.tracking_uri, workers=args.workers,
-        use_gpu=gpu_flag(args.gpu), max_failures=args.max_failures, resume=args.resume,
+        args.experiment,
+        args.data_dir,
+        args.tracking_uri,
+        workers=args.workers,
+        use_gpu=gpu_flag(args.gpu),
+        max_failures=args.max_failures,
+        resume=args.resume,
         tags={"scale": scale.name},
-    )  # fmt: skip
+    )
     return TrainJob(
-        run=scale.run_config(args.head, args.overrides), corpus=args.corpus, ctx=ctx,
-        bank=args.bank, init_from=args.init_from, graft=args.graft,
-        checkpoint_every=args.checkpoint_every, run_name=args.name,
+        run=scale.run_config(args.head, args.overrides),
+        corpus=args.corpus,
+        ctx=ctx,
+        bank=args.bank,
+        init_from=args.init_from,
+        graft=args.graft,
+        checkpoint_every=args.checkpoint_every,
+        run_name=args.name,
         eval_bytes=args.eval_bytes or scale.eval_bytes,
-    )  # fmt: skip
+    )
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -129,8 +156,12 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     _add_eval_common(p)
     p.add_argument("--streams", type=int, default=8, help="parallel streams of the streamed regime")
     p.add_argument("--no-compressors", action="store_true", help="skip the compressor baselines")
-    p.add_argument("--prime-bytes", type=int, default=8_000_000,
-                   help="train bytes that prime the compressors (the last N; 0: none)")  # fmt: skip
+    p.add_argument(
+        "--prime-bytes",
+        type=int,
+        default=8_000_000,
+        help="train bytes that prime the compressors (the last N; 0: none)",
+    )
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -138,10 +169,16 @@ def _run_eval(args: argparse.Namespace) -> int:
     from pipelines.paths import data_dir
 
     result = eval_checkpoint(
-        args.checkpoint, args.corpus, data_dir(args.data_dir), eval_bytes=args.eval_bytes,
-        prime_bytes=args.prime_bytes, streams=args.streams, compressors=not args.no_compressors,
-        log=not args.no_log, tracking_uri=args.tracking_uri,
-    )  # fmt: skip
+        args.checkpoint,
+        args.corpus,
+        data_dir(args.data_dir),
+        eval_bytes=args.eval_bytes,
+        prime_bytes=args.prime_bytes,
+        streams=args.streams,
+        compressors=not args.no_compressors,
+        log=not args.no_log,
+        tracking_uri=args.tracking_uri,
+    )
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:
@@ -169,8 +206,11 @@ def _print_eval(result: dict) -> None:
 
 def _add_contrast(p: argparse.ArgumentParser) -> None:
     _add_eval_common(p)
-    p.add_argument("--ops", default="permute,randomize,rotate",
-                   help=f"comma-separated ablations, of {', '.join(OPS)}")  # fmt: skip
+    p.add_argument(
+        "--ops",
+        default="permute,randomize,rotate",
+        help=f"comma-separated ablations, of {', '.join(OPS)}",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds per ablation")
     p.add_argument("--scope", choices=SCOPES, default="all", help="which codebook readers")
     p.add_argument("--windows", type=int, default=64, help="fixed held-out windows scored")
@@ -182,20 +222,36 @@ def _run_contrast(args: argparse.Namespace) -> int:
 
     ops = tuple(op.strip() for op in args.ops.split(",") if op.strip())
     result, report = contrast_checkpoint(
-        args.checkpoint, args.corpus, data_dir(args.data_dir), eval_bytes=args.eval_bytes,
-        ops=ops, seeds=args.seeds, scope=args.scope, windows=args.windows, log=not args.no_log,
+        args.checkpoint,
+        args.corpus,
+        data_dir(args.data_dir),
+        eval_bytes=args.eval_bytes,
+        ops=ops,
+        seeds=args.seeds,
+        scope=args.scope,
+        windows=args.windows,
+        log=not args.no_log,
         tracking_uri=args.tracking_uri,
-    )  # fmt: skip
+    )
     print(json.dumps(result, indent=2) if args.format == "json" else report.as_markdown())
     return 0
 
 
 COMMANDS = [
     Command("train aleph", "train AlephLM on Ray Train, tracked in MLflow", _add_train, _run_train),
-    Command("aleph sample", "continue a prompt from an AlephLM checkpoint", _add_sample,
-            _run_sample),  # fmt: skip
-    Command("eval aleph", "held-out bits/byte of a checkpoint next to the compressors",
-            _add_eval, _run_eval),  # fmt: skip
-    Command("eval contrast", "controller contrast of a checkpoint (permute/randomize/rotate)",
-            _add_contrast, _run_contrast),  # fmt: skip
+    Command(
+        "aleph sample", "continue a prompt from an AlephLM checkpoint", _add_sample, _run_sample
+    ),
+    Command(
+        "eval aleph",
+        "held-out bits/byte of a checkpoint next to the compressors",
+        _add_eval,
+        _run_eval,
+    ),
+    Command(
+        "eval contrast",
+        "controller contrast of a checkpoint (permute/randomize/rotate)",
+        _add_contrast,
+        _run_contrast,
+    ),
 ]

@@ -63,20 +63,31 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
         ctx.tracking_uri, ctx.experiment, artifact_root(ctx.tracking_uri, ctx.data_dir)
     )
     params = {"config": prepared.run.to_dict(), "job": _job_params(prepared)}
-    logger = open_run(ctx.tracking_uri, experiment, prepared.name, resume=prepared.ctx.resume,
-                      tags=prepared.tags, params=params)  # fmt: skip
-    progress(f"run {prepared.name}: MLflow {ctx.tracking_uri} (experiment {ctx.experiment}, "
-             f"run {logger.run_id})")  # fmt: skip
+    logger = open_run(
+        ctx.tracking_uri,
+        experiment,
+        prepared.name,
+        resume=prepared.ctx.resume,
+        tags=prepared.tags,
+        params=params,
+    )
+    progress(
+        f"run {prepared.name}: MLflow {ctx.tracking_uri} (experiment {ctx.experiment}, "
+        f"run {logger.run_id})"
+    )
     started = time.perf_counter()
     try:
         init_ray(ctx.workers)
         replicate = job.data_mode == "replicate"
         result = fit(
-            train_loop_per_worker, prepared.worker_config(logger.run_id), prepared.name, ctx,
+            train_loop_per_worker,
+            prepared.worker_config(logger.run_id),
+            prepared.name,
+            ctx,
             datasets={"train": _train_dataset(prepared)},
             dataset_config=ray.train.DataConfig(datasets_to_split=[] if replicate else "all"),
             callbacks=list(train_callbacks),
-        )  # fmt: skip
+        )
         outcome = _finish(prepared, logger, result, time.perf_counter() - started)
     except BaseException as exc:
         logger.finish("FAILED", error=one_line(exc))

@@ -53,9 +53,18 @@ def evaluate_aleph(model, held, train=None, streams: int = 8, compressors: bool 
     return out
 
 
-def eval_checkpoint(checkpoint, corpus: str, data: Path, *, eval_bytes: int = 1_000_000,
-                    prime_bytes: int = 8_000_000, streams: int = 8, compressors: bool = True,
-                    log: bool = True, tracking_uri: str | None = None) -> dict:  # fmt: skip
+def eval_checkpoint(
+    checkpoint,
+    corpus: str,
+    data: Path,
+    *,
+    eval_bytes: int = 1_000_000,
+    prime_bytes: int = 8_000_000,
+    streams: int = 8,
+    compressors: bool = True,
+    log: bool = True,
+    tracking_uri: str | None = None,
+) -> dict:
     """Held-out bits/byte of the checkpoint next to the compressors (primed on the last
     ``prime_bytes`` of the train side), logged to its MLflow run unless ``log`` is false."""
     checkpoint = Path(checkpoint).expanduser().resolve()
@@ -73,10 +82,19 @@ def eval_checkpoint(checkpoint, corpus: str, data: Path, *, eval_bytes: int = 1_
     return result
 
 
-def contrast_checkpoint(checkpoint, corpus: str, data: Path, *, eval_bytes: int = 1_000_000,
-                        ops=CONTRAST_OPS, seeds: int = 3, scope: str = "all", windows: int = 64,
-                        log: bool = True,
-                        tracking_uri: str | None = None) -> tuple[dict, ContrastReport]:  # fmt: skip
+def contrast_checkpoint(
+    checkpoint,
+    corpus: str,
+    data: Path,
+    *,
+    eval_bytes: int = 1_000_000,
+    ops=CONTRAST_OPS,
+    seeds: int = 3,
+    scope: str = "all",
+    windows: int = 64,
+    log: bool = True,
+    tracking_uri: str | None = None,
+) -> tuple[dict, ContrastReport]:
     """Controller contrast of the checkpoint on fixed held-out windows; ``(result, report)``,
     logged (metrics, JSON and a bar plot) to its MLflow run unless ``log`` is false."""
     checkpoint = Path(checkpoint).expanduser().resolve()
@@ -84,8 +102,13 @@ def contrast_checkpoint(checkpoint, corpus: str, data: Path, *, eval_bytes: int 
     held, _ = heldout_bytes(corpus, data, eval_bytes)
     batches = fixed_eval_batches(held, windows, run_cfg.model.seq_trigrams, batch=16)
     report = controller_contrast(model, batches, tuple(ops), tuple(range(seeds)), scope)
-    result = {"checkpoint": str(checkpoint), "corpus": corpus, "base_bpb": report.base_bpb,
-              "scope": report.scope, "rows": report.rows()}  # fmt: skip
+    result = {
+        "checkpoint": str(checkpoint),
+        "corpus": corpus,
+        "base_bpb": report.base_bpb,
+        "scope": report.scope,
+        "rows": report.rows(),
+    }
     if log:
         logger = _eval_logger(tracking_uri, meta, data, result["checkpoint"])
         _log_contrast(logger, meta, result, report)
@@ -139,8 +162,10 @@ def _log_eval(logger: RunLogger, meta: dict, result: dict) -> None:
 def _log_contrast(logger: RunLogger, meta: dict, result: dict, report: ContrastReport) -> None:
     logger.log_metrics(contrast_metrics(report), int(meta.get("step", 0)))
     logger.log_dict(result, "contrast.json")
-    rows = [{"op": r["op"], "delta": r["delta_bpb_mean"], "std": r["delta_bpb_std"]}
-            for r in report.rows()]  # fmt: skip
+    rows = [
+        {"op": r["op"], "delta": r["delta_bpb_mean"], "std": r["delta_bpb_std"]}
+        for r in report.rows()
+    ]
     title = f"controller contrast ({report.scope}): base {report.base_bpb:.3f} bpb"
     fig = bars_figure(rows, "op", "delta", "std", title, "Δ bits/byte")
     logger.log_figure(fig, f"contrast_{report.scope}.png")

@@ -122,8 +122,11 @@ class _Loop:
             out.update(read_gauge(self.model, self.eval_windows[0][:4]).as_metrics())
             self.logger.log_metrics(out, step)
             # Progress on the console too (Ray forwards worker output to the driver).
-            print(f"step {step}/{self.tcfg.steps}  bpb {out['bpb']:.3f}  "
-                  f"lr {out['lr']:.2e}  {out['tokens_per_s']:,.0f} tok/s", flush=True)  # fmt: skip
+            print(
+                f"step {step}/{self.tcfg.steps}  bpb {out['bpb']:.3f}  "
+                f"lr {out['lr']:.2e}  {out['tokens_per_s']:,.0f} tok/s",
+                flush=True,
+            )
 
     def _report(self, step: int, final: bool) -> None:
         """Held-out evaluation, checkpoint (rank 0) and the Ray Train report (every rank)."""

@@ -22,8 +22,12 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target-size", default="12.9M", help="entries to keep over all strata (12.9M, 500k, ...)"
     )
-    p.add_argument("--cpus", type=int, default=None,
-                   help="logical CPUs of a local Ray (default: the machine's cores)")  # fmt: skip
+    p.add_argument(
+        "--cpus",
+        type=int,
+        default=None,
+        help="logical CPUs of a local Ray (default: the machine's cores)",
+    )
     p.add_argument("--split", default="train", choices=("train", "validation"))
     p.add_argument("--heldout-fraction", type=float, default=None, help="validation share")
     p.add_argument("--min-count", type=int, default=2, help="keep grams seen at least this often")
@@ -69,8 +73,14 @@ def _run_build(args: argparse.Namespace) -> int:
     if args.cpus is not None and args.cpus < 1:
         raise ValueError(f"--cpus must be >= 1, got {args.cpus}")
     start = functools.partial(init_ray, cpus=args.cpus)
-    build_atlas(args.corpus, args.out, cfg, overwrite=args.overwrite, init_ray=start,
-                progress=not args.quiet)  # fmt: skip
+    build_atlas(
+        args.corpus,
+        args.out,
+        cfg,
+        overwrite=args.overwrite,
+        init_ray=start,
+        progress=not args.quiet,
+    )
     return 0
 
 
@@ -162,8 +172,12 @@ def _run_bank_stats(args: argparse.Namespace) -> int:
 
 
 COMMANDS = [
-    Command("atlas build", "count a corpus split into the stratified n-gram atlas (Ray Data + "
-            "DuckDB)", _add_build, _run_build),
+    Command(
+        "atlas build",
+        "count a corpus split into the stratified n-gram atlas (Ray Data + DuckDB)",
+        _add_build,
+        _run_build,
+    ),
     Command("bank build", "cut a trigram bank from an atlas", _add_bank_build, _run_bank_build),
     Command("bank stats", "size, prior and coverage of a bank", _add_bank_stats, _run_bank_stats),
 ]

@@ -22,13 +22,20 @@ def _run(args: argparse.Namespace) -> int:
 
     from pipelines.features.extract import FeatureRequest, extract_features
 
-    req = FeatureRequest(host=args.host, corpus=args.corpus, layer=args.layer,
-                         max_length=args.max_length, max_sentences=args.max_sentences)  # fmt: skip
+    req = FeatureRequest(
+        host=args.host,
+        corpus=args.corpus,
+        layer=args.layer,
+        max_length=args.max_length,
+        max_sentences=args.max_sentences,
+    )
     manifest = extract_features(req, Path(args.out), overwrite=args.overwrite)
     host, splits = manifest["host"], manifest["splits"]
-    print(f"host {host['name']} (d={host['hidden_size']}, revision {host['revision']}), "
-          f"layer {req.layer}: train {splits['train']['tokens']:,} tokens, "
-          f"validation {splits['validation']['tokens']:,} tokens -> {Path(args.out).resolve()}")  # fmt: skip
+    print(
+        f"host {host['name']} (d={host['hidden_size']}, revision {host['revision']}), "
+        f"layer {req.layer}: train {splits['train']['tokens']:,} tokens, "
+        f"validation {splits['validation']['tokens']:,} tokens -> {Path(args.out).resolve()}"
+    )
     return 0
 
 

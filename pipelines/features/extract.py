@@ -25,7 +25,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+import ray.data
 
+from atlas.corpus import iter_split
+from geolip.svae.adapters import split_sentences
 from pipelines.errors import GeolipError
 from pipelines.runtime import init_ray
 
@@ -128,36 +135,48 @@ class HostEncoder:
 
     def __call__(self, batch: dict) -> dict:
         texts = [str(t) for t in batch["text"]]
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt", return_special_tokens_mask=True)  # fmt: skip
+        enc = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            return_special_tokens_mask=True,
+        )
         special = enc.pop("special_tokens_mask").bool()
         with self.torch.no_grad():
-            out = self.model(**{k: v.to(self.device) for k, v in enc.items()},
-                             output_hidden_states=self.layer != -1)  # fmt: skip
+            out = self.model(
+                **{k: v.to(self.device) for k, v in enc.items()},
+                output_hidden_states=self.layer != -1,
+            )
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
         keep = enc["attention_mask"].bool() & ~special  # drop padding, [CLS] and [SEP]
         vectors = hidden.float().cpu()[keep].numpy()
         rows, tokens = keep.nonzero(as_tuple=True)
-        import pyarrow as pa
 
         # A plain fixed-size list of float32 (not Ray's tensor extension type): DuckDB and any
         # Parquet reader see the vectors as FLOAT[d].
         flat = pa.array(vectors.reshape(-1), pa.float32())
-        return pa.table({
-            "split": pa.array(np.asarray(batch["split"])[rows.numpy()].tolist(), pa.string()),
-            "document": pa.array(np.asarray(batch["document"])[rows.numpy()].tolist(), pa.string()),
-            "sentence": pa.array(np.asarray(batch["sentence"])[rows.numpy()], pa.int32()),
-            "token": pa.array(tokens.numpy() - 1, pa.int32()),  # position after [CLS]
-            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-        })  # fmt: skip
+        return pa.table(
+            {
+                "split": pa.array(np.asarray(batch["split"])[rows.numpy()].tolist(), pa.string()),
+                "document": pa.array(
+                    np.asarray(batch["document"])[rows.numpy()].tolist(), pa.string()
+                ),
+                "sentence": pa.array(np.asarray(batch["sentence"])[rows.numpy()], pa.int32()),
+                "token": pa.array(tokens.numpy() - 1, pa.int32()),  # position after [CLS]
+                "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+            }
+        )
 
 
 def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False, progress=print):
     """Extract feature shards for ``req`` into ``out``; returns the manifest."""
     out = Path(out).expanduser().resolve()
     info = host_info(req.host)
-    key = hashlib.sha256(json.dumps({**asdict(req), "revision": info["revision"]},
-                                    sort_keys=True).encode()).hexdigest()[:10]  # fmt: skip
+    key = hashlib.sha256(
+        json.dumps({**asdict(req), "revision": info["revision"]}, sort_keys=True).encode()
+    ).hexdigest()[:10]
     existing = _read_manifest(out)
     if existing is not None and existing.get("key") == key and not overwrite:
         progress(
@@ -165,17 +184,26 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
         )
         return existing
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists (other features or not a feature directory); "
-                              "pass --overwrite to replace it")  # fmt: skip
+        raise FileExistsError(
+            f"{out} exists (other features or not a feature directory); "
+            "pass --overwrite to replace it"
+        )
     sentences = {side: request_sentences(req, side) for side in ("train", "validation")}
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:
         splits = _run(req, info, sentences, staging, progress)
         stats = fit_standardizer(staging / "train", info["hidden_size"])
-        manifest = {"format": FORMAT, "key": key, "host": info, "request": asdict(req),
-                    "corpus": req.corpus, "splits": splits, "standardize": stats,
-                    "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+        manifest = {
+            "format": FORMAT,
+            "key": key,
+            "host": info,
+            "request": asdict(req),
+            "corpus": req.corpus,
+            "splits": splits,
+            "standardize": stats,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -189,8 +217,6 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
 def request_sentences(req: FeatureRequest, side: str) -> list[dict]:
     """The sentences ``extract_features`` encodes for one side: ``{document, sentence, text}``
     rows, at most ``max_sentences`` (train) or a tenth of it, at least 16 (validation)."""
-    from atlas.corpus import iter_split
-    from geolip.svae.adapters import split_sentences
 
     limit = req.max_sentences if side == "train" else max(16, req.max_sentences // 10)
     rows: list[dict] = []
@@ -206,8 +232,6 @@ def request_sentences(req: FeatureRequest, side: str) -> list[dict]:
 
 def _run(req: FeatureRequest, info: dict, sentences: dict, staging: Path, progress) -> dict:
     """Both sides in one actor pool (the host loads once per actor, not once per side)."""
-    import ray
-    import ray.data
 
     init_ray()
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -222,12 +246,16 @@ def _run(req: FeatureRequest, info: dict, sentences: dict, staging: Path, progre
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // (4 * req.batch_size)))
     encoded = ds.map_batches(
         HostEncoder,
-        fn_constructor_kwargs={"path": info["path"], "layer": req.layer,
-                               "max_length": req.max_length, "actors": size},
+        fn_constructor_kwargs={
+            "path": info["path"],
+            "layer": req.layer,
+            "max_length": req.max_length,
+            "actors": size,
+        },
         compute=ray.data.ActorPoolStrategy(size=size),
         batch_size=req.batch_size,
         **resources,
-    )  # fmt: skip
+    )
     encoded.write_parquet(str(staging / "all"), partition_cols=["split"])
     splits = {}
     for side, side_rows in sentences.items():
@@ -240,19 +268,17 @@ def _run(req: FeatureRequest, info: dict, sentences: dict, staging: Path, progre
 
 
 def _count_rows(directory: Path) -> int:
-    import pyarrow.parquet as pq
 
     return sum(pq.ParquetFile(f).metadata.num_rows for f in directory.glob("*.parquet"))
 
 
 def load_vectors(directory: Path) -> np.ndarray:
     """All token vectors of one side, ``float32[T, d]``, ordered by (document, sentence, token)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     table = pq.read_table(directory)
-    order = pc.sort_indices(table, [("document", "ascending"), ("sentence", "ascending"),
-                                    ("token", "ascending")])  # fmt: skip
+    order = pc.sort_indices(
+        table, [("document", "ascending"), ("sentence", "ascending"), ("token", "ascending")]
+    )
     column = table.take(order).column("vector").combine_chunks()
     # A copy: Arrow buffers are read-only, and torch wants writable memory.
     return np.array(column.flatten(), dtype=np.float32).reshape(len(column), -1)
@@ -272,4 +298,3 @@ def _read_manifest(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return manifest if manifest.get("format") == FORMAT else None
-

@@ -10,13 +10,23 @@ import json
 
 from pipelines.cli import Command, add_common_run_arguments, add_set_argument, gpu_flag
 
-VERDICT_KEYS = ("recon_cos_external", "recon_cos_internal", "baseline_cos", "frame_deviation",
-                "frac_in_envelope", "alpha_init", "alpha_final", "ablation_gain", "mechanism")  # fmt: skip
+VERDICT_KEYS = (
+    "recon_cos_external",
+    "recon_cos_internal",
+    "baseline_cos",
+    "frame_deviation",
+    "frac_in_envelope",
+    "alpha_init",
+    "alpha_final",
+    "ablation_gain",
+    "mechanism",
+)
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True,
-                   help="features:DIR | images:structured | text:CORPUS_URI")  # fmt: skip
+    p.add_argument(
+        "--data", required=True, help="features:DIR | images:structured | text:CORPUS_URI"
+    )
     add_set_argument(p, "model.* (GeoConfig) or train.* override (repeatable)")
     p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers")
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
@@ -33,9 +43,14 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.svae.driver import SVAEJob, train_svae_job
 
     ctx = RunContext.create(
-        args.experiment, args.data_dir, args.tracking_uri, workers=args.workers,
-        use_gpu=gpu_flag(args.gpu), max_failures=args.max_failures, resume=args.resume,
-    )  # fmt: skip
+        args.experiment,
+        args.data_dir,
+        args.tracking_uri,
+        workers=args.workers,
+        use_gpu=gpu_flag(args.gpu),
+        max_failures=args.max_failures,
+        resume=args.resume,
+    )
     run = run_config(args.data, args.overrides)
     out = train_svae_job(SVAEJob(args.data, run, ctx, control=not args.no_control))
     v = out["verdict"]

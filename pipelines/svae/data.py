@@ -97,10 +97,17 @@ def _features(path: Path) -> SVAEData:
             )
         x = (raw - mean) / std
         sides[side] = patch_features(x, P)
-    source = {"kind": "features", "dir": str(path), "host": manifest["host"],
-              "corpus": manifest["corpus"], "layer": manifest["request"]["layer"],
-              "P": P, "N": d // P, "mean": manifest["standardize"]["mean"],
-              "std": manifest["standardize"]["std"]}  # fmt: skip
+    source = {
+        "kind": "features",
+        "dir": str(path),
+        "host": manifest["host"],
+        "corpus": manifest["corpus"],
+        "layer": manifest["request"]["layer"],
+        "P": P,
+        "N": d // P,
+        "mean": manifest["standardize"]["mean"],
+        "std": manifest["standardize"]["std"],
+    }
     return SVAEData("features", sides["train"], sides["validation"], source, P, d // P)
 
 
@@ -118,8 +125,10 @@ def _text(uri: str, n_train: int, n_val: int, seed: int) -> SVAEData:
     for side, n in (("train", n_train), ("validation", n_val)):
         data, _ = corpus_bytes(uri, side)
         if len(data) < need:
-            raise GeolipError(f"--data text:{uri}: the {side} split has {len(data)} bytes, "
-                              f"fewer than one {need}-byte image")  # fmt: skip
+            raise GeolipError(
+                f"--data text:{uri}: the {side} split has {len(data)} bytes, "
+                f"fewer than one {need}-byte image"
+            )
         starts = rng.integers(0, len(data) - need + 1, n)
         sides[side] = torch.stack([bytes_to_image(data[s : s + need], C, H, W, ps) for s in starts])
     return SVAEData("text", sides["train"], sides["validation"], {"kind": "text", "corpus": uri})

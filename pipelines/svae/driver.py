@@ -65,8 +65,9 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     tags = {"data": job.data, "kind": data.kind, "seed": str(tcfg.seed), **ctx.tags}
     params = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "job.workers": ctx.workers}
     # Resumed: the same MLflow run continues; Ray Train resumes both fits from their checkpoints.
-    logger = open_run(ctx.tracking_uri, experiment, name, resume=ctx.resume, tags=tags,
-                      params=params)  # fmt: skip
+    logger = open_run(
+        ctx.tracking_uri, experiment, name, resume=ctx.resume, tags=tags, params=params
+    )
     progress(f"run {name}: MLflow {ctx.tracking_uri} (run {logger.run_id})")
     started = time.perf_counter()
     try:
@@ -76,8 +77,9 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
                 continue
             config = _worker_config(job, run_dir, key, prefix, logger, data.kind == "text")
             result = fit(svae_loop_per_worker, config, name + ("-control" if prefix else ""), ctx)
-            finals["control" if prefix else "main"] = _final_eval(result, geo, tensors, key,
-                                                                  data.kind == "text")  # fmt: skip
+            finals["control" if prefix else "main"] = _final_eval(
+                result, geo, tensors, key, data.kind == "text"
+            )
         out = _finish(job, name, run_dir, data, finals, logger, time.perf_counter() - started)
     except BaseException as exc:
         logger.finish("FAILED", error=one_line(exc, 400))
@@ -143,8 +145,15 @@ def _final_eval(result, geo: GeoConfig, tensors: dict, key: str, text: bool) -> 
     return {"model": model, "eval": evaluate(model, val, train.mean(0), text=text)}
 
 
-def _finish(job: SVAEJob, name: str, run_dir: Path, data: SVAEData, finals: dict,
-            logger: RunLogger, seconds: float) -> dict:  # fmt: skip
+def _finish(
+    job: SVAEJob,
+    name: str,
+    run_dir: Path,
+    data: SVAEData,
+    finals: dict,
+    logger: RunLogger,
+    seconds: float,
+) -> dict:
     geo, steps = job.run.model, job.run.train.steps
     main, control = finals["main"], finals.get("control")
     verdict = make_verdict(main["model"], main["eval"], control and control["eval"], steps)
@@ -160,13 +169,19 @@ def _finish(job: SVAEJob, name: str, run_dir: Path, data: SVAEData, finals: dict
     (tmp / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    numbers = {k: float(v) for k, v in verdict.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+    numbers = {
+        k: float(v)
+        for k, v in verdict.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     logger.log_metrics({f"verdict/{k}": v for k, v in numbers.items()}, steps)
-    logger.set_tags({"mechanism": verdict["mechanism"],
-                     "control_mechanism": verdict.get("control", {}).get("mechanism", "")})  # fmt: skip
+    logger.set_tags(
+        {
+            "mechanism": verdict["mechanism"],
+            "control_mechanism": verdict.get("control", {}).get("mechanism", ""),
+        }
+    )
     logger.log_dict(verdict, "verdict.json")
     logger.log_artifacts(str(final), "checkpoint")
     log_svae_plots(logger, main["model"], data, finals)
     return {"name": name, "run_id": logger.run_id, "checkpoint": final, "verdict": verdict}
-

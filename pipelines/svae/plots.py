@@ -31,10 +31,16 @@ def log_svae_plots(logger: RunLogger, model, data, finals: dict) -> None:
     if data.kind == "text":
         rows = _history(logger, lambda k: "byte_recovery" in k and not k.startswith("verdict"))
         series = sorted({k for r in rows for k in r if k != "step"})
-        logger.log_figure(curves_figure(rows, series, "exact byte recovery (held-out)",
-                                        ylabel="fraction of bytes"), "byte_recovery.png")  # fmt: skip
-    rows = _history(logger, lambda k: ("alpha_layer" in k or k.endswith("mean_alpha"))
-                    and not k.startswith("verdict"))  # fmt: skip
+        logger.log_figure(
+            curves_figure(
+                rows, series, "exact byte recovery (held-out)", ylabel="fraction of bytes"
+            ),
+            "byte_recovery.png",
+        )
+    rows = _history(
+        logger,
+        lambda k: ("alpha_layer" in k or k.endswith("mean_alpha")) and not k.startswith("verdict"),
+    )
     series = sorted({k for r in rows for k in r if k != "step"})
     logger.log_figure(curves_figure(rows, series, "α trajectories", ylabel="α"), "alpha.png")
 

@@ -52,8 +52,11 @@ def svae_loop_per_worker(config: dict) -> None:
                 metrics.update(evaluate(model, val_x, mean, text=config.get("text", False)))
                 logger.log_metrics({prefix + k: v for k, v in metrics.items()}, done)
                 logger.flush()
-                print(f"{prefix or 'main/'}step {done}/{tcfg.steps}  cos_ext "
-                      f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}", flush=True)  # fmt: skip
+                print(
+                    f"{prefix or 'main/'}step {done}/{tcfg.steps}  cos_ext "
+                    f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}",
+                    flush=True,
+                )
             _report(model, opts, scheds, done, config, rank)
         maybe_fail(config["fault"], done, rank, world)
     if start >= tcfg.steps:  # resumed a finished fit: hand its state back once more
@@ -89,7 +92,10 @@ def _save(tmp: Path, model, opts, scheds, step: int, config: dict):
     geo = config["run"].model.to_dict()
     (path / "geo_config.json").write_text(json.dumps(geo, indent=1) + "\n")
     (path / "meta.json").write_text(json.dumps({"step": step, "prefix": config["prefix"]}) + "\n")
-    state = {"optimizers": [o.state_dict() for o in opts],
-             "schedulers": [s.state_dict() for s in scheds], "step": step}  # fmt: skip
+    state = {
+        "optimizers": [o.state_dict() for o in opts],
+        "schedulers": [s.state_dict() for s in scheds],
+        "step": step,
+    }
     torch.save(state, path / STATE)
     return ray.train.Checkpoint.from_directory(str(path))

@@ -291,8 +291,14 @@ def test_corpus_bytes_record_and_coverage() -> None:
     assert rec["fingerprint"] == hashlib.sha256(train).hexdigest()[:16] == fingerprint(train)
     assert rec["n_bytes"] == len(train) and rec["uri"] == "builtin:tiny"
     assert rec.keys() == {
-        "uri", "split", "n_docs", "n_bytes", "heldout_fraction", "split_mode", "fingerprint"
-    }  # fmt: skip
+        "uri",
+        "split",
+        "n_docs",
+        "n_bytes",
+        "heldout_fraction",
+        "split_mode",
+        "fingerprint",
+    }
     docs = list(iter_documents("builtin:tiny"))
     assert rec["n_docs"] + rec_v["n_docs"] == len(docs) and held
     assert sorted(stream(docs).splitlines()) == sorted((train + held).splitlines())

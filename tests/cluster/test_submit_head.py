@@ -36,19 +36,35 @@ def _free_port() -> int:
 def head():
     temp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a limit
     port, dash = _free_port(), _free_port()
-    cmd = [str(RAY), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-           f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
+    cmd = [
+        str(RAY),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--num-cpus=2",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+    ]
     # The session's own Ray holds the default agent ports (52365...): a head beside it needs
     # its own, or its job agent cannot bind and no job can be submitted.
-    for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-                 "runtime-env-agent-port", "ray-client-server-port"):  # fmt: skip
+    for flag in (
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "metrics-export-port",
+        "runtime-env-agent-port",
+        "ray-client-server-port",
+    ):
         cmd.append(f"--{flag}={_free_port()}")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # The head's jobs run `python` from its PATH: this environment's, as on an image.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -71,9 +87,26 @@ def test_a_tiny_training_job_succeeds_and_its_outputs_are_on_the_shared_path(
     head, tmp_path, capsys
 ):
     data = tmp_path / "shared"
-    argv = ["submit", "--address", head, "--wait", "--working-dir", str(REPO),
-            "--data-dir", str(data), "--", "geolip", "train", "aleph", "--corpus", "builtin:tiny",
-            "--set", "train.steps=10", "--set", "train.log_every=5"]  # fmt: skip
+    argv = [
+        "submit",
+        "--address",
+        head,
+        "--wait",
+        "--working-dir",
+        str(REPO),
+        "--data-dir",
+        str(data),
+        "--",
+        "geolip",
+        "train",
+        "aleph",
+        "--corpus",
+        "builtin:tiny",
+        "--set",
+        "train.steps=10",
+        "--set",
+        "train.log_every=5",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "succeeded" in out
@@ -91,8 +124,22 @@ def test_a_tiny_training_job_succeeds_and_its_outputs_are_on_the_shared_path(
 
 
 def test_a_failing_job_returns_its_status_and_log_tail(head, tmp_path, capsys):
-    argv = ["submit", "--address", head, "--wait", "--working-dir", str(REPO), "--data-dir",
-            str(tmp_path), "--", "geolip", "train", "aleph", "--corpus", "file:/no/such/corpus.txt"]  # fmt: skip
+    argv = [
+        "submit",
+        "--address",
+        head,
+        "--wait",
+        "--working-dir",
+        str(REPO),
+        "--data-dir",
+        str(tmp_path),
+        "--",
+        "geolip",
+        "train",
+        "aleph",
+        "--corpus",
+        "file:/no/such/corpus.txt",
+    ]
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "last 40 log lines" in out and "/no/such/corpus.txt" in out

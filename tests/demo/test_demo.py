@@ -35,7 +35,9 @@ def demo(ray_session, tmp_path_factory):
     data = tmp_path_factory.mktemp("demo") / "data"
     console, first = _console()
     with pytest.raises(KeyboardInterrupt):
-        run_demo("smoke", CORPUS, demo_context("smoke", data, None), console=console, stop_after="bank")
+        run_demo(
+            "smoke", CORPUS, demo_context("smoke", data, None), console=console, stop_after="bank"
+        )
     console, second = _console()
     d = run_demo("smoke", CORPUS, demo_context("smoke", data, None), console=console)
     return d, first.getvalue(), second.getvalue()
@@ -56,8 +58,15 @@ def test_interrupted_demo_continues_where_it_stopped(demo):
     assert "bank:" in first and "train-kernel" not in first
     assert second.count("done earlier") == 2  # atlas and bank were not redone
     assert len([r for r in _runs(d) if r.data.tags.get("kind") == "atlas"]) == 1
-    for needle in ("held-out bits/byte", "controller contrast", "sample from", "SVAE on",
-                   "sweep-preservation", "geolip ui --data-dir", "/#/experiments/"):  # fmt: skip
+    for needle in (
+        "held-out bits/byte",
+        "controller contrast",
+        "sample from",
+        "SVAE on",
+        "sweep-preservation",
+        "geolip ui --data-dir",
+        "/#/experiments/",
+    ):
         assert needle in second, needle
 
 

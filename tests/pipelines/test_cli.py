@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from clierr import cli_error
 
 from atlas.corpus import CorpusError
 from pipelines import cli
-from clierr import cli_error
-
 from pipelines.cli import Command, main
 from pipelines.errors import GeolipError
 

@@ -44,7 +44,9 @@ def test_seed_battery_is_heads_by_banks_by_seeds() -> None:
     assert trials[0].run.preset == "tiny"
     pmix8 = next(t for t in trials if t.arm == "pmix8/sparse")
     assert config_diff(dense.run, pmix8.run) == {
-        "model.head.n_pointers": (4, 8), "train.bank_size": (TINY.banks["dense"], TINY.banks["sparse"])}  # fmt: skip
+        "model.head.n_pointers": (4, 8),
+        "train.bank_size": (TINY.banks["dense"], TINY.banks["sparse"]),
+    }
 
 
 def test_preservation_arms_set_the_codebook_treatment() -> None:
@@ -61,8 +63,15 @@ def test_graft_pairs_every_graft_with_a_cold_start_and_the_continued_donor() -> 
     phases = plan("graft", Options(TINY, 1))
     assert [p.name for p in phases] == ["donors", "grafts"]
     grafts = {t.arm: t for t in phases[1].trials}
-    assert set(grafts) == {"depth/graft", "depth/cold", "mixture/graft", "mixture/cold",
-                           "retrofit/graft", "retrofit/cold", "continued"}  # fmt: skip
+    assert set(grafts) == {
+        "depth/graft",
+        "depth/cold",
+        "mixture/graft",
+        "mixture/cold",
+        "retrofit/graft",
+        "retrofit/cold",
+        "continued",
+    }
     assert grafts["depth/graft"].graft == "depth" and grafts["depth/graft"].donor == "donor-s0"
     assert grafts["depth/cold"].donor is None
     assert grafts["depth/graft"].run == grafts["depth/cold"].run  # same config and budget
@@ -81,7 +90,9 @@ def test_arms_filter_keeps_what_the_kept_trials_depend_on() -> None:
     assert [[t.key for t in p.trials] for p in phases] == [["donor-s0"], ["graft-mixture-s0"]]
     contrast = plan("contrast", Options(TINY, 1, arms=("kernel/sparse",)))
     assert {t.key for p in contrast for t in p.trials} == {
-        "kernel-sparse-s0", "contrast-kernel-sparse-s0"}  # fmt: skip
+        "kernel-sparse-s0",
+        "contrast-kernel-sparse-s0",
+    }
 
 
 def test_contrast_of_a_given_battery_only_evaluates() -> None:

@@ -23,8 +23,14 @@ CORPUS = "builtin:python-docs"
 
 
 def _job(tmp_path, program="seed-battery", workers=1, use_gpu=None, resume=False, **kw):
-    ctx = RunContext.create("geolip-sweeps", tmp_path / "data", workers=workers,
-                            use_gpu=use_gpu, max_failures=0, resume=resume)  # fmt: skip
+    ctx = RunContext.create(
+        "geolip-sweeps",
+        tmp_path / "data",
+        workers=workers,
+        use_gpu=use_gpu,
+        max_failures=0,
+        resume=resume,
+    )
     base = dict(program=program, ctx=ctx, scale="tiny", seeds=1, arms=ARMS, corpus=CORPUS)
     base.update(kw)
     return SweepJob(**base)

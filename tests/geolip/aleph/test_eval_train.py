@@ -149,7 +149,9 @@ def test_cosine_schedule_ends_at_final_fraction(make_model):
     assert lr_factor(500, cfg) == pytest.approx(0.1)  # holds the floor past the end
     factors = [lr_factor(s, cfg) for s in range(21)]
     assert all(a >= b for a, b in zip(factors, factors[1:]))
-    model = make_model("byte", seed=34, codebook__preservation="slowlane", codebook__slowlane_mult=0.1)
+    model = make_model(
+        "byte", seed=34, codebook__preservation="slowlane", codebook__slowlane_mult=0.1
+    )
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg)
     assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx(

@@ -31,8 +31,9 @@ def data(tmp_path_factory, ray_session) -> Path:
 
 def _job(data: Path, sets=TINY, workers=1, max_failures=2, fault=None, **kw) -> TrainJob:
     """A tiny pmix run with ``sets`` (``--set`` syntax, parsed as the CLI parses it)."""
-    ctx = RunContext.create("geolip-aleph", data, workers=workers, max_failures=max_failures,
-                            threads=1, fault=fault)  # fmt: skip
+    ctx = RunContext.create(
+        "geolip-aleph", data, workers=workers, max_failures=max_failures, threads=1, fault=fault
+    )
     run = get_scale("tiny").run_config("pmix", sets)
     return TrainJob(run=run, corpus=CORPUS, ctx=ctx, eval_bytes=30_000, **kw)
 
@@ -97,7 +98,7 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
         "heldout_bpb_windowed",
         "heldout_bpb_streamed",
     ):
-        assert key in metrics, key  # fmt: skip
+        assert key in metrics, key
     artifacts = {a.path for a in client.list_artifacts(out.run_id)}
     assert {"checkpoint", "plots", "verdict.json"} <= artifacts
     plots = {a.path for a in client.list_artifacts(out.run_id, "plots")}
@@ -112,8 +113,20 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
     verdict = json.loads((out.checkpoint.parent / "verdict.json").read_text())
     assert verdict["final"]["heldout_bpb_windowed"] == metrics["heldout_bpb_windowed"]
     # `geolip eval aleph` scores the same held-out bytes and logs into the checkpoint's run.
-    argv = ["eval", "aleph", str(out.checkpoint), "--corpus", CORPUS, "--data-dir", str(data),
-            "--eval-bytes", "30000", "--no-compressors", "--format", "json"]  # fmt: skip
+    argv = [
+        "eval",
+        "aleph",
+        str(out.checkpoint),
+        "--corpus",
+        CORPUS,
+        "--data-dir",
+        str(data),
+        "--eval-bytes",
+        "30000",
+        "--no-compressors",
+        "--format",
+        "json",
+    ]
     assert main(argv) == 0
     logged = _client(out.tracking_uri).get_run(out.run_id).data.metrics
     assert logged["eval/bpb_windowed"] == pytest.approx(metrics["heldout_bpb_windowed"], abs=1e-9)
@@ -121,7 +134,9 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
     with pytest.raises(GeolipError, match="already exists.*--resume"):
         train_aleph(_job(data, workers=2), progress=lambda s: None)
     # A warm start (--init-from, same architecture) begins where the donor ended, not from scratch.
-    warm_job = _job(data, init_from=str(out.checkpoint), sets=(*TINY, "train.steps=4", "train.seed=7"))
+    warm_job = _job(
+        data, init_from=str(out.checkpoint), sets=(*TINY, "train.steps=4", "train.seed=7")
+    )
     warm = train_aleph(warm_job, progress=lambda s: None)
     warm_run = client.get_run(warm.run_id)
     assert warm_run.data.tags["donor"] == str(out.checkpoint) and warm.name != out.name
@@ -146,8 +161,7 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(data: Path) -> No
 def test_injected_worker_failure_restarts_from_the_last_checkpoint(data: Path) -> None:
     sets = ("train.steps=10", "train.log_every=1", "train.batch_size=4", "train.seed=1")
     fault = {"step": 6, "marker": str(data / "fault-restart")}
-    job = _job(data, workers=2, sets=sets, checkpoint_every=4, max_failures=1,
-               fault=fault)  # fmt: skip
+    job = _job(data, workers=2, sets=sets, checkpoint_every=4, max_failures=1, fault=fault)
     out = train_aleph(job, progress=lambda s: None)
     assert Path(fault["marker"]).exists()  # the worker really died
     assert _client(out.tracking_uri).get_run(out.run_id).info.status == "FINISHED"

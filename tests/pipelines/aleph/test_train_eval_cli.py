@@ -80,8 +80,14 @@ def test_bank_and_donor_problems(tmp_path, capsys) -> None:
     donor = _checkpoint(tmp_path, "byte")
     assert main(_train(tmp_path, "--init-from", str(donor), "--graft", "mixture")) == 2
     assert "pmix or apmix" in _error(capsys)
-    assert main(_train(tmp_path, "--init-from", str(donor), "--head", "byte",
-                       "--set", "model.d_model=32")) == 2  # fmt: skip
+    assert (
+        main(
+            _train(
+                tmp_path, "--init-from", str(donor), "--head", "byte", "--set", "model.d_model=32"
+            )
+        )
+        == 2
+    )
     err = _error(capsys)
     assert "d_model" in err and "choose --graft" in err
 
@@ -103,8 +109,21 @@ def test_eval_aleph_equals_the_library_and_logs_a_run(tmp_path, capsys) -> None:
     from pipelines.tracking import default_tracking_uri
 
     ck = _checkpoint(tmp_path)
-    argv = ["eval", "aleph", str(ck), "--corpus", CORPUS, "--data-dir", str(tmp_path),
-            "--eval-bytes", "20000", "--format", "json", "--prime-bytes", "50000"]  # fmt: skip
+    argv = [
+        "eval",
+        "aleph",
+        str(ck),
+        "--corpus",
+        CORPUS,
+        "--data-dir",
+        str(tmp_path),
+        "--eval-bytes",
+        "20000",
+        "--format",
+        "json",
+        "--prime-bytes",
+        "50000",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     model, _, _ = load_checkpoint(ck)
@@ -126,8 +145,21 @@ def test_eval_contrast_table_and_plot(tmp_path, capsys) -> None:
     from pipelines.tracking import default_tracking_uri
 
     ck = _checkpoint(tmp_path, "kernel")
-    argv = ["eval", "contrast", str(ck), "--corpus", CORPUS, "--data-dir", str(tmp_path),
-            "--windows", "8", "--seeds", "2", "--format", "json"]  # fmt: skip
+    argv = [
+        "eval",
+        "contrast",
+        str(ck),
+        "--corpus",
+        CORPUS,
+        "--data-dir",
+        str(tmp_path),
+        "--windows",
+        "8",
+        "--seeds",
+        "2",
+        "--format",
+        "json",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["op"] for r in out["rows"]] == ["permute", "randomize", "rotate"]
@@ -135,8 +167,23 @@ def test_eval_contrast_table_and_plot(tmp_path, capsys) -> None:
     client = MlflowClient(default_tracking_uri(tmp_path))
     plots = [a.path for a in client.list_artifacts(out["mlflow_run_id"], "plots")]
     assert plots == ["plots/contrast_all.png"]
-    assert main(["eval", "contrast", str(ck), "--corpus", CORPUS, "--data-dir", str(tmp_path),
-                 "--ops", "twist", "--no-log"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "contrast",
+                str(ck),
+                "--corpus",
+                CORPUS,
+                "--data-dir",
+                str(tmp_path),
+                "--ops",
+                "twist",
+                "--no-log",
+            ]
+        )
+        == 2
+    )
     assert "twist" in _error(capsys)
 
 
@@ -144,7 +191,6 @@ def test_auto_resume_continues_only_a_run_with_a_checkpoint(tmp_path) -> None:
     """``geolip demo``'s re-runs: a run that reached a checkpoint resumes, any other starts."""
     from pipelines.aleph.job import TrainJob, prepare_job
     from pipelines.errors import GeolipError
-
     from pipelines.runtime import RunContext
     from pipelines.scales import get_scale
 

@@ -16,10 +16,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("features-corpus")
     docs = [
-        {"text": f"Document {i} talks about rivers and bridges. The old bridge crossed the wide "
-                 f"river near town number {i}. People walked over it every single morning."}
+        {
+            "text": f"Document {i} talks about rivers and bridges. The old bridge crossed the wide "
+            f"river near town number {i}. People walked over it every single morning."
+        }
         for i in range(40)
-    ]  # fmt: skip
+    ]
     path = root / "docs.jsonl"
     path.write_text("".join(json.dumps(d) + "\n" for d in docs))
     return f"file:{path}"

@@ -47,25 +47,46 @@ def test_feature_shards_of_the_wrong_size(tmp_path, capsys) -> None:
     for side in ("train", "validation"):
         (shards / side).mkdir(parents=True)
         flat = pa.array([0.5] * 40, pa.float32())
-        table = pa.table({"document": ["d"] * 5, "sentence": [0] * 5, "token": list(range(5)),
-                          "vector": pa.FixedSizeListArray.from_arrays(flat, 8)})  # fmt: skip
+        table = pa.table(
+            {
+                "document": ["d"] * 5,
+                "sentence": [0] * 5,
+                "token": list(range(5)),
+                "vector": pa.FixedSizeListArray.from_arrays(flat, 8),
+            }
+        )
         pq.write_table(table, shards / side / "part-0.parquet")
-    manifest = {"format": "geolip-features/1", "host": {"hidden_size": 384, "name": "x"},
-                "corpus": "c", "request": {"layer": -1},
-                "standardize": {"mean": [0.0] * 8, "std": [1.0] * 8}}  # fmt: skip
+    manifest = {
+        "format": "geolip-features/1",
+        "host": {"hidden_size": 384, "name": "x"},
+        "corpus": "c",
+        "request": {"layer": -1},
+        "standardize": {"mean": [0.0] * 8, "std": [1.0] * 8},
+    }
     (shards / "manifest.json").write_text(json.dumps(manifest))
     argv = ["train", "svae", "--data", f"features:{shards}", "--data-dir", str(tmp_path)]
     assert main(argv) == 2
     assert "hidden size 384" in _error(capsys)
 
 
-@pytest.mark.parametrize(("setting", "needle"), [
-    ("model.ps=3", "divisible by geo.ps=3"),
-    ("model.nope=1", "model.nope=1"),
-    ("train.schedule=linear", "schedule"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ("model.ps=3", "divisible by geo.ps=3"),
+        ("model.nope=1", "model.nope=1"),
+        ("train.schedule=linear", "schedule"),
+    ],
+)
 def test_svae_config_errors(tmp_path, capsys, setting, needle) -> None:
-    argv = ["train", "svae", "--data", "images:structured", "--data-dir", str(tmp_path),
-            "--set", setting]  # fmt: skip
+    argv = [
+        "train",
+        "svae",
+        "--data",
+        "images:structured",
+        "--data-dir",
+        str(tmp_path),
+        "--set",
+        setting,
+    ]
     assert main(argv) == 2
     assert needle in _error(capsys)

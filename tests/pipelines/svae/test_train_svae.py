@@ -17,9 +17,20 @@ def test_structured_images_train_with_control_and_verdict(tmp_path, ray_session,
 
     from pipelines.tracking import default_tracking_uri
 
-    argv = ["train", "svae", "--data", "images:structured", "--data-dir", str(tmp_path),
-            "--set", "train.steps=30", "--set", "train.eval_every=15",
-            "--set", "train.batch_size=32"]  # fmt: skip
+    argv = [
+        "train",
+        "svae",
+        "--data",
+        "images:structured",
+        "--data-dir",
+        str(tmp_path),
+        "--set",
+        "train.steps=30",
+        "--set",
+        "train.eval_every=15",
+        "--set",
+        "train.batch_size=32",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "checkpoint:" in out
@@ -37,8 +48,12 @@ def test_structured_images_train_with_control_and_verdict(tmp_path, ray_session,
     assert run.info.status == "FINISHED" and run.data.tags["mechanism"] == verdict["mechanism"]
     assert "cos_ext" in run.data.metrics and "control/cos_ext" in run.data.metrics
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert {"plots/omega.png", "plots/alpha.png", "plots/deviation_hist.png",
-            "plots/reconstructions.png"} <= plots  # fmt: skip
+    assert {
+        "plots/omega.png",
+        "plots/alpha.png",
+        "plots/deviation_hist.png",
+        "plots/reconstructions.png",
+    } <= plots
 
 
 def test_bad_data_spec_is_refused(tmp_path):
@@ -69,15 +84,18 @@ def test_stopped_run_resumes_and_restarts_continue_exactly(tmp_path, ray_session
     weights = {}
     for case in ("stopped", "restarted", "plain"):
         fault = None if case == "plain" else {"step": 10, "marker": str(tmp_path / f"{case}.fault")}
-        ctx = RunContext.create("geolip-svae", tmp_path / case, fault=fault,
-                                max_failures=int(case == "restarted"))  # fmt: skip
+        ctx = RunContext.create(
+            "geolip-svae", tmp_path / case, fault=fault, max_failures=int(case == "restarted")
+        )
         spec = "images:structured"
         job = SVAEJob(spec, run_config(spec, sets), ctx, control=False)
         if case == "stopped":
             with pytest.raises(GeolipError, match="failed"):
                 train_svae_job(job, progress=lambda s: None)
             with pytest.raises(GeolipError, match="--resume"):
-                train_svae_job(dataclasses.replace(job, ctx=ctx.replace(fault=None)), progress=lambda s: None)
+                train_svae_job(
+                    dataclasses.replace(job, ctx=ctx.replace(fault=None)), progress=lambda s: None
+                )
             job = dataclasses.replace(job, ctx=ctx.replace(fault=None, resume=True))
         out = train_svae_job(job, progress=lambda s: None)
         weights[case] = load_file(str(out["checkpoint"] / "model.safetensors"))
