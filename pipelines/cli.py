@@ -70,8 +70,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        quiet = (None, False, argparse.SUPPRESS, [], ())
-        if "%(default)" in text or action.default in quiet or not action.option_strings:
+        quiet = (None, False, "", argparse.SUPPRESS, [], ())
+        said = "default" in text  # the help line already says what the default means
+        if said or action.default in quiet or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
 

@@ -29,7 +29,8 @@ def _add(p: argparse.ArgumentParser) -> None:
         "--scale",
         choices=tuple(SWEEP_SCALES),
         default="tiny",
-        help="model preset and trial budgets (tune.spec.SWEEP_SCALES)",
+        help="model preset and per-trial budgets: smoke (tests), tiny (minutes on 2 CPUs), "
+        "small, full, calib23m (GPU clusters; see tune.spec.SWEEP_SCALES)",
     )
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the scale's)")
     p.add_argument("--arms", default="", help="comma-separated arms to run (default: all)")

@@ -28,7 +28,12 @@ def _add_build(p: argparse.ArgumentParser) -> None:
         default=None,
         help="logical CPUs of a local Ray (default: the machine's cores)",
     )
-    p.add_argument("--split", default="train", choices=("train", "validation"))
+    p.add_argument(
+        "--split",
+        default="train",
+        choices=("train", "validation"),
+        help="which side of the corpus to count",
+    )
     p.add_argument("--heldout-fraction", type=float, default=None, help="validation share")
     p.add_argument("--min-count", type=int, default=2, help="keep grams seen at least this often")
     p.add_argument(
@@ -127,7 +132,12 @@ def _run_bank_build(args: argparse.Namespace) -> int:
 def _add_bank_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("bank", metavar="FILE", help="bank file (.safetensors)")
     p.add_argument("--corpus", default=None, help="corpus URI to measure coverage on")
-    p.add_argument("--split", default="validation", choices=("train", "validation"))
+    p.add_argument(
+        "--split",
+        default="validation",
+        choices=("train", "validation"),
+        help="the corpus side the coverage is measured on",
+    )
     p.add_argument(
         "--heldout",
         type=float,

@@ -100,3 +100,61 @@ def test_python_dash_m_pipelines() -> None:
         [sys.executable, "-m", "pipelines", "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.startswith("geolip ")
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser, path: str = "geolip"):
+    """``(command path, parser)`` for every subcommand that runs something."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for sub in subs:
+        for name, child in sub.choices.items():
+            yield from _leaf_parsers(child, f"{path} {name}")
+
+
+CLOSED_SETS = {"scale", "head", "graft", "scope", "format", "gpu", "split", "program"}
+
+
+def test_every_flag_has_help_and_closed_sets_use_choices() -> None:
+    from pipelines.cli import build_parser, load_commands
+
+    leaves = dict(_leaf_parsers(build_parser(load_commands())))
+    assert {
+        "geolip train aleph",
+        "geolip sweep ladder",
+        "geolip demo",
+        "geolip atlas build",
+    } <= set(leaves)
+    missing, open_sets = [], []
+    for path, parser in leaves.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = action.option_strings[0] if action.option_strings else action.dest
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{path} {flag}")
+            if action.dest in CLOSED_SETS and not action.choices:
+                open_sets.append(f"{path} {flag}")
+            if action.dest == "workers":
+                assert "Ray Train workers" in action.help, f"{path} --workers: {action.help}"
+    assert not missing, f"flags without help: {missing}"
+    assert not open_sets, f"closed sets without choices: {open_sets}"
+    assert "(default: tiny)" in " ".join(leaves["geolip train aleph"].format_help().split())
+
+
+def test_one_scale_vocabulary_in_train_sweep_and_demo() -> None:
+    from demo.scales import DEMO_SCALES
+    from pipelines.cli import build_parser, load_commands
+    from pipelines.scales import SCALES
+    from tune.spec import SWEEP_SCALES
+
+    assert list(SCALES) == list(SWEEP_SCALES) == list(DEMO_SCALES)
+    for name, scale in SCALES.items():
+        assert SWEEP_SCALES[name].preset == scale.preset and DEMO_SCALES[name].train is scale
+        assert SWEEP_SCALES[name].base().preset == scale.run_config().preset
+    leaves = dict(_leaf_parsers(build_parser(load_commands())))
+    for path in ("geolip train aleph", "geolip sweep seed-battery", "geolip demo"):
+        (scale,) = [a for a in leaves[path]._actions if a.dest == "scale"]
+        assert tuple(scale.choices) == tuple(SCALES), path
+    heads = [a for a in leaves["geolip train aleph"]._actions if a.dest == "head"]
+    assert heads[0].choices == ("byte", "kernel", "pmix", "apmix")
