@@ -125,10 +125,8 @@ def _keyed_chunk(block: _Block, n: int, keys, counts, freqs, spell) -> pa.Record
     return _chunk(spell(keys[order], n), n, counts[order], freqs[order], buckets)
 
 
-# --- char ---------------------------------------------------------------------------------------
-
-
 def _char_chunks(block: _Block, orders: tuple[int, ...]) -> list[pa.RecordBatch]:
+    """The char stratum: the block's byte n-grams of each order."""
     chunks = []
     # Four bytes fit a uint32, whose arithmetic and sorts are twice as fast as uint64's.
     code = block.buf.astype(np.uint32 if max(orders) <= 4 else np.uint64)
@@ -167,10 +165,9 @@ def _char_bytes(keys: np.ndarray, n: int) -> pa.Array:
     return binary_array(data, np.arange(0, n * (len(keys) + 1), n))
 
 
-# --- unicode ------------------------------------------------------------------------------------
-
-
 def _unicode_chunks(block: _Block, orders: tuple[int, ...]) -> tuple[list[pa.RecordBatch], int]:
+    """The unicode stratum: code-point n-grams within runs of valid code points >= U+0080; also
+    the count of invalid UTF-8 bytes."""
     high = block.buf >= 0x80
     if not high.any():
         return [], 0  # pure ASCII: no code point can qualify

@@ -83,7 +83,7 @@ class AlephLM(nn.Module):
         if bank is not None:
             self.set_bank(bank)
 
-    # -- codebooks and bank -------------------------------------------------------------------
+    # Codebooks and bank.
     def hub_axes(self, layer: int) -> torch.Tensor:
         return self.codebooks[layer if len(self.codebooks) > 1 else 0].axes()
 
@@ -114,7 +114,7 @@ class AlephLM(nn.Module):
         psi = self.cand(self.bank.trigrams)
         return BankContext(psi, prior, self.head_codebook().axes(), self.cfg.head.bank_tile)
 
-    # -- backbone -----------------------------------------------------------------------------
+    # Backbone.
     def backbone(
         self, ids: torch.Tensor, state: State | None = None, pos0: int = 0
     ) -> tuple[torch.Tensor, State, list[torch.Tensor]]:
@@ -139,7 +139,7 @@ class AlephLM(nn.Module):
             new_state.append(st)
         return self.ln_f(x), new_state
 
-    # -- output -------------------------------------------------------------------------------
+    # Output.
     def _bank_view(self, targets: torch.Tensor) -> tuple[BankContext, torch.Tensor]:
         """The bank context and each target's bank index (−1 out of bank): [B, T]."""
         return self.bank_context(), self.bank.lookup(targets)
