@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geolip.aleph.train import svae as svae_train
+from geolip.svae import train as svae_train
 from geolip.svae.adapters import patch_dim_for, patch_features, structured_images
 from geolip.svae.config import features, image16
 from geolip.svae.model import SVAECompanion

@@ -5,10 +5,8 @@ Adding a subcommand (e.g. ``geolip aleph sample`` or ``geolip demo``):
 1. In its family's ``cli`` module (say ``pipelines/aleph/cli.py``) define two functions and a
    list::
 
-
        def add_arguments(parser: argparse.ArgumentParser) -> None:
            parser.add_argument("--scale", choices=SCALE_NAMES, default="tiny", help="run size")
-
 
        def run(args: argparse.Namespace) -> int:
            import torch  # heavy imports inside run(), so `geolip --help` stays fast
