@@ -153,7 +153,10 @@ def plan_text(sweep: PlannedSweep) -> str:
         )
         for t in p.trials:
             diff = config_diff(base, t.run) if t.run is not None else {}
-            extra = " ".join(f"{k}={b}" for k, (_, b) in diff.items() if k != "train.seed")
+            shown = {
+                k: b for k, (_, b) in diff.items() if k not in ("train.seed", "model.head.kind")
+            }
+            extra = " ".join(f"{k}={_short(b)}" for k, b in shown.items())
             dep = f" from {t.donor} ({t.graft})" if t.donor else ""
             dep = dep or (f" of {t.source}" if t.source else "")
             lines.append(f"  {t.key:<28} {t.kind:<9} {t.head:<6} {extra}{dep}")
@@ -164,6 +167,11 @@ def plan_text(sweep: PlannedSweep) -> str:
         f"cold run" + (f", --set {sets}" if sets else "")
     )
     return "\n".join(lines)
+
+
+def _short(value) -> str:
+    """A plan's value: floats to 6 significant digits (the config keeps them exact)."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _check_state(state: Path, name: str, resume: bool) -> None:
