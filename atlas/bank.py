@@ -253,6 +253,8 @@ def save_bank_file(
 def read_bank_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """``(trigrams uint8 [N, 3], log_prior float32 [N], provenance)`` without torch."""
     path = Path(path)
+    if path.is_dir():
+        raise AtlasError(f"bank file {path} is a directory; expected a .safetensors bank file")
     if not path.is_file():
         raise AtlasError(f"bank file {path} does not exist")
     try:
@@ -262,6 +264,8 @@ def read_bank_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
         provenance = json.loads(meta.get("provenance", "{}"))
     except Exception as exc:  # safetensors and json raise several types on corrupt input
         raise AtlasError(f"bank file {path} is not a readable bank: {one_line(exc)}") from exc
+    if not isinstance(provenance, dict):
+        raise AtlasError(f"bank file {path}: its provenance metadata is not a JSON object")
     if trigrams.ndim != 2 or trigrams.shape[1] != 3 or log_prior.shape != (len(trigrams),):
         raise AtlasError(f"bank file {path}: shapes {trigrams.shape} / {log_prior.shape} invalid")
     return trigrams, log_prior, provenance

@@ -86,7 +86,10 @@ def build_atlas(
     """
     cfg = AtlasConfig() if cfg is None else cfg
     out = Path(out_dir).expanduser().resolve()  # workers run elsewhere: paths must be absolute
+    _check_out(out)
     existing = _existing_atlas(out, cfg, overwrite)
+    # Everything that needs no cluster is checked before Ray starts (~20 s on a small machine).
+    first_document(corpus_uri, cfg)
     report = Reporter(progress)
     missing_parents = [p for p in reversed(out.parents) if not p.exists()]
     staging = out.parent / f"{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -126,6 +129,24 @@ def build_atlas(
         shutil.rmtree(staging, ignore_errors=True)
     report.table(summary_table(manifest))
     return BuildResult(out, manifest, already_built=False)
+
+
+def first_document(uri: str, cfg: AtlasConfig) -> None:
+    """Read the split up to its first document: a malformed URI, a missing file, a glob that
+    matches nothing, an empty file or directory raise ``CorpusError`` now, not after Ray starts.
+    """
+    if next(iter(iter_split(uri, cfg.split, cfg.heldout_fraction)), None) is None:
+        raise CorpusError(f"corpus {uri!r} has no documents in its {cfg.split!r} split")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` that is, or lies under, a regular file (before anything is written)."""
+    for candidate in (out, *out.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "is" if candidate == out else f"lies under {candidate}, which is"
+                raise FileExistsError(f"atlas output {out} {where} a regular file")
+            return
 
 
 def _existing_atlas(out: Path, cfg: AtlasConfig, overwrite: bool) -> dict | None:

@@ -5,7 +5,7 @@ result) together with the corpus fingerprint: a rebuild with the same two is rec
 ``block_bytes`` and ``partitions`` only change how the work is cut up, never the counts, so they
 stay out of the hash.
 
-Sizes on the command line may be written ``12.9M``, ``500k``, ``2G`` (decimal multipliers) and
+Sizes on the command line may be written ``12.9M``, ``500k``, ``2G`` (decimal), ``64Ki`` (binary) and
 quotas as ``char=0.35,word=0.6,unicode=0.05``; ``parse_size`` and ``parse_quotas`` read them.
 """
 
@@ -25,8 +25,10 @@ _UNHASHED = ("block_bytes", "partitions")
 # Orders are packed into integers by the extractors: bytes into 64 bits (8 per code), code points
 # into 21-bit fields of a 63-bit code (3 per code). Word n-grams have no packing limit.
 MAX_ORDER = {"char": 8, "word": 8, "unicode": 3}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:e(\d+))?\s*([kKmMgG]?)\s*$")
-_MULTIPLIER = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:e(\d+))?\s*([kKmMgG]i?)?\s*$")
+# One meaning everywhere (atlas targets, bank sizes, block bytes): SI multipliers are decimal,
+# the IEC ones (Ki, Mi, Gi) binary.
+_MULTIPLIER = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
 
 
 @dataclass(frozen=True)
@@ -128,16 +130,21 @@ def _check_positive_int(name: str, value: object) -> None:
 
 
 def parse_size(text: str) -> int:
-    """``"12.9M"`` -> 12_900_000, ``"500k"`` -> 500_000, ``"2G"``, ``"1e6"``, ``"4096"``.
+    """``"12.9M"`` -> 12_900_000, ``"500k"`` -> 500_000, ``"2G"``, ``"1e6"``, ``"4096"``,
+    ``"64Ki"`` -> 65_536, ``"1Mi"`` -> 1_048_576.
 
-    Multipliers are decimal (k = 1000). Raises ``ValueError`` for anything else, or a size that is
-    not a positive whole number.
+    k, M and G are decimal (k = 1000) and Ki, Mi and Gi binary (Ki = 1024), in every flag that
+    takes a size. Raises ``ValueError`` for anything else, or a size that is not a positive
+    whole number.
     """
     match = _SIZE.match(str(text))
     if not match:
-        raise ValueError(f"malformed size {text!r}: expected a number with optional k, M or G")
+        raise ValueError(
+            f"malformed size {text!r}: expected a number with optional k, M, G (x1000) "
+            "or Ki, Mi, Gi (x1024)"
+        )
     number, exponent, suffix = match.groups()
-    value = float(number) * 10 ** int(exponent or 0) * _MULTIPLIER[suffix.lower()]
+    value = float(number) * 10 ** int(exponent or 0) * _MULTIPLIER[(suffix or "").lower()]
     if value < 1 or value != int(value):
         raise ValueError(f"size {text!r} is not a positive whole number ({value:g})")
     return int(value)

@@ -36,7 +36,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pipelines.errors import USER_ERRORS
+from pipelines.errors import USER_ERRORS, Interrupted, describe_os_error
+
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT (128 + 2)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int | None]
+    interrupted: Callable[[argparse.Namespace], str] | None = None
+    """What an interrupt (Ctrl-C) kept and how to continue, for its one line (default: the
+    command keeps nothing, so running it again starts over)."""
 
 
 # Modules exposing `COMMANDS: list[Command]`, imported when the parser is built.
@@ -99,6 +104,22 @@ def add_set_argument(p: argparse.ArgumentParser, text: str, dest: str = "overrid
     p.add_argument(
         "--set", dest=dest, action="append", default=[], metavar="SECTION.KEY=VALUE", help=text
     )
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number ``>= low`` (the usage error names the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {low}"
+    return parse
 
 
 def gpu_flag(value: str) -> bool | None:
@@ -225,8 +246,24 @@ def _group(groups: dict, path: tuple[str, ...]) -> argparse._SubParsersAction:
 
 
 def _one_line(error: BaseException) -> str:
+    # An OS error about a path says which path (our own raised errors carry a message instead).
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename:
+        return describe_os_error(error)
     message = " ".join(str(error).split()) or type(error).__name__
     return message if isinstance(error, USER_ERRORS) else f"{type(error).__name__}: {message}"
+
+
+def _interrupted(args: argparse.Namespace, error: KeyboardInterrupt) -> int:
+    """One line for Ctrl-C: what the command kept and how to continue; exit code 130."""
+    command = args._command
+    try:
+        kept = str(error) if isinstance(error, Interrupted) else ""
+        kept = kept or (command.interrupted(args) if command.interrupted else "")
+    except Exception:  # the note is best effort: never a traceback on the way out
+        kept = ""
+    kept = kept or f"nothing was kept; run `geolip {command.name}` again to start over"
+    print(f"geolip: error: interrupted: {kept}", file=sys.stderr, flush=True)
+    return INTERRUPTED
 
 
 def main(argv: Sequence[str] | None = None, commands: Sequence[Command] | None = None) -> int:
@@ -238,6 +275,8 @@ def main(argv: Sequence[str] | None = None, commands: Sequence[Command] | None =
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
         return args._command.run(args) or 0
+    except KeyboardInterrupt as e:
+        return _interrupted(args, e)
     except USER_ERRORS as e:
         if os.environ.get("GEOLIP_DEBUG", "").lower() in ("1", "true", "yes"):
             raise

@@ -18,4 +18,29 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     FileNotFoundError,
     FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
 )
+
+
+def describe_os_error(error: OSError) -> str:
+    """An OS error about a path on one line, saying which regular file is in the way where one
+    is (``[Errno 17] File exists`` alone does not say that the directory's path is a file)."""
+    from pathlib import Path
+
+    from pipelines.paths import under_file  # paths imports this module: imported on use
+
+    if error.filename is None:
+        return " ".join(str(error).split())
+    path = Path(error.filename)
+    if isinstance(error, FileExistsError | NotADirectoryError):
+        problem = under_file(path)
+        if problem is not None:
+            return problem
+    return f"{error.strerror or type(error).__name__}: {path}"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C that a job has cleaned up after; the message says what was kept and how to
+    continue (``pipelines.cli.main`` prints it on one line and exits with 130)."""

@@ -1,9 +1,12 @@
 """What every job shares at run time: the one Ray start policy, GPU choice, seeding, the fault
 hook, error root causes, run-name checks, the Ray Train fit, and ``RunContext``.
 
-``init_ray`` is the only place that starts Ray: a job connects to ``RAY_ADDRESS`` when it is set,
-else it starts a local Ray with at least one logical CPU per Ray Train worker plus one for a
-driver (a Tune trial's driver and Ray Data's tasks need one beside the workers). A job started in
+``init_ray`` is the only place that starts Ray: a job connects to ``RAY_ADDRESS`` when it is set
+(``auto`` for the newest ``ray start`` on this machine), else it starts a local Ray of its own
+with at least one logical CPU per Ray Train worker plus one for a driver (a Tune trial's driver
+and Ray Data's tasks need one beside the workers). It never joins another local Ray by guessing:
+with no address, Ray would pick "the latest" of the instances it finds (and warn about the rest,
+or refuse our CPU count), so the same command would land on different clusters. A job started in
 a process that already runs Ray uses that one. Ray is imported lazily here: ``geolip --help`` and
 the checks that run before Ray starts must not pay for it.
 """
@@ -19,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.errors import GeolipError
+from pipelines.errors import GeolipError, Interrupted
 from pipelines.paths import data_dir as resolve_data_dir
 from pipelines.tracking import resolve_tracking_uri
 
@@ -77,9 +80,10 @@ class RunContext:
 def init_ray(workers: int = 1, cpus: int | None = None) -> None:
     """Start Ray for a job with ``workers`` Ray Train workers, unless it is running already.
 
-    ``RAY_ADDRESS`` set: connect to that cluster. Else a local Ray with ``cpus`` logical CPUs
-    (default: the machine's cores, and at least ``workers + 1``). The dashboard stays on: it
-    serves the state API that Ray Train's placement-group cleaner polls.
+    ``RAY_ADDRESS`` set: connect to that cluster. Else a new local Ray of this process with
+    ``cpus`` logical CPUs (default: the machine's cores, and at least ``workers + 1``), whatever
+    other Rays run here. The dashboard stays on: it serves the state API that Ray Train's
+    placement-group cleaner polls.
     """
     import ray
 
@@ -87,6 +91,7 @@ def init_ray(workers: int = 1, cpus: int | None = None) -> None:
         return
     kwargs: dict = {"ignore_reinit_error": True, "logging_level": "WARNING"}
     if not os.environ.get("RAY_ADDRESS"):
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = cpus if cpus is not None else max(os.cpu_count() or 1, workers + 1)
     ray.init(**kwargs)
 
@@ -156,6 +161,20 @@ def root_cause(exc: BaseException) -> str:
 def has_checkpoint(train_dir: Path) -> bool:
     """Whether Ray Train's directory of a run holds a checkpoint to resume from."""
     return train_dir.exists() and any(train_dir.glob("checkpoint_*"))
+
+
+def interrupted_run(name: str, train_dir: Path) -> Interrupted:
+    """The ``Interrupted`` of a training run stopped by Ctrl-C: whether a checkpoint was kept,
+    and the command that continues it."""
+    if has_checkpoint(train_dir):
+        return Interrupted(
+            f"run {name} stopped; its checkpoints so far are kept in {train_dir}: "
+            "run the same command with --resume to continue it"
+        )
+    return Interrupted(
+        f"run {name} stopped before its first checkpoint, so nothing was kept: "
+        "run the same command again to start it"
+    )
 
 
 def check_run_name(run_dir: Path, train_dir: Path, resume: bool, auto: bool = False) -> bool:

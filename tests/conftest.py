@@ -27,6 +27,7 @@ def ray_session():
     import ray
 
     # The dashboard serves the state API that Ray Train's placement-group cleaner polls.
-    ray.init(num_cpus=4, ignore_reinit_error=True, logging_level="WARNING")
+    # address="local": the tests' own Ray, never another one running on this machine.
+    ray.init(address="local", num_cpus=4, ignore_reinit_error=True, logging_level="WARNING")
     yield ray
     ray.shutdown()

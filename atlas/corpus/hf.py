@@ -13,9 +13,13 @@ traceback.
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from atlas.corpus.files import dataset_documents, is_saved_dataset
 from atlas.corpus.uri import CorpusError, CorpusSpec, Document
@@ -24,6 +28,43 @@ if TYPE_CHECKING:
     import datasets
 
 DEFAULT_SPLIT = "train"
+_TRUE = ("1", "true", "yes", "on")
+PROBE_SECONDS = 3.0
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub is out of reach: offline by configuration
+    (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``), or its host refuses a TCP connection within
+    ``PROBE_SECONDS``. In the second case ``datasets``, ``transformers`` and ``huggingface_hub``
+    are switched to offline mode for this process, so they read their local caches at once
+    instead of retrying the network for half a minute.
+    """
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if any(os.environ.get(name, "").lower() in _TRUE for name in names):
+        return True
+    if _hub_reachable():
+        return False
+    os.environ["HF_HUB_OFFLINE"] = "1"  # for the libraries not imported yet, and child processes
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        import datasets.config
+    except ImportError:
+        return True
+    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable() -> bool:
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=PROBE_SECONDS):
+            return True
+    except OSError:
+        return False
 
 
 def iter_hf_documents(spec: CorpusSpec) -> Iterator[Document]:
@@ -40,6 +81,8 @@ def _load(spec: CorpusSpec, split: str) -> datasets.Dataset:
     try:
         if is_saved_dataset(Path(spec.target)):
             return _load_saved(spec.target, split, uri)
+        if not Path(spec.target).exists():
+            hub_offline()  # a Hub name: no network means the cache, without a retry storm
         return datasets.load_dataset(spec.target, spec.config, split=split)
     except CorpusError:
         raise

@@ -90,12 +90,38 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
 
 
 def _read_json(path: Path) -> dict:
+    """The JSON object in checkpoint file ``path``; anything else is a ``CheckpointError``."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint file {path} is missing") from exc
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(
+            f"checkpoint file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"position {exc.start})"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"checkpoint file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"checkpoint file {path} holds a JSON {_json_kind(value)}; expected a JSON object"
+        )
+    return value
+
+
+def _json_kind(value) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _check_directory(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(
+            f"checkpoint {path} is a file, not a directory (a checkpoint is a directory holding "
+            "model.safetensors, config.json and meta.json)"
+        )
 
 
 def load_checkpoint(
@@ -107,16 +133,22 @@ def load_checkpoint(
     fingerprint must match ``meta.json``.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is not a directory")
+    _check_directory(path)
     meta = _read_json(path / "meta.json")
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}/meta.json: expected format {FORMAT!r}, got {meta.get('format')!r}"
         )
+    raw = _read_json(path / "config.json")
+    for section in ("model", "train"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise CheckpointError(
+                f"{path}/config.json: section {section!r} holds a JSON "
+                f"{_json_kind(raw[section])}; expected a JSON object"
+            )
     try:
-        run_cfg = AlephRunConfig.from_dict(_read_json(path / "config.json"))
-    except (ConfigError, TypeError) as exc:
+        run_cfg = AlephRunConfig.from_dict(raw)
+    except (ConfigError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}/config.json does not describe a valid model: {exc}") from exc
     if meta.get("config_hash") != config_hash(run_cfg):
         raise CheckpointError(

@@ -199,7 +199,7 @@ class TrainConfig:
     """auto: bf16 autocast on CUDA, off on CPU | off | bf16 | fp16."""
 
     def __post_init__(self) -> None:
-        check(self.steps >= 0, f"train.steps must be >= 0, got {self.steps}")
+        check(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
         check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
         check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         check(self.accum >= 1, f"train.accum must be >= 1, got {self.accum}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from geolip.aleph.heads import BankContext
@@ -51,7 +53,75 @@ def _pad_prompt(prompt: bytes) -> bytes:
     return b"\n" * ((-len(prompt)) % 3) + prompt
 
 
+def stream(
+    model: AlephLM,
+    prompt: bytes,
+    n_bytes: int,
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
+    allow_long_prompt: bool | None = None,
+) -> Iterator[bytes]:
+    """Continue ``prompt`` by ``n_bytes`` bytes, one trigram at a time, as an iterator.
+
+    Yields each sampled trigram's 3 bytes as it is drawn (the last one cut so the total is
+    exactly ``max(n_bytes, 0)``); nothing is kept between chunks but the hub state (the per-layer
+    ``M``/``z`` of ``model.step``, fixed shapes) and the last hidden state ``h: [1, d]``, so
+    memory stays constant however long the output. Positions restart every T trigrams with the
+    hub state carried (as in streamed training).
+
+    The checks and the prompt's prefill (``[1, ceil(len/3), 3]`` trigrams, segment by segment)
+    run when ``stream`` is called, so a prompt longer than the position table of a model trained
+    without streaming (``n_segments == 1``) is a ``ValueError`` here, not at the first chunk.
+    """
+    model.eval()
+    cfg, dev = model.cfg, next(model.parameters()).device
+    data = _pad_prompt(prompt or b"\n\n\n")
+    tri = torch.tensor(list(data), dtype=torch.long, device=dev).view(1, -1, 3)  # [1, n, 3]
+    T, n = cfg.seq_trigrams, tri.shape[1]
+    streams = cfg.n_segments > 1 if allow_long_prompt is None else allow_long_prompt
+    if n > T and not streams:
+        raise ValueError(
+            f"prompt is {n} trigrams ({len(prompt)} bytes) but the position table holds {T} "
+            f"trigrams ({3 * T} bytes) and this model was trained without streaming; shorten it"
+        )
+    state, h = None, None
+    with torch.no_grad():
+        for s0 in range(0, n, T):  # prefill segment by segment
+            hs, state, _ = model.backbone(tri[:, s0 : s0 + T], state, pos0=0)
+            h = hs[:, -1]  # [1, d]
+    return _decode(model, h, state, n % T or T, n_bytes, temperature, seed)
+
+
 @torch.no_grad()
+def _decode(
+    model: AlephLM,
+    h: torch.Tensor,
+    state,
+    pos: int,
+    n_bytes: int,
+    temperature: float,
+    seed: int,
+) -> Iterator[bytes]:
+    """The sampling loop of ``stream``: h ``[1, d]`` and ``state`` after the prompt; ``pos`` the
+    position of the next trigram in its segment (1..T). Yields ``bytes`` of length 3 (<= 3 last)."""
+    cfg, T = model.cfg, model.cfg.seq_trigrams
+    gen = torch.Generator().manual_seed(seed)
+    ctx = model.bank_context() if cfg.head.kind != "byte" else None
+    left = n_bytes
+    while left > 0:
+        nxt = sample_trigram(model, h, gen, temperature, ctx)  # [1, 3]
+        chunk = bytes(nxt[0].tolist())[:left]
+        left -= len(chunk)
+        yield chunk
+        if left <= 0:
+            return
+        if pos == T:  # segment rollover: positions restart, the state carries the past
+            pos = 0
+        h, state = model.step(nxt, pos, state)
+        pos += 1
+
+
 def generate(
     model: AlephLM,
     prompt: bytes,
@@ -61,34 +131,14 @@ def generate(
     seed: int = 0,
     allow_long_prompt: bool | None = None,
 ) -> bytes:
-    """Continue ``prompt`` by ``n_bytes`` bytes, decoding one trigram at a time.
-
-    Positions restart every T trigrams with the hub state carried (as in streamed training), so
-    memory stays constant however long the output. A prompt longer than the position table is an
-    error for models trained without streaming (``n_segments == 1``).
-    """
-    model.eval()
-    cfg, dev = model.cfg, next(model.parameters()).device
-    data = _pad_prompt(prompt or b"\n\n\n")
-    tri = torch.tensor(list(data), dtype=torch.long, device=dev).view(1, -1, 3)
-    T, n = cfg.seq_trigrams, tri.shape[1]
-    streams = cfg.n_segments > 1 if allow_long_prompt is None else allow_long_prompt
-    if n > T and not streams:
-        raise ValueError(
-            f"prompt is {n} trigrams ({len(prompt)} bytes) but the position table holds {T} "
-            f"trigrams ({3 * T} bytes) and this model was trained without streaming; shorten it"
-        )
-    state, h = None, None
-    for s0 in range(0, n, T):  # prefill segment by segment
-        hs, state, _ = model.backbone(tri[:, s0 : s0 + T], state, pos0=0)
-        h = hs[:, -1]
-    gen, out, pos = torch.Generator().manual_seed(seed), [], n % T or T
-    ctx = model.bank_context() if cfg.head.kind != "byte" else None
-    while 3 * len(out) < n_bytes:
-        nxt = sample_trigram(model, h, gen, temperature, ctx)
-        out.append(nxt[0])
-        if pos == T:  # segment rollover: positions restart, the state carries the past
-            pos = 0
-        h, state = model.step(nxt, pos, state)
-        pos += 1
-    return bytes(torch.stack(out).flatten().tolist())[:n_bytes] if out else b""
+    """Continue ``prompt`` by ``n_bytes`` bytes: ``b"".join(stream(...))`` (same arguments, same
+    bytes for the same seed), for callers that want the whole text at once."""
+    chunks = stream(
+        model,
+        prompt,
+        n_bytes,
+        temperature=temperature,
+        seed=seed,
+        allow_long_prompt=allow_long_prompt,
+    )
+    return b"".join(chunks)

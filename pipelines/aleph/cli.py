@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+from collections.abc import Callable
 
 from geolip.aleph.config import HEADS
 from geolip.aleph.experiments.names import OPS, SCOPES
-from pipelines.cli import Command, add_common_run_arguments, add_set_argument, gpu_flag
+from pipelines.cli import (
+    Command,
+    add_common_run_arguments,
+    add_set_argument,
+    gpu_flag,
+    int_at_least,
+)
 from pipelines.scales import SCALE_NAMES
 
 GRAFTS = ("none", "depth", "mixture", "retrofit")
 FORMATS = ("table", "json")
+MAX_SAMPLE_BYTES = 10_000_000
+"""The most bytes ``geolip aleph sample`` generates in one call (hours of decoding on a CPU)."""
+MIN_EVAL_BYTES = 6
+"""The fewest held-out bytes the evaluator scores: 2 trigrams (one context, one target)."""
+MIN_TRAIN_EVAL_BYTES = 1000
+"""The fewest held-out bytes a training run scores (``pipelines.aleph.job.check_job``)."""
 # The experiment names the head once had on the command line, and what they are now.
 FORMER_HEADS = {
     "pmix8": "--head pmix --set model.head.n_pointers=8",
@@ -31,6 +46,76 @@ def head_kind(value: str) -> str:
     if value in FORMER_HEADS:
         raise argparse.ArgumentTypeError(f"{value!r} is now spelled {FORMER_HEADS[value]}")
     return value
+
+
+def _int_at_least(low: int, why: str) -> Callable[[str], int]:
+    """``int_at_least(low)`` whose refusal of a too-small number says why ``low`` is the
+    minimum."""
+    parse = int_at_least(low)
+
+    def checked(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            return parse(text)  # refused as not a whole number
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low} ({why}), got {value}")
+        return value
+
+    checked.__name__ = parse.__name__
+    return checked
+
+
+def sample_bytes(text: str) -> int:
+    """``--bytes``: a whole number in ``1..MAX_SAMPLE_BYTES``."""
+    value = int_at_least(1)(text)
+    if value > MAX_SAMPLE_BYTES:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_SAMPLE_BYTES:,}, got {value:,}")
+    return value
+
+
+def temperature(text: str) -> float:
+    """``--temperature``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def utf8_text(text: str) -> str:
+    """``--prompt``: text that is valid UTF-8 (argv bytes that are not arrive as surrogate
+    escapes; they are refused with the first bad byte and its position)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:  # a lone surrogate that no argv byte makes
+        raise argparse.ArgumentTypeError(
+            f"not valid UTF-8 (character {text[exc.start]!r} at position {exc.start})"
+        ) from None
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"not valid UTF-8 (byte {raw[exc.start]:#04x} at position {exc.start})"
+        ) from None
+    return raw.decode("utf-8")
+
+
+def ablation_ops(text: str) -> tuple[str, ...]:
+    """``--ops``: a comma-separated list of known ablations (``OPS``), at least one."""
+    ops = tuple(op.strip() for op in text.split(",") if op.strip())
+    bad = [op for op in ops if op not in OPS]
+    if bad or not ops:
+        what = f"unknown ablation {bad[0]!r}" if bad else "no ablation given"
+        raise argparse.ArgumentTypeError(f"{what}; valid ones: {', '.join(OPS)}")
+    return ops
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -51,24 +136,28 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--bank", default=None, help="trigram bank file (default: cut from the corpus)")
     add_set_argument(p, "override a config value, e.g. --set train.steps=500 (repeatable)")
-    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers")
+    p.add_argument(
+        "--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers"
+    )
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
     p.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=int_at_least(0),
         default=0,
         help="steps between checkpoints (0: a fifth of the run)",
     )
-    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts allowed")
+    p.add_argument(
+        "--max-failures", type=int_at_least(0), default=2, help="worker-group restarts allowed"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
     p.add_argument("--init-from", default=None, help="warm-start from this donor checkpoint")
     p.add_argument("--graft", choices=GRAFTS, default="none", help="how the donor maps")
     p.add_argument("--experiment", default="geolip-aleph", help="MLflow experiment name")
     p.add_argument(
         "--eval-bytes",
-        type=int,
+        type=_int_at_least(MIN_TRAIN_EVAL_BYTES, "a training run scores at least 1000 bytes"),
         default=None,
-        help="held-out bytes to score (default: the scale's)",
+        help=f"held-out bytes to score, >= {MIN_TRAIN_EVAL_BYTES} (default: the scale's)",
     )
     p.add_argument("--name", default=None, help="run name (default: from config hash and seed)")
     add_common_run_arguments(p)
@@ -100,7 +189,7 @@ def job_from_args(args: argparse.Namespace):
         graft=args.graft,
         checkpoint_every=args.checkpoint_every,
         run_name=args.name,
-        eval_bytes=args.eval_bytes or scale.eval_bytes,
+        eval_bytes=scale.eval_bytes if args.eval_bytes is None else args.eval_bytes,
     )
 
 
@@ -123,31 +212,78 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--prompt", default="", help="text to continue (UTF-8)")
-    p.add_argument("--bytes", type=int, default=300, help="number of bytes to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (> 0)")
+    p.add_argument("--prompt", type=utf8_text, default="", help="text to continue (UTF-8)")
+    p.add_argument(
+        "--bytes",
+        type=sample_bytes,
+        default=300,
+        help=f"number of bytes to generate, 1 to {MAX_SAMPLE_BYTES:,}",
+    )
+    p.add_argument(
+        "--temperature", type=temperature, default=0.8, help="sampling temperature (finite, > 0)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
 
 
-def _run_sample(args: argparse.Namespace) -> int:
-    from geolip.aleph.checkpoint import load_checkpoint
-    from geolip.aleph.generate import generate
+FLUSH_BYTES = 64
+"""``aleph sample`` flushes stdout at each newline and at least every this many bytes."""
 
-    if args.bytes < 1:
-        raise ValueError(f"--bytes must be >= 1, got {args.bytes}")
-    if args.temperature <= 0:
-        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+
+def _run_sample(args: argparse.Namespace) -> int:
+    import codecs
+
+    from geolip.aleph.checkpoint import load_checkpoint
+    from geolip.aleph.generate import stream
+
     model, _, _ = load_checkpoint(args.checkpoint)
     prompt = args.prompt.encode("utf-8")
-    text = generate(model, prompt, args.bytes, temperature=args.temperature, seed=args.seed)
-    sys.stdout.write(args.prompt + text.decode("utf-8", errors="replace") + "\n")
+    chunks = stream(model, prompt, args.bytes, temperature=args.temperature, seed=args.seed)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out, pending = sys.stdout, 0
+    try:
+        for chunk in _prepend(prompt, chunks):
+            text = decoder.decode(chunk)
+            out.write(text)
+            pending += len(chunk)
+            if pending >= FLUSH_BYTES or "\n" in text:
+                out.flush()
+                pending = 0
+        out.write(decoder.decode(b"", final=True) + "\n")
+        out.flush()
+    except BrokenPipeError:
+        _quiet_stdout()  # the reader left (`| head`): not an error
     return 0
+
+
+def _prepend(first: bytes, rest):
+    if first:
+        yield first
+    yield from rest
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so the interpreter's final flush does not
+    fail again (the Python docs' recipe for SIGPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _add_eval_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint directory (e.g. runs/aleph/NAME/final)")
     p.add_argument("--corpus", required=True, help="corpus URI whose validation split is scored")
-    p.add_argument("--eval-bytes", type=int, default=1_000_000, help="held-out bytes to score")
+    p.add_argument(
+        "--eval-bytes",
+        type=_int_at_least(MIN_EVAL_BYTES, "the evaluation scores at least 2 trigrams"),
+        default=1_000_000,
+        help=f"held-out bytes to score (>= {MIN_EVAL_BYTES})",
+    )
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument("--no-log", action="store_true", help="do not log to MLflow")
     add_common_run_arguments(p)
@@ -155,11 +291,16 @@ def _add_eval_common(p: argparse.ArgumentParser) -> None:
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
     _add_eval_common(p)
-    p.add_argument("--streams", type=int, default=8, help="parallel streams of the streamed regime")
+    p.add_argument(
+        "--streams",
+        type=int_at_least(1),
+        default=8,
+        help="parallel streams of the streamed regime (each needs 6 of the --eval-bytes)",
+    )
     p.add_argument("--no-compressors", action="store_true", help="skip the compressor baselines")
     p.add_argument(
         "--prime-bytes",
-        type=int,
+        type=int_at_least(0),
         default=8_000_000,
         help="train bytes that prime the compressors (the last N; 0: none)",
     )
@@ -209,25 +350,27 @@ def _add_contrast(p: argparse.ArgumentParser) -> None:
     _add_eval_common(p)
     p.add_argument(
         "--ops",
+        type=ablation_ops,
         default="permute,randomize,rotate",
         help=f"comma-separated ablations, of {', '.join(OPS)}",
     )
-    p.add_argument("--seeds", type=int, default=3, help="seeds per ablation")
+    p.add_argument("--seeds", type=int_at_least(1), default=3, help="seeds per ablation")
     p.add_argument("--scope", choices=SCOPES, default="all", help="which codebook readers")
-    p.add_argument("--windows", type=int, default=64, help="fixed held-out windows scored")
+    p.add_argument(
+        "--windows", type=int_at_least(1), default=64, help="fixed held-out windows scored"
+    )
 
 
 def _run_contrast(args: argparse.Namespace) -> int:
     from pipelines.aleph.evaluate import contrast_checkpoint
     from pipelines.paths import data_dir
 
-    ops = tuple(op.strip() for op in args.ops.split(",") if op.strip())
     result, report = contrast_checkpoint(
         args.checkpoint,
         args.corpus,
         data_dir(args.data_dir),
         eval_bytes=args.eval_bytes,
-        ops=ops,
+        ops=args.ops,
         seeds=args.seeds,
         scope=args.scope,
         windows=args.windows,

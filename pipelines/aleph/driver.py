@@ -24,7 +24,7 @@ import ray.train
 from pipelines.aleph.job import PreparedJob, TrainJob, check_job, prepare_job
 from pipelines.aleph.worker import train_loop_per_worker
 from pipelines.plots import curves_figure, gauge_figure
-from pipelines.runtime import fit, init_ray, one_line
+from pipelines.runtime import fit, init_ray, interrupted_run, one_line
 from pipelines.tracking import (
     RunLogger,
     artifact_root,
@@ -89,6 +89,9 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
             callbacks=list(train_callbacks),
         )
         outcome = _finish(prepared, logger, result, time.perf_counter() - started)
+    except KeyboardInterrupt:
+        logger.finish("KILLED", error="interrupted (Ctrl-C)")
+        raise interrupted_run(prepared.name, ctx.data_dir / "ray_results" / prepared.name) from None
     except BaseException as exc:
         logger.finish("FAILED", error=one_line(exc))
         raise

@@ -32,6 +32,52 @@ from pipelines.tracking import (
 
 EVAL_EXPERIMENT = "geolip-eval"
 CONTRAST_OPS = ("permute", "randomize", "rotate")
+MIN_HELDOUT_BYTES = 6
+"""The fewest held-out bytes a regime scores: 2 trigrams, one of context and one target."""
+
+
+def check_eval_args(eval_bytes: int, streams: int = 1, prime_bytes: int = 0) -> None:
+    """The checks of ``eval_checkpoint``'s numbers that need neither the model nor the data."""
+    if eval_bytes < MIN_HELDOUT_BYTES:
+        raise GeolipError(
+            f"--eval-bytes must be >= {MIN_HELDOUT_BYTES} (the evaluation scores at least 2 "
+            f"trigrams), got {eval_bytes}"
+        )
+    if streams < 1:
+        raise GeolipError(f"--streams must be >= 1, got {streams}")
+    if eval_bytes < MIN_HELDOUT_BYTES * streams:
+        raise GeolipError(
+            f"--eval-bytes {eval_bytes} is too few for --streams {streams}: each stream scores at "
+            f"least 2 trigrams, so --eval-bytes must be >= {MIN_HELDOUT_BYTES * streams}"
+        )
+    if prime_bytes < 0:
+        raise GeolipError(f"--prime-bytes must be >= 0, got {prime_bytes}")
+
+
+def check_contrast_args(eval_bytes: int, ops, seeds: int, windows: int) -> None:
+    """The checks of ``contrast_checkpoint``'s arguments that need neither model nor data."""
+    from geolip.aleph.experiments.names import OPS
+
+    check_eval_args(eval_bytes)
+    bad = [op for op in ops if op not in OPS]
+    if bad or not ops:
+        what = f"unknown ablation {bad[0]!r}" if bad else "no ablation given"
+        raise GeolipError(f"--ops: {what}; valid ones: {', '.join(OPS)}")
+    if seeds < 1:
+        raise GeolipError(f"--seeds must be >= 1, got {seeds}")
+    if windows < 1:
+        raise GeolipError(f"--windows must be >= 1, got {windows}")
+
+
+def check_corpus(corpus: str) -> None:
+    """Refuse a malformed corpus URI or a ``file:`` corpus naming no file before anything is
+    loaded or written (``CorpusError``, one line)."""
+    from atlas.corpus import parse_uri
+    from atlas.corpus.files import resolve_paths
+
+    spec = parse_uri(corpus)
+    if spec.scheme == "file":
+        resolve_paths(spec.target, corpus)
 
 
 def heldout_bytes(corpus: str, data: Path, limit: int) -> tuple[np.ndarray, ByteShards]:
@@ -67,6 +113,8 @@ def eval_checkpoint(
 ) -> dict:
     """Held-out bits/byte of the checkpoint next to the compressors (primed on the last
     ``prime_bytes`` of the train side), logged to its MLflow run unless ``log`` is false."""
+    check_eval_args(eval_bytes, streams, prime_bytes)
+    check_corpus(corpus)
     checkpoint = Path(checkpoint).expanduser().resolve()
     model, _, meta = load_checkpoint(checkpoint)
     held, shards = heldout_bytes(corpus, data, eval_bytes)
@@ -97,8 +145,16 @@ def contrast_checkpoint(
 ) -> tuple[dict, ContrastReport]:
     """Controller contrast of the checkpoint on fixed held-out windows; ``(result, report)``,
     logged (metrics, JSON and a bar plot) to its MLflow run unless ``log`` is false."""
+    check_contrast_args(eval_bytes, tuple(ops), seeds, windows)
+    check_corpus(corpus)
     checkpoint = Path(checkpoint).expanduser().resolve()
     model, run_cfg, meta = load_checkpoint(checkpoint)
+    need = 3 * (run_cfg.model.seq_trigrams + 1)  # one window: T inputs and their targets
+    if eval_bytes < need:
+        raise GeolipError(
+            f"--eval-bytes {eval_bytes} is shorter than one contrast window of this model "
+            f"({run_cfg.model.seq_trigrams + 1} trigrams, {need} bytes); use --eval-bytes >= {need}"
+        )
     held, _ = heldout_bytes(corpus, data, eval_bytes)
     batches = fixed_eval_batches(held, windows, run_cfg.model.seq_trigrams, batch=16)
     report = controller_contrast(model, batches, tuple(ops), tuple(range(seeds)), scope)

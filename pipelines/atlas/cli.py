@@ -10,8 +10,18 @@ import functools
 import json
 import time
 
-from pipelines.atlas.query import json_value, parse_size, print_table
-from pipelines.cli import Command
+from atlas.config import parse_size
+from pipelines.atlas.query import json_value, print_table
+from pipelines.cli import Command, int_at_least
+from pipelines.paths import check_file_path
+
+
+def size_flag(text: str) -> int:
+    """An argparse ``type`` for sizes: ``8192``, ``8k`` (8,000) or ``8Ki`` (8,192)."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_build(p: argparse.ArgumentParser) -> None:
@@ -24,7 +34,7 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cpus",
-        type=int,
+        type=int_at_least(1),
         default=None,
         help="logical CPUs of a local Ray (default: the machine's cores)",
     )
@@ -40,7 +50,9 @@ def _add_build(p: argparse.ArgumentParser) -> None:
         "--quotas", default=None, help="shares of the target, e.g. char=0.35,word=0.6,unicode=0.05"
     )
     p.add_argument("--block-bytes", default=None, help="bytes of documents per map task (4M)")
-    p.add_argument("--partitions", type=int, default=None, help="merge buckets per stratum")
+    p.add_argument(
+        "--partitions", type=int_at_least(1), default=None, help="merge buckets per stratum"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing atlas in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress and no summary table")
 
@@ -74,9 +86,7 @@ def _run_build(args: argparse.Namespace) -> int:
     from atlas.build import build_atlas
     from pipelines.runtime import init_ray
 
-    cfg = config_from_args(args)
-    if args.cpus is not None and args.cpus < 1:
-        raise ValueError(f"--cpus must be >= 1, got {args.cpus}")
+    cfg = config_from_args(args)  # build_atlas checks --out and the corpus before Ray starts
     start = functools.partial(init_ray, cpus=args.cpus)
     build_atlas(
         args.corpus,
@@ -89,9 +99,21 @@ def _run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_interrupted(args: argparse.Namespace) -> str:
+    return (
+        f"nothing was written to {args.out} (its staging directory was removed); "
+        "run the same command again to build the atlas"
+    )
+
+
 def _add_bank_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--atlas", required=True, metavar="DIR", help="atlas of the training split")
-    p.add_argument("--size", required=True, type=parse_size, help="N, e.g. 8192, 8k or 64k")
+    p.add_argument(
+        "--size",
+        required=True,
+        type=size_flag,
+        help="N, e.g. 8192, 8Ki (= 8192) or 64k (= 64000): k is 1000 and Ki 1024, as everywhere",
+    )
     p.add_argument(
         "--quotas",
         default=None,
@@ -105,11 +127,10 @@ def _add_bank_build(p: argparse.ArgumentParser) -> None:
 
 
 def _run_bank_build(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from atlas.bank import build_bank, save_bank_file
 
-    out = Path(args.out)
+    out = check_file_path(args.out, "--out")
     if out.exists() and not args.overwrite:  # fail before the (possibly long) build
         raise FileExistsError(f"bank file {out} already exists (pass --overwrite to replace it)")
     start = time.perf_counter()
@@ -144,7 +165,7 @@ def _add_bank_stats(p: argparse.ArgumentParser) -> None:
         default=None,
         help="held-out fraction of the corpus split (default: the bank's atlas's)",
     )
-    p.add_argument("--top", type=int, default=10, help="top trigrams shown")
+    p.add_argument("--top", type=int_at_least(0), default=10, help="top trigrams shown")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
 
 
@@ -187,6 +208,7 @@ COMMANDS = [
         "count a corpus split into the stratified n-gram atlas (Ray Data + DuckDB)",
         _add_build,
         _run_build,
+        interrupted=_build_interrupted,
     ),
     Command("bank build", "cut a trigram bank from an atlas", _add_bank_build, _run_bank_build),
     Command("bank stats", "size, prior and coverage of a bank", _add_bank_stats, _run_bank_stats),

@@ -14,7 +14,7 @@ import re
 import sys
 from decimal import Decimal
 
-from pipelines.cli import Command
+from pipelines.cli import Command, int_at_least
 
 FORMATS = ("table", "csv", "json")
 TABLE_DEFAULT_LIMIT = 50
@@ -98,7 +98,7 @@ def _add_query(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument(
         "--limit",
-        type=int,
+        type=int_at_least(0),
         default=None,
         help=f"at most N rows (default: all for csv/json, {TABLE_DEFAULT_LIMIT} for table)",
     )

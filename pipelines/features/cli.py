@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli import Command
+from pipelines.cli import Command, int_at_least
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -12,8 +12,10 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default="builtin:python-docs", help="corpus URI")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--layer", type=int, default=-1, help="hidden layer (-1: last)")
-    p.add_argument("--max-sentences", type=int, default=512, help="train sentences")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per sentence")
+    p.add_argument("--max-sentences", type=int_at_least(1), default=512, help="train sentences")
+    p.add_argument(
+        "--max-length", type=int_at_least(3), default=128, help="tokens per sentence (>= 3)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
 
 

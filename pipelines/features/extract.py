@@ -32,8 +32,10 @@ import ray
 import ray.data
 
 from atlas.corpus import iter_split
+from atlas.corpus.hf import hub_offline
 from geolip.svae.adapters import split_sentences
 from pipelines.errors import GeolipError
+from pipelines.paths import check_dir_path
 from pipelines.runtime import init_ray
 
 FORMAT = "geolip-features/1"
@@ -70,11 +72,18 @@ def host_info(host: str) -> dict:
     from transformers import AutoConfig
 
     where = resolve_host(host)
+    offline = isinstance(where, str) and hub_offline()  # a Hub name: fail fast without network
     try:
         config = AutoConfig.from_pretrained(str(where))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
+        if offline:
+            raise GeolipError(
+                f"--host {host}: not found locally (no such directory, and not in the Hugging "
+                "Face cache) and the Hub is offline; pass a local model directory or the name "
+                "of a cached model"
+            ) from exc
         raise GeolipError(
-            f"--host {host}: cannot load an encoder config ({' '.join(str(exc).split())[:200]}); "
+            f"--host {host}: cannot load an encoder config ({' '.join(str(exc).split())}); "
             "pass a local model directory or a cached Hugging Face name"
         ) from exc
     kind = getattr(config, "model_type", "?")
@@ -171,9 +180,17 @@ class HostEncoder:
 
 
 def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False, progress=print):
-    """Extract feature shards for ``req`` into ``out``; returns the manifest."""
-    out = Path(out).expanduser().resolve()
+    """Extract feature shards for ``req`` into ``out``; returns the manifest.
+
+    Every check that needs no cluster (the output path, the host, the corpus) runs before Ray
+    starts."""
+    out = check_dir_path(Path(out).expanduser().resolve(), "--out")
     info = host_info(req.host)
+    layers = info["num_hidden_layers"]
+    if layers and not -(layers + 1) <= req.layer <= layers:
+        raise GeolipError(
+            f"--layer {req.layer}: host {req.host} has hidden states 0..{layers} (-1: the last)"
+        )
     key = hashlib.sha256(
         json.dumps({**asdict(req), "revision": info["revision"]}, sort_keys=True).encode()
     ).hexdigest()[:10]
@@ -297,4 +314,4 @@ def _read_manifest(path: Path) -> dict | None:
         manifest = json.loads((path / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    return manifest if manifest.get("format") == FORMAT else None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None

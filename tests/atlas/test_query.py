@@ -142,3 +142,51 @@ def test_missing_column_is_named(make_atlas):
     pq.write_table(pa.table({"gram": pa.array([b"abc"])}), part)
     with pytest.raises(AtlasError, match="lacks column"):
         query(root, "SELECT 1")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN SELECT * FROM atlas_word",
+        "explain analyze /* c */ SELECT count(*) FROM atlas",
+        "EXPLAIN (FORMAT json) SELECT 1",
+        "-- lead\nDESCRIBE atlas",
+        "SUMMARIZE atlas_unicode",
+    ],
+)
+def test_explain_of_a_select_and_select_likes_are_allowed(atlas_dir, sql):
+    assert query(atlas_dir, sql).num_rows > 0
+
+
+@pytest.mark.parametrize(
+    ("sql", "label"),
+    [
+        ("EXPLAIN ANALYZE COPY (SELECT 1) TO 'x.csv'", "EXPLAIN of COPY"),
+        ("EXPLAIN CREATE TABLE t AS SELECT 1", "EXPLAIN of CREATE"),
+        ("INSTALL httpfs", "INSTALL statements"),
+        ("RESET threads", "RESET statements"),
+        ("PRAGMA enable_profiling", "PRAGMA statements"),
+        ("EXPORT DATABASE 'x'", "EXPORT statements"),
+        ("CALL enable_logging()", "CALL statements"),
+    ],
+)
+def test_refusals_name_the_statement_and_what_is_allowed(atlas_dir, sql, label):
+    with pytest.raises(AtlasError, match=f"the atlas is read-only: {label}.*use one SELECT"):
+        query(atlas_dir, sql)
+
+
+def test_duckdb_has_no_writable_path_even_in_the_atlas_cwd(make_atlas, monkeypatch):
+    """DuckDB allow-lists ``<cwd>/:memory:`` by default; the sandbox empties that list."""
+    import duckdb
+
+    root = make_atlas()
+    monkeypatch.chdir(root)
+    con = open_atlas(root)
+    try:
+        for target in (":memory:", ":memory:.wal", "manifest.json"):
+            with pytest.raises(duckdb.Error, match="Permission Error"):
+                con.execute(f"COPY (SELECT 1) TO '{target}' (FORMAT csv)")
+        assert con.sql("SELECT current_setting('allowed_paths')").fetchall() == [([],)]
+    finally:
+        con.close()
+    assert sorted(p.name for p in root.iterdir()) == ["grams", "manifest.json"]

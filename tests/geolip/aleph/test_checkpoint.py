@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from geolip.aleph.bank import BankError, TrigramBank, bank_from_bytes, load_bank, save_bank
 from geolip.aleph.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from geolip.aleph.config import AlephRunConfig
-from geolip.aleph.generate import generate
+from geolip.aleph.generate import generate, stream
 from geolip.aleph.presets import tiny, with_head
 from geolip.config import ConfigError, config_hash
 
@@ -91,8 +91,35 @@ def test_missing_meta(saved):
 
 
 def test_not_a_directory(tmp_path):
-    with pytest.raises(CheckpointError, match="not a directory"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="is a file, not a directory"):
+        load_checkpoint(tmp_path / "file")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "kind"),
+    [
+        ("meta.json", "[1]", "array"),
+        ("meta.json", '"x"', "string"),
+        ("config.json", "[1]", "array"),
+        ("config.json", "null", "null"),
+        ("config.json", '{"model": 5}', "number"),
+    ],
+)
+def test_json_that_is_not_an_object(saved, name, text, kind):
+    path, _ = saved
+    (path / name).write_text(text)
+    with pytest.raises(CheckpointError, match=f"{name}.* JSON {kind}; expected a JSON object"):
+        load_checkpoint(path)
+
+
+def test_json_that_is_not_utf8(saved):
+    path, _ = saved
+    (path / "meta.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(CheckpointError, match=r"meta\.json is not UTF-8 text \(byte 0xff"):
+        load_checkpoint(path)
 
 
 def test_corrupt_weights(saved):
@@ -223,6 +250,35 @@ def test_generate_length_and_determinism(make_model, head, mixture):
     assert a == b and a != c
     assert generate(model, b"x", 0) == b""
     assert len(generate(model, b"", 4, seed=1)) == 4
+
+
+@pytest.mark.parametrize(("head", "n_bytes"), [("byte", 10), ("pmix", 11), ("pmix", 0)])
+def test_stream_is_generate_in_chunks(make_model, head, n_bytes):
+    model = make_model(head, seed=46)
+    chunks = list(stream(model, b"The cat", n_bytes, temperature=0.7, seed=3))
+    assert all(len(c) == 3 for c in chunks[:-1]) and all(1 <= len(c) <= 3 for c in chunks)
+    assert b"".join(chunks) == generate(model, b"The cat", n_bytes, temperature=0.7, seed=3)
+    assert len(b"".join(chunks)) == n_bytes
+
+
+def test_stream_is_lazy(make_model):
+    """A 10**12-byte request yields its first chunks at once: nothing is generated (or kept)
+    ahead of the reader, so memory does not grow with the request."""
+    import itertools
+    import time
+
+    model = make_model("pmix", seed=47, n_segments=2)
+    started = time.monotonic()
+    chunks = stream(model, b"The cat", 10**12, seed=1)
+    first = list(itertools.islice(chunks, 2 * model.cfg.seq_trigrams + 4))  # past a rollover
+    assert time.monotonic() - started < 30
+    assert b"".join(first) == generate(model, b"The cat", 3 * len(first), seed=1)
+
+
+def test_stream_checks_the_prompt_when_called(make_model):
+    model = make_model("byte", seed=42)
+    with pytest.raises(ValueError, match="position table"):
+        stream(model, b"abc" * (model.cfg.seq_trigrams + 1), 6)  # not at the first next()
 
 
 def test_streaming_generation_keeps_constant_state(make_model):
