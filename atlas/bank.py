@@ -64,7 +64,9 @@ def parse_quotas(spec: str | dict | None) -> dict[str, float]:
     seen: set[str] = set()
     for name, value in items:
         if name not in STRATA:
-            raise AtlasError(f"unknown stratum {name!r} in quotas: expected some of {STRATA}")
+            raise AtlasError(
+                f"unknown stratum {name!r} in quotas: expected some of {', '.join(STRATA)}"
+            )
         if name in seen:
             raise AtlasError(f"stratum {name!r} appears twice in quotas")
         seen.add(name)
@@ -145,7 +147,7 @@ def select_bank(
     if size > len(all_codes):
         raise AtlasError(
             f"bank size {size} is larger than the {len(all_codes)} distinct trigrams this atlas "
-            "can supply"
+            f"can supply; use --size {len(all_codes)} or less"
         )
     pooled = np.zeros(len(all_codes))
     for codes, score in scores.values():
@@ -263,11 +265,17 @@ def read_bank_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
             trigrams, log_prior = fh.get_tensor("trigrams"), fh.get_tensor("log_prior")
         provenance = json.loads(meta.get("provenance", "{}"))
     except Exception as exc:  # safetensors and json raise several types on corrupt input
-        raise AtlasError(f"bank file {path} is not a readable bank: {one_line(exc)}") from exc
+        raise AtlasError(
+            f"bank file {path} is not a readable bank ({one_line(exc)}); expected a .safetensors "
+            "file written by `geolip bank build`"
+        ) from exc
     if not isinstance(provenance, dict):
         raise AtlasError(f"bank file {path}: its provenance metadata is not a JSON object")
     if trigrams.ndim != 2 or trigrams.shape[1] != 3 or log_prior.shape != (len(trigrams),):
-        raise AtlasError(f"bank file {path}: shapes {trigrams.shape} / {log_prior.shape} invalid")
+        raise AtlasError(
+            f"bank file {path} holds trigrams {trigrams.shape} and log_prior {log_prior.shape}; "
+            "expected [N, 3] and [N]"
+        )
     return trigrams, log_prior, provenance
 
 

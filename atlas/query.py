@@ -68,6 +68,8 @@ def one_line(error: BaseException) -> str:
 def read_manifest(atlas_dir: str | Path) -> dict:
     """The atlas's ``manifest.json``, checked for presence and format."""
     root = Path(atlas_dir)
+    if root.exists() and not root.is_dir():
+        raise AtlasError(f"{root} is a file, not a directory; expected an atlas directory")
     if not root.is_dir():
         raise AtlasError(
             f"atlas directory {root} does not exist (build it with `geolip atlas build`)"

@@ -67,10 +67,12 @@ def _list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cluster.submit import client
+    from cluster.submit import client, job_errors
 
     table = Table("submission id", "status", "entrypoint")
-    jobs = sorted(client(args.address).list_jobs(), key=lambda j: j.start_time or 0)
+    jobs = client(args.address)
+    with job_errors("jobs list", args.address):
+        jobs = sorted(jobs.list_jobs(), key=lambda j: j.start_time or 0)
     for job in jobs:
         table.add_row(job.submission_id or job.job_id or "", str(job.status.value), job.entrypoint)
     Console().print(table)
@@ -78,9 +80,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from cluster.submit import client
+    from cluster.submit import client, job_errors
 
-    info = client(args.address).get_job_info(args.submission_id)
+    jobs = client(args.address)
+    with job_errors(f"jobs status {args.submission_id}", args.address):
+        info = jobs.get_job_info(args.submission_id)
     print(
         f"{args.submission_id}: {info.status.value}"
         + (f" ({info.message})" if info.message else "")
@@ -94,19 +98,24 @@ def _add_logs(p: argparse.ArgumentParser) -> None:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from cluster.submit import client, follow
+    from cluster.submit import client, follow, job_errors
 
     jobs = client(args.address)
-    if args.follow:
-        return follow(jobs, args.submission_id)
-    print(jobs.get_job_logs(args.submission_id), end="")
+    with job_errors(f"jobs logs {args.submission_id}", args.address):
+        if args.follow:
+            jobs.get_job_info(args.submission_id)  # an unknown id: one line, before streaming
+            return follow(jobs, args.submission_id)
+        logs = jobs.get_job_logs(args.submission_id)
+    print(logs, end="")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from cluster.submit import client
+    from cluster.submit import client, job_errors
 
-    stopped = client(args.address).stop_job(args.submission_id)
+    jobs = client(args.address)
+    with job_errors(f"jobs stop {args.submission_id}", args.address):
+        stopped = jobs.stop_job(args.submission_id)
     print(f"{args.submission_id}: " + ("stop requested" if stopped else "already finished"))
     return 0
 

@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,26 +52,49 @@ class Submission:
 
 
 def resolve_address(address: str | None) -> str:
+    """The job server's URL: ``--address``, else ``$RAY_ADDRESS``, else the local default;
+    anything but ``http(s)://HOST[:PORT]`` is refused naming where it came from."""
+    source = "--address" if address else "$RAY_ADDRESS"
     raw = address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
+    expected = "expected the job server's http(s)://HOST:8265 (the dashboard address)"
     if raw.startswith("ray://") or not raw.startswith(("http://", "https://")):
-        raise SubmitError(
-            f"--address {raw!r}: expected the job server's http(s)://HOST:8265 (the dashboard "
-            "address), not a GCS or client address"
-        )
+        raise SubmitError(f"{source} {raw!r}: {expected}, not a GCS or client address")
+    url = urllib.parse.urlsplit(raw)
+    try:
+        url.port  # noqa: B018 (parses the port: a bad one raises)
+    except ValueError:
+        raise SubmitError(f"{source} {raw!r}: the port is not a number from 0 to 65535") from None
+    if not url.hostname or url.query or url.fragment:
+        raise SubmitError(f"{source} {raw!r}: {expected}")
     return raw.rstrip("/")
 
 
 def client(address: str | None):
     """A ``JobSubmissionClient``; an unreachable server or a refused token is a one-line error."""
+    url = resolve_address(address)  # a malformed address fails before Ray is imported
     from ray.job_submission import JobSubmissionClient
 
-    url = resolve_address(address)
     token = _token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
         return JobSubmissionClient(url, headers=headers)
     except Exception as exc:  # ConnectionError, auth RuntimeError: say which and how to fix
         raise SubmitError(_connection_error(url, exc)) from exc
+
+
+@contextlib.contextmanager
+def job_errors(what: str, address: str | None):
+    """Turn a job server's refusal (an unknown submission id, a lost connection) into one
+    ``SubmitError`` line naming ``what`` was asked (``jobs status ID``, ...)."""
+    try:
+        yield
+    except SubmitError:
+        raise
+    except Exception as exc:  # RuntimeError("Request failed with status code 404: ..."), ...
+        text = " ".join(str(exc).split())[:300]
+        if re.search(r"\b404\b|does not exist", text):
+            text = f"no such job on the Ray job server at {resolve_address(address)}"
+        raise SubmitError(f"{what}: {text}") from exc
 
 
 def _token() -> str | None:
@@ -97,7 +121,10 @@ def _connection_error(url: str, exc: Exception) -> str:
             f"the Ray cluster at {url} refused the authentication token; set RAY_AUTH_TOKEN "
             "(or ~/.ray/auth_token) to the cluster's token"
         )
-    return f"cannot reach the Ray job server at {url}: {text[:300]}"
+    return (
+        f"cannot reach the Ray job server at {url}: {text[:300]} (pass --address "
+        "http(s)://HOST:8265 or set $RAY_ADDRESS to the cluster's dashboard address)"
+    )
 
 
 def check_command(sub: Submission) -> tuple[list[str], dict]:
@@ -112,7 +139,14 @@ def check_command(sub: Submission) -> tuple[list[str], dict]:
             "nothing to submit: give a geolip command after --, e.g. "
             "geolip submit -- geolip train aleph --corpus builtin:tiny"
         )
-    args = _parse(build_parser(load_commands()), argv)
+    commands = load_commands()
+    top = sorted({c.name.split()[0] for c in commands})
+    if not argv[0].startswith("-") and argv[0] not in top:
+        raise SubmitError(
+            f"not a geolip command: {argv[0]!r}; expected `geolip submit -- geolip COMMAND ...` "
+            f"with COMMAND one of {', '.join(top)}"
+        )
+    args = _parse(build_parser(commands), argv)
     for flag in PATH_FLAGS:
         value = getattr(args, flag, None)
         if value and not _absolute_or_uri(value):
@@ -128,6 +162,7 @@ def check_command(sub: Submission) -> tuple[list[str], dict]:
         env["GEOLIP_DATA"] = sub.data_dir
     uri = sub.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
+        _check_tracking_uri(uri, "--tracking-uri" if sub.tracking_uri else "$MLFLOW_TRACKING_URI")
         env["MLFLOW_TRACKING_URI"] = uri
     if not data and not getattr(args, "out", None):
         raise SubmitError(
@@ -135,6 +170,21 @@ def check_command(sub: Submission) -> tuple[list[str], dict]:
             "pass --data-dir /shared/path to geolip submit (or to the command)"
         )
     return argv, env
+
+
+def _check_tracking_uri(uri: str, source: str) -> None:
+    """A job's store must be reachable from the cluster: a server, or SQLite at an absolute
+    path on shared storage (a relative one lands in the job's temporary working directory)."""
+    if uri.startswith("sqlite:") and not uri.startswith("sqlite:////"):
+        raise SubmitError(
+            f"{source} {uri!r} is not an absolute SQLite path: use sqlite:////SHARED/PATH.db "
+            "or the cluster's http(s)://MLFLOW-SERVER:5000"
+        )
+    if not re.match(r"^(sqlite|https?|databricks)(:|$)", uri):
+        raise SubmitError(
+            f"{source} {uri!r}: expected http(s)://HOST:PORT, sqlite:////SHARED/PATH.db or "
+            "databricks"
+        )
 
 
 def _parse(parser, argv: list[str]):
@@ -146,6 +196,7 @@ def _parse(parser, argv: list[str]):
     except SystemExit:
         lines = err.getvalue().strip().splitlines()
         reason = lines[-1] if lines else "it only prints help"
+        reason = reason.removeprefix("geolip: error: ")  # the CLI prints its own prefix
         raise SubmitError(f"not a valid geolip command: {reason}") from None
 
 
@@ -156,18 +207,17 @@ def _absolute_or_uri(value: str) -> bool:
 def submit(sub: Submission, progress=print) -> int:
     """Submit; with ``wait`` stream the logs and return 0 if the job succeeded, else 1."""
     argv, env = check_command(sub)
-    jobs = client(sub.address)
     runtime_env: dict = {"env_vars": env} if env else {}
     if sub.working_dir:
-        wd = Path(sub.working_dir).expanduser().resolve()
-        if not wd.is_dir():
-            raise SubmitError(f"--working-dir {sub.working_dir}: not a directory")
-        runtime_env["working_dir"] = str(wd)
+        runtime_env["working_dir"] = str(check_working_dir(sub.working_dir))
         entry = ["python", "-m", "pipelines", *argv]  # the uploaded code, not an installed one
     else:
         entry = ["geolip", *argv]
+    resolve_address(sub.address)  # every check before connecting
+    jobs = client(sub.address)
     entrypoint = shlex.join(entry)
-    sid = sub.submission_id or _stable_id(jobs, argv, env)
+    with job_errors("submit", sub.address):
+        sid = sub.submission_id or _stable_id(jobs, argv, env)
     metadata = {"geolip_command": shlex.join(argv)}
     _submit_when_ready(
         jobs,
@@ -182,6 +232,16 @@ def submit(sub: Submission, progress=print) -> int:
         progress(f"follow it with: geolip jobs logs {sid} --follow")
         return 0
     return follow(jobs, sid, progress)
+
+
+def check_working_dir(path: str) -> Path:
+    """``--working-dir``: an existing directory here (Ray uploads it)."""
+    wd = Path(path).expanduser().resolve()
+    if not wd.exists():
+        raise SubmitError(f"--working-dir {path} does not exist; expected a directory to upload")
+    if not wd.is_dir():
+        raise SubmitError(f"--working-dir {path} is a file; expected a directory to upload")
+    return wd
 
 
 def _submit_when_ready(jobs, sid: str, wait_s: float = AGENT_WAIT_S, **kwargs) -> None:

@@ -1,13 +1,13 @@
 """``geolip demo`` on the command line (registered through the ``geolip.commands`` entry
-point). ``demo.run`` is imported inside ``_run``: it pulls in Ray, torch and MLflow, and
-``geolip --help`` must stay fast."""
+point). ``demo.run`` is imported inside ``_run``, after the checks of ``demo.checks``: it pulls
+in Ray, torch and MLflow, and ``geolip --help`` and bad input must stay fast."""
 
 from __future__ import annotations
 
 import argparse
 
 from demo.scales import DEMO_SCALES
-from pipelines.cli import Command, add_common_run_arguments
+from pipelines.cli import Command, add_common_run_arguments, int_at_least
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -22,7 +22,10 @@ def _add(p: argparse.ArgumentParser) -> None:
         "--corpus", default="builtin:python-docs", help="corpus URI (builtin:, file:, hf:)"
     )
     p.add_argument(
-        "--workers", type=int, default=2, help="data-parallel Ray Train workers per training run"
+        "--workers",
+        type=int_at_least(1),
+        default=2,
+        help="data-parallel Ray Train workers per training run",
     )
     p.add_argument(
         "--fresh", action="store_true", help="delete what an earlier demo made; start over"
@@ -31,9 +34,12 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from demo.run import demo_context, run_demo
+    from demo.checks import demo_context, preflight
 
     ctx = demo_context(args.scale, args.data_dir, args.tracking_uri, args.workers)
+    preflight(args.scale, args.corpus, ctx, args.fresh)  # before Ray, torch and MLflow load
+    from demo.run import run_demo
+
     try:
         run_demo(args.scale, args.corpus, ctx, args.fresh)
     except KeyboardInterrupt:

@@ -23,7 +23,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from demo.scales import DemoScale, demo_scale
+from demo.checks import EXPERIMENT, demo_context, demo_identity, preflight
+from demo.scales import DemoScale
 from demo.stages import STAGES
 from demo.state import DemoLock, DemoState, check_writable, close_interrupted, forget
 from pipelines.errors import GeolipError
@@ -31,7 +32,7 @@ from pipelines.runtime import RunContext, init_ray
 from pipelines.tracking import artifact_root, check_tracking, ensure_experiment, start_run
 from pipelines.ui import experiment_url
 
-EXPERIMENT = "geolip-demo"
+__all__ = ["EXPERIMENT", "Demo", "demo_context", "print_final", "run_demo"]
 
 
 @dataclass
@@ -91,8 +92,7 @@ def run_demo(
 
     ``stop_after`` (a test hook) interrupts the demo after that stage, as Ctrl-C would.
     """
-    budgets = demo_scale(scale)
-    ctx.check_workers()
+    budgets = preflight(scale, corpus, ctx, fresh)  # reads only: nothing is written before
     console = console or Console()
     check_writable(ctx.data_dir)
     check_tracking(ctx.tracking_uri)
@@ -100,7 +100,7 @@ def run_demo(
     with DemoLock(ctx.data_dir / "demo"):
         if fresh:
             forget(home, ctx.tracking_uri, progress=console.print)
-        identity = {"scale": scale, "corpus": corpus, "workers": ctx.workers}
+        identity = demo_identity(scale, corpus, ctx)
         root = artifact_root(ctx.tracking_uri, ctx.data_dir)
         exp = ensure_experiment(ctx.tracking_uri, ctx.experiment, root)
         d = Demo(budgets, corpus, ctx, home, console, exp, DemoState(home, identity))
@@ -120,20 +120,6 @@ def run_demo(
                 raise
     print_final(d)
     return d
-
-
-def demo_context(
-    scale: str, data_dir: str | None, tracking_uri: str | None, workers: int = 2
-) -> RunContext:
-    """The context of every job of a demo: its experiment and tag, runs resumed when found."""
-    return RunContext.create(
-        EXPERIMENT,
-        data_dir,
-        tracking_uri,
-        workers=workers,
-        auto_resume=True,
-        tags={"demo": scale},
-    )
 
 
 def _run_stage(d: Demo, i: int, name: str, title: str, fn) -> None:

@@ -18,9 +18,34 @@ from pathlib import Path
 
 from pipelines.errors import GeolipError
 from pipelines.tracking import client
-from tune.report import child_runs
+from tune.spec import json_kind, read_json_object
 
 STATE_FORMAT = 1
+
+
+def read_state(path: Path) -> dict | None:
+    """The saved state ``path`` (None: no demo ran there yet). A file that is not a demo's
+    state is one ``GeolipError`` line naming it, and how to start over."""
+    if not path.exists():
+        return None
+    start_over = f"delete {path.parent} to start this demo over, or pass another --data-dir"
+    try:
+        doc = read_json_object(path)
+    except GeolipError as exc:
+        raise GeolipError(f"demo state {exc}; {start_over}") from None
+    for key in ("identity", "stages"):
+        value = doc.get(key, {})
+        if not isinstance(value, dict):
+            raise GeolipError(
+                f"demo state {path}: {key!r} holds a JSON {json_kind(value)}; expected a JSON "
+                f"object; {start_over}"
+            )
+    bad = [name for name, rec in doc.get("stages", {}).items() if not isinstance(rec, dict)]
+    if bad:
+        raise GeolipError(
+            f"demo state {path}: the record of stage {bad[0]!r} is not a JSON object; {start_over}"
+        )
+    return doc
 
 
 def check_writable(data: Path) -> None:
@@ -50,12 +75,9 @@ class DemoLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            error = _held(fd, self.path)
             os.close(fd)
-            raise GeolipError(
-                f"another geolip demo (pid {holder}) is running on {self.path.parent}; wait for "
-                "it, or pass another --data-dir"
-            ) from None
+            raise error from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
@@ -67,6 +89,30 @@ class DemoLock:
             self._fd = None
 
 
+def _held(fd: int, path: Path) -> GeolipError:
+    """The error for a lock another demo holds (its pid is in the lock file)."""
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    return GeolipError(
+        f"another geolip demo (pid {holder}) is running on {path.parent}; wait for it, or pass "
+        "another --data-dir"
+    )
+
+
+def check_unlocked(directory: Path) -> None:
+    """Refuse, writing nothing, when another demo holds ``directory``'s lock (``DemoLock``
+    takes it for real later; this is the early, read-only look)."""
+    path = directory / ".lock"
+    if not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the close below
+    except BlockingIOError:
+        raise _held(fd, path) from None
+    finally:
+        os.close(fd)
+
+
 class DemoState:
     """The records of the finished stages, persisted in ``home/state.json``."""
 
@@ -75,8 +121,8 @@ class DemoState:
         self.path = home / "state.json"
         self.identity = identity
         self.stages: dict[str, dict] = {}
-        if self.path.exists():
-            saved = json.loads(self.path.read_text())
+        saved = read_state(self.path)
+        if saved is not None:
             if saved.get("identity") != identity:
                 raise GeolipError(
                     f"{self.path} is a demo of other options ({saved.get('identity')}); pass "
@@ -99,8 +145,7 @@ class DemoState:
 def forget(home: Path, uri: str, progress=print) -> None:
     """``--fresh``: delete the MLflow runs and directories the recorded stages made, and the
     demo's own directory. Runs are deleted (MLflow's trash), not purged."""
-    state = home / "state.json"
-    stages = json.loads(state.read_text()).get("stages", {}) if state.exists() else {}
+    stages = (read_state(home / "state.json") or {}).get("stages", {})
     runs = [r for rec in stages.values() for r in rec.get("runs", [])]
     paths = [Path(p) for rec in stages.values() for p in rec.get("paths", [])]
     if runs:
@@ -113,6 +158,8 @@ def forget(home: Path, uri: str, progress=print) -> None:
 
 def _delete_runs(uri: str, run_ids: list[str]) -> None:
     """Delete the runs and their child runs (a sweep's trials)."""
+    from tune.report import child_runs  # matplotlib: only when there is something to delete
+
     runs = client(uri)
     for run_id in run_ids:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -152,7 +153,16 @@ def _parse_value(raw: str, current: Any) -> Any:
             return False
         raise ConfigError(f"expected a boolean, got {raw!r}")
     if isinstance(current, int):
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"expected a whole number, got {raw!r}") from None
     if isinstance(current, float):
-        return float(raw)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"expected a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"expected a finite number, got {raw!r}")
+        return value
     return raw

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from atlas.corpus import DEFAULT_HELDOUT, SplitStats, encode_text, iter_split, parse_uri
 from atlas.corpus.files import resolve_paths
+from pipelines.paths import new_parents
 
 FORMAT = "geolip-byte-shards/1"
 CHUNK_BYTES = 3 * 21845  # 64 KiB less one byte: a multiple of 3, so chunks keep the phase
@@ -77,21 +78,31 @@ def build_byte_shards(
     if manifest is not None and manifest.get("key") == key:
         return ByteShards(out, manifest)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    with new_parents(out):
+        manifest = _stage(str(spec), key, fraction, chunk_bytes, staging, out)
+    progress(_describe(out, manifest))
+    return ByteShards(out, manifest)
+
+
+def _stage(
+    spec: str, key: str, fraction: float, chunk_bytes: int, staging: Path, out: Path
+) -> dict:
+    """Write both sides and the manifest under ``staging``, rename it to ``out``; returns the
+    manifest."""
     try:
         splits = {
-            side: _write_side(str(spec), side, fraction, chunk_bytes, staging / side)
+            side: _write_side(spec, side, fraction, chunk_bytes, staging / side)
             for side in ("train", "validation")
         }
-        manifest = {"format": FORMAT, "key": key, "uri": str(spec), "chunk_bytes": chunk_bytes}
+        manifest = {"format": FORMAT, "key": key, "uri": spec, "chunk_bytes": chunk_bytes}
         manifest.update(heldout_fraction=fraction, splits=splits)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():  # a stale or foreign directory under our key's name: replace it
             shutil.rmtree(out)
         os.replace(staging, out)
+        return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    progress(_describe(out, manifest))
-    return ByteShards(out, manifest)
 
 
 def read_side(shards: ByteShards, split: str, limit: int | None = None) -> np.ndarray:

@@ -3,7 +3,9 @@ the checks every output path gets before any work starts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipelines.errors import GeolipError
@@ -59,3 +61,20 @@ def check_file_path(path: str | os.PathLike, flag: str) -> Path:
     if blocker is not None:
         raise GeolipError(f"{flag} {path} lies under {blocker}, which is a regular file")
     return path
+
+
+@contextlib.contextmanager
+def new_parents(path: Path) -> Iterator[None]:
+    """Create ``path``'s missing parent directories for the block; when the block fails, remove
+    again those it created that are still empty (a failed first run leaves no ``data/``)."""
+    missing = [p for p in Path(path).parents if not p.exists()]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for parent in missing:  # deepest first
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (another writer) or already gone: leave it
+                break
+        raise

@@ -13,12 +13,18 @@ the checks that run before Ray starts must not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
 import shutil
+import signal
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +88,8 @@ def init_ray(workers: int = 1, cpus: int | None = None) -> None:
 
     ``RAY_ADDRESS`` set: connect to that cluster. Else a new local Ray of this process with
     ``cpus`` logical CPUs (default: the machine's cores, and at least ``workers + 1``), whatever
-    other Rays run here. The dashboard stays on: it serves the state API that Ray Train's
-    placement-group cleaner polls.
+    other Rays run here (``local_ray_options``). The dashboard stays on: it serves the state API
+    that Ray Train's placement-group cleaner polls.
     """
     import ray
 
@@ -91,9 +97,35 @@ def init_ray(workers: int = 1, cpus: int | None = None) -> None:
         return
     kwargs: dict = {"ignore_reinit_error": True, "logging_level": "WARNING"}
     if not os.environ.get("RAY_ADDRESS"):
-        kwargs["address"] = "local"
-        kwargs["num_cpus"] = cpus if cpus is not None else max(os.cpu_count() or 1, workers + 1)
+        kwargs.update(local_ray_options(workers, cpus))
     ray.init(**kwargs)
+
+
+def local_ray_options(workers: int = 1, cpus: int | None = None) -> dict:
+    """``ray.init`` options for a local Ray of this process's own, found by its own actors.
+
+    ``address="local"`` starts a new Ray instead of joining the newest one found. Ray's own
+    actors (Ray Train's placement-group cleaner) look the cluster up through the state API
+    with no address, and with a second Ray on the machine print "Found multiple active Ray
+    instances": the job's actors are told its dashboard's address (``RAY_API_SERVER_ADDRESS``,
+    a free port picked here), so they never guess.
+    """
+    port = free_port()
+    return {
+        "address": "local",
+        "num_cpus": cpus if cpus is not None else max(os.cpu_count() or 1, workers + 1),
+        "dashboard_host": "127.0.0.1",
+        "dashboard_port": port,
+        "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+    }
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now (another process may take it before
+    its user binds it: Ray's dashboard then retries the next ports)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def use_gpu(flag: bool | None) -> bool:
@@ -207,12 +239,11 @@ def fit(loop, config: dict, name: str, ctx: RunContext, **trainer_kwargs):
     the root cause on one line. ``trainer_kwargs`` go to ``TorchTrainer`` (datasets, ...);
     ``callbacks`` to its ``RunConfig``."""
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     init_ray(ctx.workers)
     gpu = use_gpu(ctx.use_gpu)
     callbacks = trainer_kwargs.pop("callbacks", None) or None
-    trainer = TorchTrainer(
+    trainer = _interruptible_trainer()(
         loop,
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
@@ -229,7 +260,77 @@ def fit(loop, config: dict, name: str, ctx: RunContext, **trainer_kwargs):
         ),
         **trainer_kwargs,
     )
+    with watch_sigint() as interrupted:
+        trainer.interrupted = interrupted
+        try:
+            result = trainer.fit()
+        except SystemExit:  # Ray Train's Ctrl-C handler exits when its controller is gone
+            if interrupted.is_set():
+                raise KeyboardInterrupt from None
+            raise
+        except Exception as exc:  # Ray wraps worker errors; report the root cause on one line
+            # A terminal's Ctrl-C reaches Ray's workers too: their deaths are the interrupt's.
+            if interrupted.is_set():
+                raise KeyboardInterrupt from None
+            raise GeolipError(f"training run {name} failed: {root_cause(exc)}") from exc
+    if interrupted.is_set():  # a gracefully aborted run returns a result: it did not finish
+        raise KeyboardInterrupt
+    return result
+
+
+@functools.cache
+def _interruptible_trainer() -> type:
+    """``TorchTrainer`` whose driver notes a Ctrl-C in ``self.interrupted`` (an Event).
+
+    Ray Train installs its own SIGINT handler while ``fit`` runs (it aborts the run gracefully
+    and may ``sys.exit``), replacing ``watch_sigint``'s; this wraps Ray's handler so the event
+    is still set, and ``fit`` can end the job as interrupted rather than failed or finished.
+    """
+    from ray.train.torch import TorchTrainer
+
+    class InterruptibleTrainer(TorchTrainer):
+        interrupted: threading.Event | None = None
+
+        def _register_sigint_handler(self, controller) -> None:
+            super()._register_sigint_handler(controller)
+            ray_handler = signal.getsignal(signal.SIGINT)
+            event = self.interrupted
+
+            def note(signum, frame) -> None:
+                if event is not None:
+                    event.set()
+                ray_handler(signum, frame)
+
+            if callable(ray_handler):
+                signal.signal(signal.SIGINT, note)
+
+    return InterruptibleTrainer
+
+
+@contextlib.contextmanager
+def watch_sigint() -> Iterator[threading.Event]:
+    """Note any SIGINT (Ctrl-C) while the block runs, then let the handler before it act.
+
+    A terminal sends Ctrl-C to the whole process group: Ray's workers die of it as well and
+    ``trainer.fit`` may raise their deaths as an ordinary error before (or instead of) the
+    driver's ``KeyboardInterrupt``; the event lets ``fit`` tell the two apart. Outside the main
+    thread (a Tune trial's driver) signals cannot be handled: the event stays clear.
+    """
+    seen = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame) -> None:
+        seen.set()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
     try:
-        return trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors; report the root cause on one line
-        raise GeolipError(f"training run {name} failed: {root_cause(exc)}") from exc
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -25,9 +25,21 @@ from pipelines.aleph.cli import add_common_run_arguments
 from pipelines.cli import Command
 from pipelines.errors import GeolipError
 
+SQLITE_HEADER = b"SQLite format 3\x00"
 START_TIMEOUT = 60.0  # the first start imports mlflow and checks the schema: ~10 s on 2 cores
 # A local server must not be asked through an http_proxy from the environment.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type``: a TCP port, 1 to 65535 (the usage error names ``--port``)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = None
+    if port is None or not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return port
 
 
 def check_port(host: str, port: int) -> None:
@@ -39,14 +51,29 @@ def check_port(host: str, port: int) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError as e:
-            in_use = e.errno == errno.EADDRINUSE
-            reason = "is already in use" if in_use else f"cannot be bound ({e.strerror})"
-            raise GeolipError(
-                f"--port {port}: {host}:{port} {reason}; "
-                f"pass --port N (e.g. --port {port + 1 if port < 65535 else 5001}) "
-                "or stop what holds it"
-            ) from e
+        except (OSError, UnicodeError) as e:
+            raise _bind_error(host, port, e) from None
+
+
+def _bind_error(host: str, port: int, e: OSError | UnicodeError) -> GeolipError:
+    """What a failed bind means: the port is taken, or ``--host`` is not this machine's."""
+    if not isinstance(e, OSError) or isinstance(e, socket.gaierror):
+        return GeolipError(
+            f"--host {host!r}: no such host name or address; pass an IP address of this "
+            "machine such as 127.0.0.1 or 0.0.0.0"
+        )
+    if e.errno == errno.EADDRNOTAVAIL:
+        return GeolipError(
+            f"--host {host}: not an address of this machine ({e.strerror}); "
+            "pass 127.0.0.1, 0.0.0.0 or one of its interfaces' addresses"
+        )
+    in_use = e.errno == errno.EADDRINUSE
+    reason = "is already in use" if in_use else f"cannot be bound ({e.strerror})"
+    return GeolipError(
+        f"--port {port}: {host}:{port} {reason}; "
+        f"pass --port N (e.g. --port {port + 1 if port < 65535 else 5001}) "
+        "or stop what holds it"
+    )
 
 
 def server_url(host: str, port: int) -> str:
@@ -195,25 +222,22 @@ def running_ui(
 def _add(p: argparse.ArgumentParser) -> None:
     add_common_run_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
+    p.add_argument(
+        "--port", type=port_number, default=5000, help="port to listen on (default 5000)"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     from pipelines.paths import data_dir
-    from pipelines.tracking import resolve_tracking_uri, sqlite_path
+    from pipelines.tracking import resolve_tracking_uri
 
     data = data_dir(args.data_dir)
     uri = resolve_tracking_uri(args.tracking_uri, data)
     if uri.startswith(("http://", "https://")):
         print(f"MLflow UI: {uri}  (the tracking store is already a server)")
         return 0
-    if (db := sqlite_path(uri)) is None:
-        raise GeolipError(f"`geolip ui` serves SQLite stores; {uri} has its own UI")
-    if not db.is_file():
-        raise GeolipError(
-            f"no MLflow store at {db}; run `geolip demo` (or any training command) first, "
-            "or pass --data-dir/--tracking-uri"
-        )
+    check_store(uri, "--tracking-uri" if args.tracking_uri else "--data-dir")
+    check_port(args.host, args.port)  # before anything is written (start_ui checks it again)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` must not orphan the server
     try:
         proc, url = start_ui(uri, data, args.host, args.port)
@@ -228,6 +252,27 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     raise GeolipError(f"mlflow server exited with code {code}; see {data / 'mlflow' / 'ui.log'}")
+
+
+def check_store(uri: str, flag: str) -> Path:
+    """The SQLite file of ``uri``, refused on one line unless it is an existing SQLite database
+    (``flag``: where the store came from). Nothing is created."""
+    from pipelines.paths import check_file_path
+    from pipelines.tracking import sqlite_path
+
+    if (db := sqlite_path(uri)) is None:
+        raise GeolipError(f"`geolip ui` serves SQLite stores; {uri} has its own UI")
+    check_file_path(db, f"{flag}: the MLflow store")
+    if not db.is_file():
+        raise GeolipError(
+            f"no MLflow store at {db}; run `geolip demo` (or any training command) first, "
+            "or pass --data-dir/--tracking-uri"
+        )
+    with open(db, "rb") as fh:
+        header = fh.read(16)
+    if header and header != SQLITE_HEADER:
+        raise GeolipError(f"{flag}: the MLflow store {db} is not an SQLite database")
+    return db
 
 
 def _interrupt(signum, frame) -> None:

@@ -26,8 +26,11 @@ def ray_session():
     """
     import ray
 
-    # The dashboard serves the state API that Ray Train's placement-group cleaner polls.
-    # address="local": the tests' own Ray, never another one running on this machine.
-    ray.init(address="local", num_cpus=4, ignore_reinit_error=True, logging_level="WARNING")
+    from pipelines.runtime import local_ray_options
+
+    # The tests' own Ray, as a job's: never another one running on this machine, and its
+    # actors find it without guessing (the dashboard serves Ray Train's state API calls).
+    options = local_ray_options(cpus=4)
+    ray.init(**options, ignore_reinit_error=True, logging_level="WARNING")
     yield ray
     ray.shutdown()

@@ -3,14 +3,21 @@
 
 The edge of a sweep: ``--set`` is parsed here, once, against the scale's base run config, and the
 typed changes go down to every trial. Heavy imports (Ray, MLflow) stay inside the run functions,
-so ``geolip --help`` is fast.
+so ``geolip --help`` is fast; a sweep is planned and checked (``tune.plan``) before ``tune.sweep``,
+which imports Ray, is imported at all.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from pipelines.cli import Command, add_common_run_arguments, add_set_argument, gpu_flag
+from pipelines.cli import (
+    Command,
+    add_common_run_arguments,
+    add_set_argument,
+    gpu_flag,
+    int_at_least,
+)
 from tune.spec import SWEEP_SCALES
 
 PROGRAM_HELP = {
@@ -32,7 +39,9 @@ def _add(p: argparse.ArgumentParser) -> None:
         help="model preset and per-trial budgets: smoke (tests), tiny (minutes on 2 CPUs), "
         "small, full, calib23m (GPU clusters; see tune.spec.SWEEP_SCALES)",
     )
-    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the scale's)")
+    p.add_argument(
+        "--seeds", type=int_at_least(1), default=None, help="seeds per arm (default: the scale's)"
+    )
     p.add_argument("--arms", default="", help="comma-separated arms to run (default: all)")
     add_set_argument(p, "override a config value in every trial, e.g. --set train.lr=0.002")
     p.add_argument("--corpus", default="builtin:python-docs", help="corpus URI of every trial")
@@ -44,7 +53,10 @@ def _add(p: argparse.ArgumentParser) -> None:
         help="contrast: parent MLflow run id of a seed-battery sweep (default: the last one)",
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="data-parallel Ray Train workers per trial"
+        "--workers",
+        type=int_at_least(1),
+        default=1,
+        help="data-parallel Ray Train workers per trial",
     )
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
@@ -58,8 +70,8 @@ def job_from_args(program: str, args: argparse.Namespace):
     """The ``SweepJob`` of ``geolip sweep PROGRAM``: ``--set`` is parsed here, once."""
     from geolip.config import parse_overrides
     from pipelines.runtime import RunContext
+    from tune.plan import SweepJob
     from tune.spec import sweep_scale
-    from tune.sweep import SweepJob
 
     ctx = RunContext.create(
         args.experiment,
@@ -89,16 +101,20 @@ def _runner(program: str):
     def run(args: argparse.Namespace) -> int:
         from rich.console import Console
 
-        from tune.sweep import run_sweep
+        from tune.plan import plan_sweep, plan_text
 
         console = Console()
         job = job_from_args(program, args)
-        # A plan is read (and copied) line by line: no wrapping.
-        outcome = run_sweep(job, progress=print if args.dry_run else console.print)
-        if not args.dry_run:
-            console.print(
-                f"sweep {outcome.name}: MLflow run {outcome.run_id} in {outcome.tracking_uri}"
-            )
+        sweep = plan_sweep(job, progress=console.print)
+        if args.dry_run:
+            print(plan_text(sweep))  # a plan is read (and copied) line by line: no wrapping
+            return 0
+        from tune.sweep import launch  # Ray: only once every check has passed
+
+        outcome = launch(sweep, progress=console.print)
+        console.print(
+            f"sweep {outcome.name}: MLflow run {outcome.run_id} in {outcome.tracking_uri}"
+        )
         return 0
 
     return run
@@ -113,10 +129,13 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from pipelines.paths import data_dir
     from pipelines.tracking import check_tracking, resolve_tracking_uri
-    from tune.report import summarize
+    from tune.sources import require_store
 
     uri = resolve_tracking_uri(args.tracking_uri, data_dir(args.data_dir))
+    require_store(uri, f"sweep report {args.run_id}")  # a missing store is not created
     check_tracking(uri)
+    from tune.report import summarize  # matplotlib and MLflow: once there is a store
+
     summarize(uri, args.run_id, log=not args.no_log)
     return 0
 

@@ -10,7 +10,9 @@ plan file (``--resume``, ``--from``) and MLflow.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from geolip.aleph.config import AlephRunConfig
 from geolip.aleph.presets import get_preset
@@ -20,6 +22,29 @@ from pipelines.scales import SCALES, Scale
 
 class SweepError(GeolipError):
     """A sweep that cannot start: unknown program or arm, a missing donor, too small a cluster."""
+
+
+def read_json_object(path: str | Path) -> dict:
+    """The JSON object in ``path`` (a sweep plan, a demo's state); anything else is one
+    ``GeolipError`` line naming the file and what it holds."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise GeolipError(f"{path} is not UTF-8 text; expected a JSON object") from None
+    except json.JSONDecodeError as exc:
+        raise GeolipError(f"{path} is not readable JSON ({exc.msg} at line {exc.lineno})") from None
+    except OSError as exc:
+        raise GeolipError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(value, dict):
+        raise GeolipError(f"{path} holds a JSON {json_kind(value)}; expected a JSON object")
+    return value
+
+
+def json_kind(value) -> str:
+    """JSON's name for the type of a decoded ``value`` (array, string, number, ...)."""
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 @dataclass(frozen=True)

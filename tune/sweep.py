@@ -1,8 +1,8 @@
 """``geolip sweep PROGRAM``: the driver of an experiment program on Ray Tune, tracked in MLflow.
 
-Order: every check that needs no cluster (program, arms, ``--set`` keys, donor, resume state),
-then the corpus's byte shards and the MLflow store, experiment and parent run on the driver
-(trials must not race to create them), then one Tune run per phase. A phase's trials may use
+Order: every check that needs no cluster (``tune.plan``: program, arms, ``--set`` keys, donor,
+resume state, then the MLflow store), then the corpus's byte shards and the MLflow experiment and
+parent run on the driver (trials must not race to create them), then one Tune run per phase. A phase's trials may use
 checkpoints of an earlier phase's trials (grafts, contrast, bank swap); a trial whose source
 failed is skipped and recorded. A failing trial is recorded as failed and the sweep goes on.
 
@@ -15,47 +15,34 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from geolip.config import Changes, config_diff, config_hash
 from pipelines.byte_shards import build_byte_shards
-from pipelines.runtime import RunContext, init_ray, one_line
-from pipelines.tracking import artifact_root, check_tracking, ensure_experiment, open_run
-from tune.programs import Options, plan
+from pipelines.runtime import init_ray, one_line
+from pipelines.tracking import artifact_root, ensure_experiment, open_run
+from tune.plan import PlannedSweep, SweepJob, plan_sweep, plan_text, sweep_name
 from tune.report import close_open_children, summarize
-from tune.sources import check_grafts, donor_path, last_battery, source_sweep
-from tune.spec import Phase, SweepError, SweepScale, TrialSpec, sweep_scale
+from tune.spec import Phase, SweepError, TrialSpec
 from tune.trial import TrialContext, checkpoint_of, final_checkpoint, run_trial
 
 SWEEP_EXPERIMENT = "geolip-sweeps"
-
-
-@dataclass(frozen=True)
-class SweepJob:
-    """One ``geolip sweep PROGRAM``: the program's options and the sweep's ``RunContext``
-    (its ``workers`` are each trial's Ray Train workers; ``max_failures`` each trial's)."""
-
-    program: str
-    ctx: RunContext
-    scale: str = "tiny"
-    seeds: int | None = None
-    """Seeds per arm (None: the scale's)."""
-    arms: tuple[str, ...] = ()
-    sets: Changes = ()
-    """The user's ``--set`` changes (``geolip.config.parse_overrides``), applied to every trial."""
-    corpus: str = "builtin:python-docs"
-    donor: str | None = None
-    source: str | None = None
-    driver_cpus: float = 0.5
-    name: str | None = None
-    dry_run: bool = False
-    faults: dict = field(default_factory=dict)
-    """Test hook: ``{trial key: {"step": s, "marker": path}}``, that trial's worker dies once."""
+# Planning lives in tune.plan (no Ray: the CLI plans and refuses bad input before importing
+# this module); its names are this module's API too.
+__all__ = [
+    "PlannedSweep",
+    "SweepJob",
+    "SweepOutcome",
+    "launch",
+    "plan_sweep",
+    "plan_text",
+    "run_sweep",
+    "sweep_name",
+]
 
 
 @dataclass(frozen=True)
@@ -64,20 +51,6 @@ class SweepOutcome:
     run_id: str
     tracking_uri: str
     summary: dict
-
-
-@dataclass(frozen=True)
-class PlannedSweep:
-    """A checked sweep: its phases, name, state directory and resolved dependencies."""
-
-    job: SweepJob
-    scale: SweepScale
-    seeds: int
-    phases: list[Phase]
-    name: str
-    state: Path
-    source: dict | None
-    donor: Path | None
 
 
 @dataclass(frozen=True)
@@ -97,94 +70,11 @@ def run_sweep(job: SweepJob, progress=print) -> SweepOutcome:
         progress(plan_text(sweep))
         phases = {"phases": [[t.key for t in p.trials] for p in sweep.phases]}
         return SweepOutcome(sweep.name, "", job.ctx.tracking_uri, phases)
-    return _launch(sweep, progress)
+    return launch(sweep, progress)
 
 
-def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
-    """Every check that needs no cluster, and the plan."""
-    sc, uri, data = sweep_scale(job.scale), job.ctx.tracking_uri, job.ctx.data_dir
-    seeds = job.seeds or sc.seeds
-    if seeds < 1:
-        raise SweepError(f"--seeds must be >= 1, got {seeds}")
-    job.ctx.check_workers()
-    if not job.dry_run or job.source or job.donor or job.program == "contrast":
-        check_tracking(uri)  # an unreachable server fails here, before any work
-    source = source_sweep(uri, job.source) if job.source else None
-    if source is None and job.program == "contrast":
-        source = last_battery(uri, job.ctx.experiment, job.corpus)
-        if source is not None:
-            progress(f"contrast: the checkpoints of the last seed battery, {source['name']}")
-    donor = donor_path(job.donor, uri, data) if job.donor else None
-    opts = Options(sc, seeds, tuple(job.arms), job.sets, donor and str(donor), source)
-    phases = plan(job.program, opts)
-    name = job.name or sweep_name(job, seeds, source and source["name"])
-    state = data / "sweeps" / name
-    _check_state(state, name, job.ctx.resume)
-    if donor is not None:
-        check_grafts(phases, donor)
-    return PlannedSweep(job, sc, seeds, phases, name, state, source, donor)
-
-
-def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:
-    """``sweep-<program>-<scale>-<hash>``; the hash covers every option that changes results
-    (``source``: the battery a contrast ablates, when found rather than given)."""
-    identity = {
-        "program": job.program,
-        "scale": job.scale,
-        "seeds": seeds,
-        "arms": job.arms,
-        "sets": job.sets,
-        "corpus": job.corpus,
-        "donor": job.donor,
-        "source": source or job.source,
-        "workers": job.ctx.workers,
-    }
-    return f"sweep-{job.program}-{job.scale}-{config_hash(identity, 8)}"
-
-
-def plan_text(sweep: PlannedSweep) -> str:
-    """The plan as text: per phase, each trial's kind, head and how its config differs from
-    the scale's base config."""
-    base, lines = sweep.scale.base(), []
-    for p in sweep.phases:
-        lines.append(
-            f"phase {p.name}: {len(p.trials)} trial(s)"
-            + (f", ASHA over {sorted(p.search['space'])}" if p.search else "")
-        )
-        for t in p.trials:
-            diff = config_diff(base, t.run) if t.run is not None else {}
-            shown = {
-                k: b for k, (_, b) in diff.items() if k not in ("train.seed", "model.head.kind")
-            }
-            extra = " ".join(f"{k}={_short(b)}" for k, b in shown.items())
-            dep = f" from {t.donor} ({t.graft})" if t.donor else ""
-            dep = dep or (f" of {t.source}" if t.source else "")
-            lines.append(f"  {t.key:<28} {t.kind:<9} {t.head:<6} {extra}{dep}")
-    total = sum(len(p.trials) for p in sweep.phases)
-    sets = " ".join(f"{k}={v}" for k, v in sweep.job.sets)
-    lines.append(
-        f"{total} trials; preset {sweep.scale.preset}, {sweep.scale.steps} steps per "
-        f"cold run" + (f", --set {sets}" if sets else "")
-    )
-    return "\n".join(lines)
-
-
-def _short(value) -> str:
-    """A plan's value: floats to 6 significant digits (the config keeps them exact)."""
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def _check_state(state: Path, name: str, resume: bool) -> None:
-    started = (state / "sweep.json").exists()
-    if resume and not started:
-        raise SweepError(
-            f"--resume: sweep {name} was never started ({state}); run it without --resume"
-        )
-    if started and not resume:
-        raise SweepError(f"sweep {name} already exists ({state}); pass --resume to continue it")
-
-
-def _launch(sweep: PlannedSweep, progress) -> SweepOutcome:
+def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
+    """Run a planned sweep: shards, MLflow parent run, then one Tune run per phase."""
     job, ctx = sweep.job, sweep.job.ctx
     uri, data = ctx.tracking_uri, ctx.data_dir
     resources = _resources(job)  # too small a cluster fails before anything

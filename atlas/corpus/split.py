@@ -70,12 +70,13 @@ def split_documents(
     heldout_fraction: float = DEFAULT_HELDOUT,
     salt: str = DEFAULT_SALT,
     stats: SplitStats | None = None,
-    source: str = "corpus",
+    source: str | None = None,
 ) -> Iterator[Document]:
     """The documents of ``docs`` on side ``split``, each text ending with ``"\\n"``.
 
     Streams once both sides have received a document; until then documents are held back, because
     a source that never fills both sides is split in "bytes" mode instead (see the module doc).
+    ``source`` (the corpus URI) names the corpus when it turns out to hold no document.
     """
     _check(split, heldout_fraction)
     stats = SplitStats() if stats is None else stats
@@ -96,7 +97,8 @@ def split_documents(
     if stats.mode == "document":
         return
     if not pending:
-        raise CorpusError(f"{source!r} has no documents")
+        what = f"corpus {source!r}" if source else "the corpus"
+        raise CorpusError(f"{what} has no documents: all the text it names is empty")
     stats.mode = "bytes"
     yield from _tail_split([d for _, d in pending], split, heldout_fraction)
 

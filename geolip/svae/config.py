@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from geolip.config import ConfigError, build
+from geolip.config import ConfigError, build, check
 from geolip.config import config_hash as _config_hash
 
 LENS_SIGNS = ("signed", "canon")
@@ -207,8 +207,10 @@ class SVAETrainConfig:
             raise ConfigError(
                 f"train.schedule must be onecycle, cosine or none, got {self.schedule!r}"
             )
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("train.steps, train.batch_size and train.lr must be positive")
+        check(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
+        check(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        check(self.eval_every >= 1, f"train.eval_every must be >= 1, got {self.eval_every}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

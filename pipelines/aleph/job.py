@@ -7,7 +7,8 @@ an optional warm start, and the ``RunContext`` every job shares. ``prepare_job``
 checkpoint, the fixed held-out windows, the run's unique name and its absolute paths. Every
 mistake a user can make (a bank the head cannot use, a donor whose shapes cannot be grafted, a
 corpus without a validation split, reusing a run's name without ``--resume``) is raised here, as
-a ``GeolipError`` or ``ValueError``, before Ray is involved.
+a ``GeolipError`` or ``ValueError``, before Ray is involved; ``check_job`` raises all it can
+before anything is written (no shards, no tracking store, no run directory).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from atlas.corpus import encode_text, iter_split
 from geolip.aleph.bank import TrigramBank, bank_from_bytes, load_bank, save_bank
 from geolip.aleph.checkpoint import load_checkpoint, save_checkpoint
 from geolip.aleph.config import AlephRunConfig
@@ -36,7 +38,7 @@ from geolip.aleph.model import AlephLM
 from geolip.config import config_diff, config_hash
 from pipelines.byte_shards import ByteShards, build_byte_shards, read_side
 from pipelines.errors import GeolipError
-from pipelines.runtime import RunContext, check_run_name
+from pipelines.runtime import RunContext, check_run_name, has_checkpoint
 
 GRAFTS = ("none", "depth", "mixture", "retrofit")
 DATA_MODES = ("shard", "replicate")
@@ -105,8 +107,12 @@ class PreparedJob:
 
 
 def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
-    """Check ``job`` and write what its workers need; raises before anything is trained."""
-    check_job(job)
+    """Check ``job`` and write what its workers need; raises before anything is trained.
+
+    The files and the corpus are checked as they are read (``check_job``, which the driver runs
+    first, checks them before anything is written)."""
+    check_flags(job)
+    check_name(job)
     data = job.ctx.data_dir
     shards = build_byte_shards(job.corpus, data, progress=progress)
     if shards.n_bytes("validation") == 0:
@@ -114,7 +120,7 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
             f"corpus {job.corpus!r} has no validation split (0 held-out bytes); use a larger "
             "corpus or one whose documents can be split"
         )
-    donor = load_donor(job.init_from) if job.init_from else None
+    donor = init_donor(job) if job.init_from else None
     bank = _resolve_bank(job, donor, shards)
     model = graft_donor(donor, job.run, job.graft, bank) if donor is not None else None
     run = dataclasses.replace(job.run, model=model.cfg) if model is not None else job.run
@@ -142,7 +148,17 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
 
 
 def check_job(job: TrainJob) -> None:
-    """The checks that need no data (cheap: run them first)."""
+    """Every check that writes nothing, run before the tracking store is touched or a shard is
+    written (``train_aleph`` calls it first): the flags, the run name, the ``--bank`` and
+    ``--init-from`` files, and a look at the corpus."""
+    check_flags(job)
+    check_name(job)
+    check_files(job)
+    check_corpus(job)
+
+
+def check_flags(job: TrainJob) -> None:
+    """The checks that need no file and no data (cheap: run them first)."""
     job.ctx.check_workers()
     if job.data_mode not in DATA_MODES:
         raise GeolipError(f"data mode must be one of {list(DATA_MODES)}, got {job.data_mode!r}")
@@ -152,11 +168,88 @@ def check_job(job: TrainJob) -> None:
         raise GeolipError(f"--graft {job.graft} needs --init-from CHECKPOINT (the donor)")
     if job.eval_bytes < 1000:
         raise GeolipError(f"--eval-bytes must be >= 1000, got {job.eval_bytes}")
+    window = window_bytes(job.run)
+    if job.eval_bytes < window:
+        raise GeolipError(
+            f"--eval-bytes {job.eval_bytes} is fewer than one evaluation window ({window} bytes "
+            f"for seq_trigrams={job.run.model.seq_trigrams})"
+        )
     batch, workers = job.run.train.batch_size, job.ctx.workers
     if batch % workers:
         raise GeolipError(
             f"train.batch_size {batch} (the global batch) must be divisible by --workers {workers}"
         )
+
+
+def window_bytes(run: AlephRunConfig) -> int:
+    """Bytes of one training or evaluation window: ``seq_trigrams + 1`` trigrams."""
+    return 3 * (run.model.seq_trigrams + 1)
+
+
+def check_name(job: TrainJob) -> None:
+    """Refuse a ``--name`` that is not one path component, a ``--name`` in use without
+    ``--resume``, and a ``--resume`` with nothing to resume; writes nothing.
+
+    A default name is known only once the bank is cut (``prepare_job`` checks it then, with
+    ``check_run_name``): here ``--resume`` only needs some AlephLM run with a checkpoint.
+    """
+    name, ctx = job.run_name, job.ctx
+    results = ctx.data_dir / "ray_results"
+    if name is None:
+        if ctx.resume and not any(has_checkpoint(d) for d in results.glob("aleph-*")):
+            raise GeolipError(
+                f"--resume: no AlephLM run under {results} has a checkpoint to resume from; "
+                "start the run without --resume"
+            )
+        return
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise GeolipError(f"--name {name!r}: expected a run name (one path component, no '/')")
+    started = has_checkpoint(results / name)
+    if ctx.resume and not started:
+        raise GeolipError(
+            f"--resume: run {name} has no checkpoint to resume from ({results / name}); "
+            "start it without --resume"
+        )
+    if started and not (ctx.resume or ctx.auto_resume):
+        raise GeolipError(
+            f"--name {name}: the run already exists ({results / name}); pass --resume to "
+            "continue it, or choose another --name"
+        )
+
+
+def check_files(job: TrainJob) -> None:
+    """The ``--bank`` file loads, and the ``--init-from`` donor loads and grafts onto the run's
+    model (``prepare_job`` loads them again, once the corpus' bank is known)."""
+    if job.bank and job.run.model.uses_bank:
+        bank_file(job.bank)
+    if job.init_from:
+        graft_donor(init_donor(job), job.run, job.graft, None)
+
+
+def bank_file(path: str) -> TrigramBank:
+    """The bank of ``--bank PATH``; a missing or unreadable file names the flag."""
+    try:
+        return load_bank(Path(path).expanduser().resolve())
+    except ValueError as exc:  # BankError
+        raise GeolipError(f"--bank: {exc}") from exc
+
+
+def check_corpus(job: TrainJob) -> None:
+    """Each side of the corpus holds at least one window, read before any shard is written (a
+    corpus too short used to fail after its shards and the tracking store were made)."""
+    need = window_bytes(job.run)
+    for side in ("train", "validation"):
+        got = 0
+        for doc in iter_split(job.corpus, side):
+            got += len(encode_text(doc.text))
+            if got >= need:
+                break
+        else:
+            raise GeolipError(
+                f"--corpus {job.corpus}: its {side} split has {got} bytes, fewer than one "
+                f"window ({need} bytes for seq_trigrams={job.run.model.seq_trigrams}); use a "
+                "larger corpus"
+            )
 
 
 def run_name(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> str:
@@ -174,9 +267,17 @@ def run_name(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> st
 
 
 def load_donor(path: str) -> AlephLM:
-    """The warm-start donor of ``--init-from``."""
+    """A warm-start donor checkpoint (a sweep's ``--donor``, a run's ``--init-from``)."""
     model, _, _ = load_checkpoint(Path(path).expanduser().resolve())
     return model
+
+
+def init_donor(job: TrainJob) -> AlephLM:
+    """The donor of ``--init-from``; a missing or corrupt checkpoint names the flag."""
+    try:
+        return load_donor(job.init_from)
+    except ValueError as exc:  # CheckpointError
+        raise GeolipError(f"--init-from: {exc}") from exc
 
 
 def _resolve_bank(job: TrainJob, donor: AlephLM | None, shards: ByteShards):
@@ -184,7 +285,7 @@ def _resolve_bank(job: TrainJob, donor: AlephLM | None, shards: ByteShards):
     if not job.run.model.uses_bank:
         return None
     if job.bank:
-        return load_bank(Path(job.bank).expanduser().resolve())
+        return bank_file(job.bank)
     if donor is not None and donor.bank is not None:
         return donor.bank
     return train_bank(shards, job.corpus, job.run.train.bank_size)

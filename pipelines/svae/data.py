@@ -74,11 +74,57 @@ def _parse(spec: str) -> tuple[str, str]:
     )
 
 
+MANIFEST_KEYS = {"host": dict, "standardize": dict, "request": dict, "corpus": str}
+"""What ``train svae`` reads from a features manifest, and the JSON type of each."""
+
+
 def _manifest(path: Path) -> dict:
+    """The manifest of the features directory ``path``; anything else names the file and what
+    was expected."""
+    where = f"--data features:{path}"
+    if not path.exists():
+        raise GeolipError(f"{where}: no such directory")
+    if not path.is_dir():
+        raise GeolipError(f"{where}: a regular file; expected a features directory")
+    file = path / "manifest.json"
     try:
-        return json.loads((path / "manifest.json").read_text())
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GeolipError(
+            f"{where}: no feature manifest there ({file} is missing); make one with "
+            "`geolip features extract`"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise GeolipError(f"--data features:{path}: no feature manifest there ({exc})") from exc
+        raise GeolipError(f"{where}: {file} is not valid JSON ({exc})") from exc
+    _check_manifest(manifest, file, where)
+    return manifest
+
+
+def _check_manifest(manifest, file: Path, where: str) -> None:
+    """Refuse a manifest that is not a JSON object with the keys ``train svae`` reads."""
+    if not isinstance(manifest, dict):
+        kind = _json_kind(manifest)
+        raise GeolipError(f"{where}: {file} holds a JSON {kind}; expected a JSON object")
+    for key, kind in MANIFEST_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise GeolipError(
+                f"{where}: {file} has no {key!r} {_json_kind(kind())}; expected the manifest "
+                "of `geolip features extract`"
+            )
+    host, stats = manifest["host"], manifest["standardize"]
+    ok = isinstance(host.get("hidden_size"), int) and host["hidden_size"] > 0
+    ok = ok and all(isinstance(stats.get(k), list) for k in ("mean", "std"))
+    if not ok or "layer" not in manifest["request"]:
+        raise GeolipError(
+            f"{where}: {file} lacks host.hidden_size, standardize.mean/std or request.layer; "
+            "expected the manifest of `geolip features extract`"
+        )
+
+
+def _json_kind(value) -> str:
+    """JSON's name for the type of a parsed value (``array``, ``object``, ...)."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 def _features(path: Path) -> SVAEData:
@@ -89,6 +135,10 @@ def _features(path: Path) -> SVAEData:
     P = patch_dim_for(d)
     sides = {}
     for side in ("train", "validation"):
+        if not (path / side).is_dir():
+            raise GeolipError(
+                f"--data features:{path}: no {side} shards ({path / side} is missing)"
+            )
         raw = torch.from_numpy(load_vectors(path / side))
         if raw.shape[1] != d or len(mean) != d:
             raise GeolipError(

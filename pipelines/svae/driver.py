@@ -25,7 +25,7 @@ from geolip.svae.model import SVAECompanion
 from geolip.svae.train import evaluate
 from geolip.svae.train import verdict as make_verdict
 from pipelines.errors import GeolipError
-from pipelines.runtime import RunContext, check_run_name, fit, one_line
+from pipelines.runtime import RunContext, check_run_name, fit, interrupted_run, one_line
 from pipelines.svae.data import SVAEData, load_svae_data
 from pipelines.svae.plots import log_svae_plots
 from pipelines.svae.worker import svae_loop_per_worker
@@ -81,6 +81,9 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
                 result, geo, tensors, key, data.kind == "text"
             )
         out = _finish(job, name, run_dir, data, finals, logger, time.perf_counter() - started)
+    except KeyboardInterrupt:
+        logger.finish("KILLED", error="interrupted (Ctrl-C)")
+        raise interrupted_run(name, train_dir) from None
     except BaseException as exc:
         logger.finish("FAILED", error=one_line(exc, 400))
         raise

@@ -219,7 +219,9 @@ def test_bad_input_leaves_nothing_behind(ray_session, tmp_path, case: str, expec
         (["--quotas", "char=a,word=0.5,unicode=0"], "--quotas: .*'a' is not a number"),
         (["--quotas", "char=0.5,word=0.6,unicode=0"], "quotas must sum to 1"),
         (["--target-size", "12.9Q"], "--target-size: malformed size"),
-        (["--min-count", "0"], "min_count must be a positive integer"),
+        (["--min-count", "0"], "argument --min-count: must be >= 1, got 0"),
+        (["--block-bytes", "4MB"], "argument --block-bytes: malformed size"),
+        (["--heldout-fraction", "1"], r"argument --heldout-fraction: must be in \[0, 1\)"),
     ],
 )
 def test_cli_rejects_malformed_flags(tmp_path, capsys, flags, expected) -> None:
@@ -314,3 +316,28 @@ def test_invalid_utf8_text_files_keep_their_bytes(tmp_path) -> None:
     (tmp_path / "latin.txt").write_bytes(raw)
     data, record = corpus_bytes(f"file:{tmp_path}/latin.txt", "train", heldout_fraction=0)
     assert data == raw and record["n_bytes"] == len(raw)
+
+
+def test_existing_atlas_is_checked_without_ray_or_staging(corpus_uri, tmp_path) -> None:
+    """An atlas of the same config at ``out``: the split's fingerprint (hashed as it streams,
+    equal to ``corpus_bytes``') decides between "already built" and a refusal; neither starts
+    Ray (no ``init_ray``, none running) nor writes anything."""
+    from atlas_testdata import write_atlas
+
+    out = write_atlas(tmp_path / "atlas")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["config_hash"] = KEEP_ALL.config_hash()
+    manifest["unicode_invalid_bytes"] = 0  # what the summary table needs of a real manifest
+    for stratum, record in manifest["strata"].items():
+        record["orders"] = list(KEEP_ALL.orders(stratum))
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(FileExistsError, match="other corpus data.*--overwrite"):
+        build_atlas(corpus_uri, out, KEEP_ALL, progress=False)
+    assert sorted(tmp_path.rglob("*")) == before
+    _, record = corpus_bytes(corpus_uri, KEEP_ALL.split, KEEP_ALL.heldout_fraction)
+    manifest["corpus"]["fingerprint"] = record["fingerprint"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = build_atlas(corpus_uri, out, KEEP_ALL, progress=False)
+    assert result.already_built and result.manifest == manifest
+    assert sorted(tmp_path.rglob("*")) == before

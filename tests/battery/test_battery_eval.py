@@ -1,5 +1,4 @@
-"""Bad input to ``geolip eval aleph``, ``geolip eval contrast`` and ``geolip train aleph``'s
-flags: one error line, exit 2, nothing on stdout and every file of the case's directory unchanged
+"""Bad input to ``geolip eval aleph`` and ``geolip eval contrast``: one error line, exit 2, nothing on stdout and every file of the case's directory unchanged
 (no ``data/`` with shards, no ``mlflow.db``: each case fails before any scoring or tracking).
 
 One tiny pmix checkpoint is saved per module (no Ray) and copied, with a small corpus file, into
@@ -19,7 +18,6 @@ from battery_harness import Case, check_case
 CORPUS = "file:{tmp}/corpus.txt"
 EVAL = ("eval", "aleph", "{tmp}/ck", "--corpus", CORPUS, "--no-compressors")
 CONTRAST = ("eval", "contrast", "{tmp}/ck", "--corpus", CORPUS)
-TRAIN = ("train", "aleph", "--corpus", CORPUS, "--scale", "smoke")
 
 
 def corpus(tmp: Path) -> None:
@@ -54,7 +52,7 @@ def flag(argv: tuple[str, ...], name: str, value: str, expect: str) -> Case:
         f"{command}-{name.strip('-')}-{slug}",
         (*argv, f"{name}={value}"),
         expect,
-        setup=no_checkpoint if argv[0] == "train" else checkpoint,
+        setup=checkpoint,
     )
 
 
@@ -147,21 +145,7 @@ CONTRAST_CASES = [
     Case("eval-contrast-missing-checkpoint", CONTRAST, "ck does not exist", setup=no_checkpoint),
 ]
 
-TRAIN_CASES = [
-    flag(TRAIN, "--eval-bytes", "0", "argument --eval-bytes: must be >= 1000"),
-    flag(TRAIN, "--eval-bytes", "-1", "argument --eval-bytes: must be >= 1000"),
-    flag(TRAIN, "--workers", "0", "argument --workers: must be >= 1, got 0"),
-    flag(TRAIN, "--checkpoint-every", "-1", "argument --checkpoint-every: must be >= 0, got -1"),
-    flag(TRAIN, "--max-failures", "-1", "argument --max-failures: must be >= 0, got -1"),
-    Case(
-        "train-aleph-steps-0",
-        (*TRAIN, "--set", "train.steps=0"),
-        "train.steps must be >= 1, got 0",
-        setup=no_checkpoint,
-    ),
-]
-
-CASES = EVAL_CASES + CONTRAST_CASES + TRAIN_CASES
+CASES = EVAL_CASES + CONTRAST_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.submit import Submission, SubmitError, check_command, client, resolve_address
+from cluster.submit import (
+    Submission,
+    SubmitError,
+    check_command,
+    client,
+    job_errors,
+    resolve_address,
+    submit,
+)
 from pipelines.cli import main
 
 
@@ -50,7 +58,13 @@ def test_a_valid_command_gets_its_data_dir_and_tracking_uri_in_the_job_env(monke
             "--data-dir rel/dir is relative",
         ),
         (("train", "aleph", "--bogus"), {"data_dir": "/d"}, "not a valid geolip command"),
-        (("no-such-command",), {"data_dir": "/d"}, "not a valid geolip command"),
+        (("no-such-command",), {"data_dir": "/d"}, "not a geolip command: 'no-such-command'"),
+        (("ls", "-la"), {"data_dir": "/d"}, "not a geolip command: 'ls'"),
+        (
+            ("train", "aleph", "--corpus", "builtin:tiny"),
+            {"data_dir": "/d", "tracking_uri": "sqlite:///rel.db"},
+            "is not an absolute SQLite path",
+        ),
         ((), {}, "nothing to submit"),
     ],
 )
@@ -83,3 +97,40 @@ def test_addresses_unreachable_servers_and_the_cli(capsys):
     )
     assert code != 0
     assert "cannot reach the Ray job server" in capsys.readouterr().err
+
+
+def test_an_address_is_checked_and_named_by_where_it_came_from(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    with pytest.raises(SubmitError, match=r"^\$RAY_ADDRESS 'auto': expected the job server"):
+        resolve_address(None)
+    with pytest.raises(SubmitError, match="--address 'http://h:x': the port is not a number"):
+        resolve_address("http://h:x")
+    with pytest.raises(SubmitError, match="--address 'http://'"):
+        resolve_address("http://")
+
+
+def test_a_missing_working_dir_is_refused_before_connecting(tmp_path, monkeypatch):
+    def no_connection(address):
+        raise AssertionError("connected before the checks")
+
+    monkeypatch.setattr("cluster.submit.client", no_connection)
+    sub = Submission(
+        ("train", "aleph", "--corpus", "builtin:tiny"),
+        "http://127.0.0.1:9",
+        working_dir=str(tmp_path / "nope"),
+        data_dir="/d",
+    )
+    with pytest.raises(SubmitError, match="--working-dir .*nope does not exist"):
+        submit(sub)
+
+
+def test_a_job_servers_refusal_is_one_line():
+    def refused(what: str, text: str) -> str:
+        with pytest.raises(SubmitError) as info, job_errors(what, "http://127.0.0.1:9"):
+            raise RuntimeError(text)
+        return str(info.value)
+
+    missing = refused("jobs status x", "Request failed with status code 404: Job x does not exist.")
+    assert missing == "jobs status x: no such job on the Ray job server at http://127.0.0.1:9"
+    failed = refused("jobs stop x", "Request failed with status code 500:\n boom.")
+    assert failed == "jobs stop x: Request failed with status code 500: boom."

@@ -138,7 +138,7 @@ def test_bad_input_is_one_line_error(demo, tmp_path, capsys):
     blocker.write_text("")
     assert main(["demo", "--scale", "smoke", "--data-dir", str(blocker / "data")]) == 2
     err = cli_error(capsys)
-    assert "--data-dir" in err and "not writable" in err
+    assert "--data-dir" in err and "which is a regular file" in err
     assert main(["demo", "--scale", "huge", "--data-dir", str(tmp_path)]) == 2
     assert "invalid choice: 'huge'" in capsys.readouterr().err
     other = ["demo", "--scale", "smoke", "--corpus", "builtin:tiny", "--data-dir", str(d.data)]

@@ -17,7 +17,8 @@ from browser import assert_image_loaded, chrome_fixture, save_screenshot, wait_f
 from clierr import cli_error
 
 from pipelines.cli import main
-from pipelines.ui import artifact_url, experiment_url, free_port, running_ui
+from pipelines.errors import GeolipError
+from pipelines.ui import artifact_url, check_port, experiment_url, free_port, running_ui
 
 RUN_NAME = "ui-test-run-alpha"
 
@@ -101,11 +102,31 @@ def test_ui_rejects_a_port_in_use(store, capsys):
     assert f"--port {port}" in err and "already in use" in err and f"--port {port + 1}" in err
 
 
-@pytest.mark.parametrize("port", ["0", "65536"])
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
 def test_ui_rejects_an_invalid_port(store, capsys, port):
     code = main(["ui", "--port", port, "--data-dir", str(store.data), "--tracking-uri", store.uri])
     assert code == 2
-    assert f"--port {port}: expected a port number from 1 to 65535" in _error_line(capsys)
+    expected = f"argument --port: expected a port number from 1 to 65535, got '{port}'"
+    assert expected in _error_line(capsys)
+
+
+def test_check_port_refuses_a_bad_port_or_host():
+    with pytest.raises(GeolipError, match="--port 0: expected a port number from 1 to 65535"):
+        check_port("127.0.0.1", 0)
+    with pytest.raises(GeolipError, match="--host 'nohost.invalid': no such host"):
+        check_port("nohost.invalid", free_port())
+    with pytest.raises(GeolipError, match="--host 203.0.113.7: not an address of this machine"):
+        check_port("203.0.113.7", 5000)
+
+
+def test_ui_refuses_a_store_that_is_not_sqlite(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    db = tmp_path / "mlflow" / "mlflow.db"
+    db.parent.mkdir()
+    db.write_text("not a database\n")
+    assert main(["ui", "--data-dir", str(tmp_path), "--port", str(free_port())]) == 2
+    assert f"the MLflow store {db} is not an SQLite database" in _error_line(capsys)
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]  # no ui.log
 
 
 def test_ui_without_a_store_says_how_to_make_one(tmp_path, capsys, monkeypatch):

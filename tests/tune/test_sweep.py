@@ -79,10 +79,13 @@ def test_battery_with_a_failing_trial_resumes_then_contrast(ray_session, tmp_pat
 def test_bad_sweeps_fail_before_any_trial(ray_session, tmp_path, capsys):
     with pytest.raises(SweepError, match="was never started"):
         run_sweep(_job(tmp_path, resume=True), progress=lambda s: None)
-    with pytest.raises(SweepError, match="neither a checkpoint directory nor an MLflow run"):
+    with pytest.raises(SweepError, match="expected a checkpoint directory or an MLflow run id"):
         run_sweep(_job(tmp_path, "graft", arms=(), donor="no-such-donor"), progress=lambda s: None)
-    with pytest.raises(SweepError, match="one trial needs 64.5 CPUs.*lower --workers"):
-        run_sweep(_job(tmp_path, workers=64, use_gpu=False), progress=lambda s: None)
+    with pytest.raises(SweepError, match="must be divisible by --workers 3"):
+        run_sweep(_job(tmp_path, workers=3, use_gpu=False), progress=lambda s: None)
+    # 8 workers split the batch of 8 but not the session's 4 CPUs: refused before any trial.
+    with pytest.raises(SweepError, match="one trial needs 8.5 CPUs.*lower --workers"):
+        run_sweep(_job(tmp_path, workers=8, use_gpu=False), progress=lambda s: None)
     assert not (tmp_path / "data" / "sweeps").exists() or not any(
         (tmp_path / "data" / "sweeps").glob("*/sweep.json")
     )

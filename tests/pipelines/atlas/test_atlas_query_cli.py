@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from atlas_testdata import reference_counts, write_atlas
 
-from pipelines.atlas.query import parse_size
+from pipelines.atlas.cli import size_flag
 from pipelines.cli import main
 
 
@@ -76,15 +76,31 @@ def test_stats_table_and_json(atlas_dir, capsys):
     assert [t["gram"] for t in data["strata"]["word"]["top"]] == [w for w, _ in _top_words(3)]
 
 
-@pytest.mark.parametrize(("text", "value"), [("8192", 8192), ("64k", 65536), ("8K", 8192)])
-def test_parse_size(text, value):
-    assert parse_size(text) == value
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("8192", 8192), ("64k", 64_000), ("64Ki", 65_536), ("8K", 8_000), ("1Mi", 2**20)],
+)
+def test_size_flag_is_atlas_config_parse_size(text, value):
+    """One meaning of a size in every flag: k, M, G decimal; Ki, Mi, Gi binary."""
+    assert size_flag(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "0", "-3", "1.5k", "64kb", "big"])
-def test_parse_size_rejects(text):
+@pytest.mark.parametrize("text", ["", "0", "-3", "1.5", "64kb", "64x", "big"])
+def test_size_flag_rejects(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        parse_size(text)
+        size_flag(text)
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [("atlas build", ("--target-size", "--block-bytes")), ("bank build", ("--size",))],
+)
+def test_size_flags_state_their_units(command, flags, capsys):
+    assert main([*command.split(), "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
+    assert text.count("64k = 64000, 64Ki = 65536") == len(flags)
+    for flag in flags:
+        assert flag in text
 
 
 def test_bank_build_then_stats_with_coverage(atlas_dir, tmp_path, capsys):

@@ -1,0 +1,83 @@
+"""A real Ray head for tests: ``ray start --head --block`` on 127.0.0.1 with ports of its own.
+
+The head gets its own temp dir and every port Ray would otherwise take by default (the session's
+own Ray holds those: a head beside it could not bind its job agent), so it can run beside any
+other Ray on the machine. It is stopped by ending its process group (``ray stop`` would stop
+every Ray here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipelines.runtime import free_port
+
+RAY = Path(sys.executable).with_name("ray")
+_OWN_PORTS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "ray-client-server-port",
+)
+
+
+@contextlib.contextmanager
+def ray_head(num_cpus: int = 2, timeout: float = 120) -> Iterator[str]:
+    """Run a Ray head while the block runs; yields its dashboard URL (the job server's)."""
+    temp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a limit
+    dash = free_port()
+    cmd = [
+        str(RAY),
+        "start",
+        "--head",
+        "--block",
+        f"--port={free_port()}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--num-cpus={num_cpus}",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+        *(f"--{flag}={free_port()}" for flag in _OWN_PORTS),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # The head's jobs run `python` from its PATH: this environment's, as on an image.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        _wait_up(url, timeout)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a loaded machine: do not leave the head behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_up(url: str, timeout: float) -> None:
+    """Wait until the head's dashboard answers (401/403 under token auth also means up)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/version", timeout=2)
+            return
+        except OSError as exc:
+            if getattr(exc, "code", None) in (401, 403):
+                return
+            time.sleep(1)
+    raise TimeoutError(f"the Ray head's dashboard at {url} did not come up in {timeout:.0f} s")

@@ -1,0 +1,195 @@
+"""Planning ``geolip sweep PROGRAM``: every check that needs no cluster, then the plan.
+
+Nothing here imports Ray or torch at module level (MLflow is read only for ``--from`` and
+``--donor`` lookups, torch loaded only for a graft's donor), so bad input is refused in about a
+second and a dry run prints its plan without starting anything.
+
+Order: the options alone (scale, seeds, workers, name, corpus, the programs that take ``--donor``
+and ``--from``), the donor's path, the lookups in MLflow (read-only: a missing store is not
+created to be searched), the plan (program, arms, batch per worker), the sweep's state directory
+(``--resume``), the donor's grafts; last, for a real run, the MLflow store, created here. Nothing
+is written before that (but a donor given as a run id, downloaded for the graft check).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geolip.config import Changes, config_diff, config_hash
+from pipelines.paths import check_dir_path
+from pipelines.runtime import RunContext
+from pipelines.tracking import check_tracking
+from tune.programs import PROGRAMS, Options, plan
+from tune.sources import (
+    check_corpus,
+    check_donor,
+    check_grafts,
+    donor_download_dir,
+    fetch_donor,
+    last_battery,
+    source_sweep,
+)
+from tune.spec import Phase, SweepError, SweepScale, sweep_scale
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+"""A sweep name: one directory under ``DATA/sweeps``."""
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One ``geolip sweep PROGRAM``: the program's options and the sweep's ``RunContext``
+    (its ``workers`` are each trial's Ray Train workers; ``max_failures`` each trial's)."""
+
+    program: str
+    ctx: RunContext
+    scale: str = "tiny"
+    seeds: int | None = None
+    """Seeds per arm (None: the scale's)."""
+    arms: tuple[str, ...] = ()
+    sets: Changes = ()
+    """The user's ``--set`` changes (``geolip.config.parse_overrides``), applied to every trial."""
+    corpus: str = "builtin:python-docs"
+    donor: str | None = None
+    source: str | None = None
+    driver_cpus: float = 0.5
+    name: str | None = None
+    dry_run: bool = False
+    faults: dict = field(default_factory=dict)
+    """Test hook: ``{trial key: {"step": s, "marker": path}}``, that trial's worker dies once."""
+
+
+@dataclass(frozen=True)
+class PlannedSweep:
+    """A checked sweep: its phases, name, state directory and resolved dependencies."""
+
+    job: SweepJob
+    scale: SweepScale
+    seeds: int
+    phases: list[Phase]
+    name: str
+    state: Path
+    source: dict | None
+    donor: Path | None
+
+
+def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
+    """Every check that needs no cluster, and the plan (see the module's docstring)."""
+    sc, seeds = check_options(job)
+    uri, data = job.ctx.tracking_uri, job.ctx.data_dir
+    donor, donor_run = check_donor(job.donor, uri) if job.donor else (None, None)
+    if donor_run is not None:
+        donor = donor_download_dir(data, donor_run)
+    source = source_sweep(uri, job.source) if job.source else None
+    if source is None and job.program == "contrast":
+        source = last_battery(uri, job.ctx.experiment, job.corpus)
+        if source is not None:
+            progress(f"contrast: the checkpoints of the last seed battery, {source['name']}")
+    opts = Options(sc, seeds, tuple(job.arms), job.sets, donor and str(donor), source)
+    phases = plan(job.program, opts)
+    check_batches(phases, job.ctx.workers)
+    name = job.name or sweep_name(job, seeds, source and source["name"])
+    state = check_dir_path(data / "sweeps" / name, "the sweep's state directory")
+    check_state(state, name, job.ctx.resume)
+    if donor_run is not None:
+        donor = fetch_donor(uri, donor_run, data)
+    if donor is not None:
+        check_grafts(phases, donor, job.donor)
+    if not job.dry_run:
+        check_tracking(uri)  # creates the store: the last check
+    return PlannedSweep(job, sc, seeds, phases, name, state, source, donor)
+
+
+def check_options(job: SweepJob) -> tuple[SweepScale, int]:
+    """The checks of the options alone; returns the sweep scale and the seeds per arm."""
+    if job.program not in PROGRAMS:
+        raise SweepError(f"unknown program {job.program!r}; programs: {', '.join(PROGRAMS)}")
+    sc = sweep_scale(job.scale)
+    seeds = sc.seeds if job.seeds is None else job.seeds
+    if seeds < 1:
+        raise SweepError(f"--seeds must be >= 1, got {seeds}")
+    job.ctx.check_workers()
+    if job.donor is not None and job.program != "graft":
+        raise SweepError(f"--donor is for `geolip sweep graft`, not {job.program}")
+    if job.source is not None and job.program != "contrast":
+        raise SweepError(f"--from is for `geolip sweep contrast`, not {job.program}")
+    if job.name is not None and not NAME.match(job.name):
+        raise SweepError(
+            f"--name {job.name!r}: expected a plain name (letters, digits, '.', '_' and '-', "
+            "not starting with '.' or '-'): it is a directory under DATA/sweeps"
+        )
+    if not job.ctx.experiment.strip():
+        raise SweepError("--experiment: expected an MLflow experiment name, got ''")
+    check_corpus(job.corpus)
+    return sc, seeds
+
+
+def check_batches(phases: list[Phase], workers: int) -> None:
+    """Every train trial's global batch must split evenly over ``--workers``."""
+    for t in (t for p in phases for t in p.trials if t.run is not None):
+        if t.run.train.batch_size % workers:
+            raise SweepError(
+                f"train.batch_size {t.run.train.batch_size} of trial {t.key} (the global batch) "
+                f"must be divisible by --workers {workers}"
+            )
+
+
+def check_state(state: Path, name: str, resume: bool) -> None:
+    """``--resume`` needs a started sweep; a started sweep needs ``--resume``."""
+    started = (state / "sweep.json").exists()
+    if resume and not started:
+        raise SweepError(
+            f"--resume: sweep {name} was never started ({state}); run it without --resume"
+        )
+    if started and not resume:
+        raise SweepError(f"sweep {name} already exists ({state}); pass --resume to continue it")
+
+
+def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:
+    """``sweep-<program>-<scale>-<hash>``; the hash covers every option that changes results
+    (``source``: the battery a contrast ablates, when found rather than given)."""
+    identity = {
+        "program": job.program,
+        "scale": job.scale,
+        "seeds": seeds,
+        "arms": job.arms,
+        "sets": job.sets,
+        "corpus": job.corpus,
+        "donor": job.donor,
+        "source": source or job.source,
+        "workers": job.ctx.workers,
+    }
+    return f"sweep-{job.program}-{job.scale}-{config_hash(identity, 8)}"
+
+
+def plan_text(sweep: PlannedSweep) -> str:
+    """The plan as text: per phase, each trial's kind, head and how its config differs from
+    the scale's base config."""
+    base, lines = sweep.scale.base(), []
+    for p in sweep.phases:
+        lines.append(
+            f"phase {p.name}: {len(p.trials)} trial(s)"
+            + (f", ASHA over {sorted(p.search['space'])}" if p.search else "")
+        )
+        for t in p.trials:
+            diff = config_diff(base, t.run) if t.run is not None else {}
+            shown = {
+                k: b for k, (_, b) in diff.items() if k not in ("train.seed", "model.head.kind")
+            }
+            extra = " ".join(f"{k}={short(b)}" for k, b in shown.items())
+            dep = f" from {t.donor} ({t.graft})" if t.donor else ""
+            dep = dep or (f" of {t.source}" if t.source else "")
+            lines.append(f"  {t.key:<28} {t.kind:<9} {t.head:<6} {extra}{dep}")
+    total = sum(len(p.trials) for p in sweep.phases)
+    sets = " ".join(f"{k}={v}" for k, v in sweep.job.sets)
+    lines.append(
+        f"{total} trials; preset {sweep.scale.preset}, {sweep.scale.steps} steps per "
+        f"cold run" + (f", --set {sets}" if sets else "")
+    )
+    return "\n".join(lines)
+
+
+def short(value) -> str:
+    """A plan's value: floats to 6 significant digits (the config keeps them exact)."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
