@@ -33,10 +33,11 @@ import argparse
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pipelines.errors import USER_ERRORS, Interrupted, describe_os_error
+from pipelines.errors import USER_ERRORS, Interrupted, describe_os_error, watch_sigint
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT (128 + 2)
 
@@ -261,7 +262,7 @@ def _interrupted(args: argparse.Namespace, error: KeyboardInterrupt) -> int:
         kept = kept or (command.interrupted(args) if command.interrupted else "")
     except Exception:  # the note is best effort: never a traceback on the way out
         kept = ""
-    kept = kept or f"nothing was kept; run `geolip {command.name}` again to start over"
+    kept = kept or f"nothing was kept; run the same `geolip {command.name}` command again"
     print(f"geolip: error: interrupted: {kept}", file=sys.stderr, flush=True)
     return INTERRUPTED
 
@@ -273,11 +274,22 @@ def main(argv: Sequence[str] | None = None, commands: Sequence[Command] | None =
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits on --help, --version and usage errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    with watch_sigint() as interrupted:
+        return _run(args, interrupted)
+
+
+def _run(args: argparse.Namespace, interrupted: threading.Event) -> int:
+    """Run the parsed command: errors as one line (exit 2), Ctrl-C as one line (exit 130)."""
     try:
         return args._command.run(args) or 0
     except KeyboardInterrupt as e:
         return _interrupted(args, e)
-    except USER_ERRORS as e:
+    except Exception as e:
+        # Ctrl-C reaches Ray's processes too; what fails because they died is the interrupt.
+        if interrupted.is_set():
+            return _interrupted(args, KeyboardInterrupt())
+        if not isinstance(e, USER_ERRORS):
+            raise
         if os.environ.get("GEOLIP_DEBUG", "").lower() in ("1", "true", "yes"):
             raise
         print(f"geolip: error: {_one_line(e)}", file=sys.stderr)

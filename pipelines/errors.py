@@ -2,10 +2,16 @@
 
 ``GeolipError`` is for pipeline-level mistakes (a bad config, a missing run). The lower layers
 cannot import this module, so they raise ``ValueError`` subclasses (``atlas.corpus.CorpusError``)
-and the CLI treats those the same way; see ``USER_ERRORS``.
+and the CLI treats those the same way; see ``USER_ERRORS``. ``Interrupted`` and ``watch_sigint``
+are the Ctrl-C side: what an interrupted job kept, and telling an interrupt from a failure.
 """
 
 from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 
 
 class GeolipError(Exception):
@@ -44,3 +50,32 @@ def describe_os_error(error: OSError) -> str:
 class Interrupted(KeyboardInterrupt):
     """A Ctrl-C that a job has cleaned up after; the message says what was kept and how to
     continue (``pipelines.cli.main`` prints it on one line and exits with 130)."""
+
+
+@contextlib.contextmanager
+def watch_sigint() -> Iterator[threading.Event]:
+    """Note any SIGINT (Ctrl-C) while the block runs, then let the handler before it act.
+
+    A terminal sends Ctrl-C to the whole process group: Ray's workers die of it as well and
+    ``trainer.fit`` may raise their deaths as an ordinary error before (or instead of) the
+    driver's ``KeyboardInterrupt``; the event lets ``fit`` tell the two apart. Outside the main
+    thread (a Tune trial's driver) signals cannot be handled: the event stays clear.
+    """
+    seen = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame) -> None:
+        seen.set()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)

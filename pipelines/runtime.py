@@ -13,7 +13,6 @@ the checks that run before Ray starts must not pay for it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -24,11 +23,10 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.errors import GeolipError, Interrupted
+from pipelines.errors import GeolipError, Interrupted, watch_sigint
 from pipelines.paths import data_dir as resolve_data_dir
 from pipelines.tracking import resolve_tracking_uri
 
@@ -305,32 +303,3 @@ def _interruptible_trainer() -> type:
                 signal.signal(signal.SIGINT, note)
 
     return InterruptibleTrainer
-
-
-@contextlib.contextmanager
-def watch_sigint() -> Iterator[threading.Event]:
-    """Note any SIGINT (Ctrl-C) while the block runs, then let the handler before it act.
-
-    A terminal sends Ctrl-C to the whole process group: Ray's workers die of it as well and
-    ``trainer.fit`` may raise their deaths as an ordinary error before (or instead of) the
-    driver's ``KeyboardInterrupt``; the event lets ``fit`` tell the two apart. Outside the main
-    thread (a Tune trial's driver) signals cannot be handled: the event stays clear.
-    """
-    seen = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def note(signum, frame) -> None:
-        seen.set()
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, note)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGINT, previous)

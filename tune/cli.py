@@ -99,6 +99,7 @@ def job_from_args(program: str, args: argparse.Namespace):
 
 def _runner(program: str):
     def run(args: argparse.Namespace) -> int:
+        """Plan and check the sweep (no Ray), then, unless ``--dry-run``, launch it."""
         from rich.console import Console
 
         from tune.plan import plan_sweep, plan_text

@@ -2,9 +2,9 @@
 
 Order: every check that needs no cluster (``tune.plan``: program, arms, ``--set`` keys, donor,
 resume state, then the MLflow store), then the corpus's byte shards and the MLflow experiment and
-parent run on the driver (trials must not race to create them), then one Tune run per phase. A phase's trials may use
-checkpoints of an earlier phase's trials (grafts, contrast, bank swap); a trial whose source
-failed is skipped and recorded. A failing trial is recorded as failed and the sweep goes on.
+parent run on the driver (trials must not race to create them), then one Tune run per phase. A
+phase's trials may use checkpoints of an earlier phase's trials (grafts, contrast, bank swap); a
+trial whose source failed is skipped and recorded. A failing trial is recorded as failed and the sweep goes on.
 
 The sweep's state lives in ``DATA/sweeps/NAME``: ``sweep.json`` (the plan and the parent run id)
 and Tune's experiment directories, which ``--resume`` restores with ``Tuner.restore``.

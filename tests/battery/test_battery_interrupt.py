@@ -41,6 +41,19 @@ def test_atlas_build_interrupted(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".atlas")], "staging left"
 
 
+def test_features_extract_interrupted(tmp_path):
+    """Interrupted while the host encodes: no shards at --out, nothing else changed."""
+    case = Case(
+        "features-extract-ctrl-c",
+        ("features", "extract", "--corpus", "file:{tmp}/corpus.txt", "--out", "{tmp}/feat"),
+        "interrupted: nothing was kept; run the same `geolip features extract` command again",
+        code=INTERRUPTED,
+        setup=corpus,
+    )
+    interrupt_case(case, "interrupt", tmp_path, r"MapBatches|HostEncoder|Running")
+    assert not (tmp_path / "feat").exists()
+
+
 def test_train_aleph_interrupted(tmp_path):
     """Interrupted while training: the run stops, the line says whether a checkpoint was kept
     and which command continues; the MLflow run is marked KILLED, not FAILED or finished."""

@@ -38,7 +38,8 @@ exp = ensure_experiment(uri, "geolip-sweeps", (root / "artifacts").as_uri())
 plain = start_run(uri, exp, "plain")
 plain.finish()
 (root / "plan.json").write_text("[1]")
-tags = {"kind": "sweep", "program": "seed-battery", "sweep": "s", "sweep_plan": str(root / "plan.json")}
+plan = str(root / "plan.json")
+tags = {"kind": "sweep", "program": "seed-battery", "sweep": "s", "sweep_plan": plan}
 bad = start_run(uri, exp, "badplan", tags=tags)
 bad.finish()
 print(json.dumps({"plain": plain.run_id, "badplan": bad.run_id}))

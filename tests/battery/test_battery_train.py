@@ -27,7 +27,7 @@ TRAIN = ("train", "aleph", "--corpus", CORPUS, "--scale", "smoke")
 SVAE = ("train", "svae", "--data", "images:structured")
 FEATURES = "features:{tmp}/feat"
 FORMAT = "geolip-features/1"
-TWO_FIELDS = "expected section.key=value"
+TWO_FIELDS = "expects section.key=value"
 
 # Runs the command of ``argv`` up to its run-name check, which instead makes the run's first
 # checkpoint directory and stops: what a started run leaves, without Ray.
@@ -189,7 +189,7 @@ TRAIN_FLAG_CASES = [
     Case(
         "train-aleph-workers-not-dividing-batch",
         (*TRAIN, "--workers", "3"),
-        "train.batch_size 32 (the global batch) must be divisible by --workers 3",
+        "train.batch_size 8 (the global batch) must be divisible by --workers 3",
     ),
     Case(
         "train-aleph-graft-without-donor",
@@ -198,8 +198,8 @@ TRAIN_FLAG_CASES = [
     ),
     Case(
         "train-aleph-eval-bytes-under-one-window",
-        ("train", "aleph", "--corpus", CORPUS, "--scale", "calib23m", "--eval-bytes", "1000"),
-        "--eval-bytes 1000 is fewer than one evaluation window",
+        (*TRAIN, "--set", "model.seq_trigrams=400", "--eval-bytes", "1000"),
+        "--eval-bytes 1000 is fewer than one evaluation window (1203 bytes for seq_trigrams=400)",
     ),
     Case(
         "train-aleph-tracking-file-store",
@@ -347,9 +347,9 @@ TRAIN_PATH_CASES = [
         setup=donor(),
     ),
     Case(
-        "train-aleph-graft-mixture-of-a-byte-donor",
+        "train-aleph-graft-mixture-onto-another-head",
         (*TRAIN, "--head", "byte", "--init-from", "{tmp}/ck", "--graft", "mixture"),
-        "graft_mixture needs a pmix or apmix head",
+        "graft_mixture: model.head.kind differs (donor 'pmix', target 'byte')",
         setup=donor(),
     ),
 ]

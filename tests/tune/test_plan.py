@@ -19,7 +19,10 @@ def _job(tmp_path, program="ladder", **kw) -> SweepJob:
 
 
 def test_planning_imports_neither_ray_nor_torch():
-    code = "import sys, tune.plan, tune.cli, demo.checks; print(sorted({'ray', 'torch'} & set(sys.modules)))"
+    code = (
+        "import sys, tune.plan, tune.cli, demo.checks\n"
+        "print(sorted({'ray', 'torch'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
