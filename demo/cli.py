@@ -40,10 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     preflight(args.scale, args.corpus, ctx, args.fresh)  # before Ray, torch and MLflow load
     from demo.run import run_demo
 
-    try:
-        run_demo(args.scale, args.corpus, ctx, args.fresh)
-    except KeyboardInterrupt:
-        return 130  # the message is printed; no traceback for Ctrl-C
+    run_demo(args.scale, args.corpus, ctx, args.fresh)  # Ctrl-C: an Interrupted, see run_demo
     return 0
 
 

@@ -27,7 +27,7 @@ from demo.checks import EXPERIMENT, demo_context, demo_identity, preflight
 from demo.scales import DemoScale
 from demo.stages import STAGES
 from demo.state import DemoLock, DemoState, check_writable, close_interrupted, forget
-from pipelines.errors import GeolipError
+from pipelines.errors import GeolipError, Interrupted
 from pipelines.runtime import RunContext, init_ray
 from pipelines.tracking import artifact_root, check_tracking, ensure_experiment, start_run
 from pipelines.ui import experiment_url
@@ -113,11 +113,10 @@ def run_demo(
                 if name == stop_after:
                     raise KeyboardInterrupt(f"stopped after {name} (test hook)")
             except KeyboardInterrupt:
-                console.print(
-                    f"interrupted in stage {name}: the {len(d.state.stages)} finished stage(s) "
-                    "are kept; run the same command again to continue (--fresh starts over)"
-                )
-                raise
+                raise Interrupted(
+                    f"in stage {name}: the {len(d.state.stages)} finished stage(s) are kept; "
+                    "run the same command again to continue (--fresh starts over)"
+                ) from None
     print_final(d)
     return d
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from pipelines.aleph.cli import add_common_run_arguments
 from pipelines.cli import Command
 from pipelines.errors import GeolipError
+from pipelines.runtime import free_port
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 START_TIMEOUT = 60.0  # the first start imports mlflow and checks the schema: ~10 s on 2 cores
@@ -80,13 +81,6 @@ def server_url(host: str, port: int) -> str:
     """``http://HOST:PORT`` as a browser on this machine reaches a server bound to ``host``."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (for tests; another process may take it meanwhile)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 # MLflow 3.17's single-page app opens in its GenAI view unless told otherwise; these are the

@@ -7,80 +7,22 @@ ending its ``ray start --block`` process group (``ray stop`` would stop every Ra
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from ray_head import ray_head
 
 from pipelines.cli import main
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-RAY = Path(sys.executable).with_name("ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def head():
-    temp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a limit
-    port, dash = _free_port(), _free_port()
-    cmd = [
-        str(RAY),
-        "start",
-        "--head",
-        "--block",
-        f"--port={port}",
-        "--node-ip-address=127.0.0.1",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
-        "--num-cpus=2",
-        f"--temp-dir={temp}",
-        "--disable-usage-stats",
-    ]
-    # The session's own Ray holds the default agent ports (52365...): a head beside it needs
-    # its own, or its job agent cannot bind and no job can be submitted.
-    for flag in (
-        "dashboard-agent-listen-port",
-        "dashboard-agent-grpc-port",
-        "metrics-export-port",
-        "runtime-env-agent-port",
-        "ray-client-server-port",
-    ):
-        cmd.append(f"--{flag}={_free_port()}")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # The head's jobs run `python` from its PATH: this environment's, as on an image.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/api/version", timeout=2)
-            break
-        except OSError as exc:  # 401 (auth) also means the server is up
-            if getattr(exc, "code", None) in (401, 403):
-                break
-            time.sleep(1)
-    else:
-        os.killpg(proc.pid, signal.SIGTERM)
-        pytest.fail("the Ray head's job server did not come up in 120 s")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=60)
+    """A Ray head of the module's own (its dashboard URL), beside any other Ray here."""
+    with ray_head() as url:
+        yield url
 
 
 def test_a_tiny_training_job_succeeds_and_its_outputs_are_on_the_shared_path(

@@ -18,6 +18,7 @@ from rich.console import Console
 from demo.run import EXPERIMENT, demo_context, run_demo
 from demo.state import DemoLock, forget
 from pipelines.cli import main
+from pipelines.errors import Interrupted
 from pipelines.tracking import client
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -34,7 +35,7 @@ def demo(ray_session, tmp_path_factory):
     """The smoke demo, interrupted after ``bank`` and then continued: ``(Demo, outputs)``."""
     data = tmp_path_factory.mktemp("demo") / "data"
     console, first = _console()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=r"in stage bank: the 2 finished stage\(s\) are kept"):
         run_demo(
             "smoke", CORPUS, demo_context("smoke", data, None), console=console, stop_after="bank"
         )

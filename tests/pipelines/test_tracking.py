@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.runtime import free_port
 from pipelines.tracking import (
     RunLogger,
     TrackingError,
@@ -27,12 +27,6 @@ from pipelines.tracking import (
     resolve_tracking_uri,
     start_run,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +84,7 @@ def test_unknown_uri_is_refused_naming_it(uri, tmp_path):
 
 
 def test_check_tracking_unreachable_server_fails_fast():
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(TrackingError, match="unreachable") as info:
         check_tracking(uri, timeout=2.0)
@@ -232,7 +226,7 @@ def test_find_run_returns_most_recent(experiment):
 
 @pytest.mark.slow
 def test_logging_through_a_real_mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

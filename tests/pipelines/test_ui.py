@@ -18,7 +18,8 @@ from clierr import cli_error
 
 from pipelines.cli import main
 from pipelines.errors import GeolipError
-from pipelines.ui import artifact_url, check_port, experiment_url, free_port, running_ui
+from pipelines.runtime import free_port
+from pipelines.ui import artifact_url, check_port, experiment_url, running_ui
 
 RUN_NAME = "ui-test-run-alpha"
 
