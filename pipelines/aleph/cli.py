@@ -164,12 +164,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 
 def job_from_args(args: argparse.Namespace):
-    """The ``TrainJob`` of ``geolip train aleph``: the run config is built here, once."""
-    from pipelines.aleph.job import TrainJob
+    """The ``TrainJob`` of ``geolip train aleph``: the run config is built here, once (before
+    torch is imported: a bad ``--set`` is refused at once)."""
     from pipelines.runtime import RunContext
     from pipelines.scales import get_scale
 
     scale = get_scale(args.scale)
+    run = scale.run_config(args.head, args.overrides)
     ctx = RunContext.create(
         args.experiment,
         args.data_dir,
@@ -180,8 +181,10 @@ def job_from_args(args: argparse.Namespace):
         resume=args.resume,
         tags={"scale": scale.name},
     )
+    from pipelines.aleph.job import TrainJob
+
     return TrainJob(
-        run=scale.run_config(args.head, args.overrides),
+        run=run,
         corpus=args.corpus,
         ctx=ctx,
         bank=args.bank,
@@ -196,10 +199,14 @@ def job_from_args(args: argparse.Namespace):
 def _run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    job = job_from_args(args)
+    from pipelines.aleph.job import check_job
+
+    check_job(job)  # before Ray, MLflow and matplotlib are imported: bad input fails fast
     from pipelines.aleph.driver import train_aleph
 
     console = Console()
-    outcome = train_aleph(job_from_args(args), progress=console.print)
+    outcome = train_aleph(job, progress=console.print)
     final = outcome.verdict["final"]
     keys = ("bpb", "val_bpb", "heldout_bpb_windowed", "heldout_bpb_streamed", "tokens_per_s")
     for key in (k for k in keys if k in final):

@@ -238,7 +238,7 @@ def check_corpus(job: TrainJob) -> None:
     """Each side of the corpus holds at least one window, read before any shard is written (a
     corpus too short used to fail after its shards and the tracking store were made)."""
     need = window_bytes(job.run)
-    for side in ("train", "validation"):
+    for side in ("validation", "train"):
         got = 0
         for doc in iter_split(job.corpus, side):
             got += len(encode_text(doc.text))

@@ -68,6 +68,8 @@ def host_info(host: str) -> dict:
     from transformers import AutoConfig
 
     where = resolve_host(host)
+    if isinstance(where, Path):
+        _check_config_file(where / "config.json", host)
     offline = isinstance(where, str) and hub_offline()  # a Hub name: fail fast without network
     try:
         config = AutoConfig.from_pretrained(str(where))
@@ -100,6 +102,20 @@ def host_info(host: str) -> dict:
         "num_hidden_layers": int(getattr(config, "num_hidden_layers", 0)),
         "revision": _revision(where),
     }
+
+
+def _check_config_file(file: Path, host: str) -> None:
+    """A local host's ``config.json``, when there is one, must hold a JSON object
+    (``transformers`` would only say that it lacks a ``model_type``)."""
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return  # transformers says what is missing
+    except (OSError, ValueError) as exc:
+        raise GeolipError(f"--host {host}: {file} is not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        kind = "array" if isinstance(config, list) else type(config).__name__
+        raise GeolipError(f"--host {host}: {file} holds a JSON {kind}; expected a JSON object")
 
 
 def _revision(where) -> str:

@@ -65,7 +65,6 @@ def check_resume(ctx) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pipelines.runtime import RunContext
     from pipelines.svae.data import run_config
-    from pipelines.svae.driver import SVAEJob, train_svae_job
 
     ctx = RunContext.create(
         args.experiment,
@@ -78,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     run = run_config(args.data, args.overrides)
     check_resume(ctx)
+    from pipelines.svae.driver import SVAEJob, train_svae_job  # Ray: after the checks above
+
     out = train_svae_job(SVAEJob(args.data, run, ctx, control=not args.no_control))
     v = out["verdict"]
     print(json.dumps({k: v[k] for k in VERDICT_KEYS} | {"control": v.get("control")}, indent=1))

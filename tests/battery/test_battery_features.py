@@ -96,8 +96,14 @@ CASES = [
     Case(
         "host-config-array",
         (*EXTRACT, "--host", "{tmp}/host"),
-        "--host {tmp}/host: cannot load an encoder config",
+        "--host {tmp}/host: {tmp}/host/config.json holds a JSON array; expected a JSON object",
         setup=write("host/config.json", "[1]"),
+    ),
+    Case(
+        "host-config-not-json",
+        (*EXTRACT, "--host", "{tmp}/host"),
+        "--host {tmp}/host: {tmp}/host/config.json is not valid JSON",
+        setup=write("host/config.json", "{no"),
     ),
     Case(
         "host-is-a-decoder",

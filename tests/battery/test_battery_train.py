@@ -275,7 +275,7 @@ TRAIN_CORPUS_CASES = [
     Case(
         "train-aleph-corpus-too-short",
         ("train", "aleph", "--corpus", "file:{tmp}/short.txt", "--scale", "smoke"),
-        "short.txt: its train split has 22 bytes, fewer than one window (99 bytes for "
+        "short.txt: its validation split has 1 bytes, fewer than one window (99 bytes for "
         "seq_trigrams=32); use a larger corpus",
         setup=write("short.txt", "one short line of text\n"),
     ),
