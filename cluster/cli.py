@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from pipelines.cli import Command
 
@@ -12,14 +13,57 @@ def _address(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--address",
         default=None,
-        help="job server URL (default $RAY_ADDRESS, else http://127.0.0.1:8265)",
+        help="job server URL (default $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, else "
+        "http://127.0.0.1:8265)",
     )
+
+
+def non_negative(text: str) -> float:
+    """An argparse ``type``: a finite number >= 0 (entrypoint CPUs or GPUs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def _add_submit(p: argparse.ArgumentParser) -> None:
     _address(p)
     p.add_argument(
-        "--wait", action="store_true", help="stream the logs; exit with the job's status"
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="return once the job is submitted (default: stream its logs until it ends and "
+        "exit with its status, as `ray job submit` does)",
+    )
+    p.add_argument(
+        "--wait",
+        dest="wait",
+        action="store_true",
+        help="wait for the job (the default; kept for scripts from when waiting was opt-in)",
+    )
+    p.add_argument(
+        "--runtime-env",
+        default=None,
+        metavar="FILE",
+        help="a Ray runtime env as YAML or JSON (pip, env_vars, working_dir, ...); the env vars "
+        "geolip submit sets itself go over its env_vars",
+    )
+    p.add_argument(
+        "--entrypoint-num-cpus",
+        type=non_negative,
+        default=None,
+        metavar="N",
+        help="CPUs reserved for the entrypoint, the job's driver (default: Ray's, 0)",
+    )
+    p.add_argument(
+        "--entrypoint-num-gpus",
+        type=non_negative,
+        default=None,
+        metavar="N",
+        help="GPUs reserved for the entrypoint (default: Ray's, 0)",
     )
     p.add_argument("--working-dir", default=None, help="upload this directory and run from it")
     p.add_argument("--data-dir", default=None, help="absolute data directory on shared storage")
@@ -54,6 +98,9 @@ def _submit(args: argparse.Namespace) -> int:
         args.tracking_uri,
         args.submission_id,
         env,
+        args.runtime_env,
+        args.entrypoint_num_cpus,
+        args.entrypoint_num_gpus,
     )
     return submit(sub)
 

@@ -10,6 +10,11 @@ without, the cluster's image must have geolip installed and the job runs ``geoli
 Submission ids are stable: ``geolip-<command>-<hash of command and env>``, with ``-2``, ``-3``...
 when that command was submitted before, so the same command is easy to find in ``geolip jobs``.
 Token authentication is Ray's: ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` (``RAY_AUTH_MODE``).
+
+As ``ray job submit`` does, it waits for the job (streaming its logs) unless ``--no-wait``, finds
+the job server at ``--address``, ``$RAY_API_SERVER_ADDRESS`` or ``$RAY_ADDRESS``, takes a
+``--runtime-env`` YAML/JSON file (merged under the env it sets itself) and the entrypoint's own
+resources (``--entrypoint-num-cpus/-gpus``).
 """
 
 from __future__ import annotations
@@ -43,19 +48,30 @@ class SubmitError(GeolipError):
 class Submission:
     command: tuple[str, ...]
     address: str | None = None
-    wait: bool = False
+    wait: bool = True
     working_dir: str | None = None
     data_dir: str | None = None
     tracking_uri: str | None = None
     submission_id: str | None = None
     env: dict = field(default_factory=dict)
+    runtime_env_file: str | None = None
+    entrypoint_num_cpus: float | None = None
+    entrypoint_num_gpus: float | None = None
+
+
+# Where Ray's job CLI looks for the job server, in its order (after --address).
+ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 
 
 def resolve_address(address: str | None) -> str:
-    """The job server's URL: ``--address``, else ``$RAY_ADDRESS``, else the local default;
-    anything but ``http(s)://HOST[:PORT]`` is refused naming where it came from."""
-    source = "--address" if address else "$RAY_ADDRESS"
-    raw = address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
+    """The job server's URL: ``--address``, else ``$RAY_API_SERVER_ADDRESS``, else
+    ``$RAY_ADDRESS``, else the local default; anything but ``http(s)://HOST[:PORT]`` is refused
+    naming where it came from."""
+    source, raw = "--address", address
+    for name in ADDRESS_VARIABLES:
+        if not raw and os.environ.get(name):
+            source, raw = f"${name}", os.environ[name]
+    raw = raw or DEFAULT_ADDRESS
     expected = "expected the job server's http(s)://HOST:8265 (the dashboard address)"
     if raw.startswith("ray://") or not raw.startswith(("http://", "https://")):
         raise SubmitError(f"{source} {raw!r}: {expected}, not a GCS or client address")
@@ -207,12 +223,19 @@ def _absolute_or_uri(value: str) -> bool:
 def submit(sub: Submission, progress=print) -> int:
     """Submit; with ``wait`` stream the logs and return 0 if the job succeeded, else 1."""
     argv, env = check_command(sub)
-    runtime_env: dict = {"env_vars": env} if env else {}
-    if sub.working_dir:
-        runtime_env["working_dir"] = str(check_working_dir(sub.working_dir))
+    runtime_env = job_runtime_env(sub, env)
+    if runtime_env.get("working_dir"):
         entry = ["python", "-m", "pipelines", *argv]  # the uploaded code, not an installed one
     else:
         entry = ["geolip", *argv]
+    resources = {
+        k: v
+        for k, v in (
+            ("entrypoint_num_cpus", sub.entrypoint_num_cpus),
+            ("entrypoint_num_gpus", sub.entrypoint_num_gpus),
+        )
+        if v is not None
+    }
     resolve_address(sub.address)  # every check before connecting
     jobs = client(sub.address)
     entrypoint = shlex.join(entry)
@@ -226,6 +249,7 @@ def submit(sub: Submission, progress=print) -> int:
         runtime_env=runtime_env or None,
         submission_id=sid,
         metadata=metadata,
+        **resources,
     )
     progress(f"submitted {sid}: {entrypoint}")
     if not sub.wait:
@@ -234,13 +258,55 @@ def submit(sub: Submission, progress=print) -> int:
     return follow(jobs, sid, progress)
 
 
-def check_working_dir(path: str) -> Path:
-    """``--working-dir``: an existing directory here (Ray uploads it)."""
+def job_runtime_env(sub: Submission, env: dict) -> dict:
+    """The job's runtime env: ``--runtime-env``'s, with the env vars this command sets (data
+    directory, tracking URI, ``--env``) over its ``env_vars`` and ``--working-dir`` over its
+    ``working_dir``; a local ``working_dir`` must be a directory here (Ray uploads it)."""
+    runtime_env = load_runtime_env(sub.runtime_env_file) if sub.runtime_env_file else {}
+    merged = {**runtime_env.get("env_vars", {}), **env}
+    if merged:
+        runtime_env["env_vars"] = merged
+    if sub.working_dir:
+        runtime_env["working_dir"] = str(check_working_dir(sub.working_dir))
+    elif isinstance(local := runtime_env.get("working_dir"), str) and "://" not in local:
+        source = f"--runtime-env {sub.runtime_env_file}: working_dir"
+        runtime_env["working_dir"] = str(check_working_dir(local, source))
+    return runtime_env
+
+
+def load_runtime_env(path: str) -> dict:
+    """``--runtime-env FILE``: a YAML (or JSON, a subset of YAML) mapping, as ``ray job submit``
+    takes it; a missing file, bad syntax or anything but a mapping is one line naming it."""
+    import yaml  # Ray's own dependency
+
+    flag = f"--runtime-env {path}"
+    try:
+        data = yaml.safe_load(Path(path).expanduser().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SubmitError(f"{flag} does not exist") from None
+    except IsADirectoryError:
+        raise SubmitError(f"{flag} is a directory; expected a YAML or JSON file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise SubmitError(f"{flag} is not readable YAML or JSON: {reason}") from None
+    expected = "expected a mapping such as {pip: [...], env_vars: {KEY: VALUE}}"
+    if not isinstance(data, dict):
+        raise SubmitError(f"{flag} holds a {type(data).__name__}; {expected}")
+    env_vars = data.get("env_vars", {})
+    if not isinstance(env_vars, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()
+    ):
+        raise SubmitError(f"{flag}: env_vars must map names to strings (quote numbers)")
+    return data
+
+
+def check_working_dir(path: str, source: str = "--working-dir") -> Path:
+    """``--working-dir`` (or ``source``): an existing directory here (Ray uploads it)."""
     wd = Path(path).expanduser().resolve()
     if not wd.exists():
-        raise SubmitError(f"--working-dir {path} does not exist; expected a directory to upload")
+        raise SubmitError(f"{source} {path} does not exist; expected a directory to upload")
     if not wd.is_dir():
-        raise SubmitError(f"--working-dir {path} is a file; expected a directory to upload")
+        raise SubmitError(f"{source} {path} is a file; expected a directory to upload")
     return wd
 
 

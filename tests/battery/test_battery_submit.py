@@ -69,6 +69,18 @@ def a_file(tmp: Path) -> None:
     (tmp / "f").write_text("not a directory\n")
 
 
+def runtime_env(text: str):
+    """A ``--runtime-env`` file ``{tmp}/env.yaml`` holding ``text`` (``{tmp}`` filled in)."""
+
+    def setup(tmp: Path) -> None:
+        (tmp / "env.yaml").write_text(text.replace("{tmp}", str(tmp)), encoding="utf-8")
+
+    return setup
+
+
+ENV_FILE = ("--runtime-env", "{tmp}/env.yaml")
+
+
 SUBMIT_CASES = [
     Case("nothing", ("submit",), "nothing to submit: give a geolip command after --"),
     Case("nothing-after-dashes", ("submit", "--"), "nothing to submit"),
@@ -178,6 +190,68 @@ SUBMIT_CASES = [
         "address-no-host",
         (*SUBMIT, "--address", "http://", "--", *TRAIN),
         "--address 'http://': expected the job server's",
+    ),
+    Case(
+        "runtime-env-missing",
+        (*SUBMIT, *ENV_FILE, "--", *TRAIN),
+        "--runtime-env {tmp}/env.yaml does not exist",
+    ),
+    Case(
+        "runtime-env-not-yaml",
+        (*SUBMIT, *ENV_FILE, "--", *TRAIN),
+        "--runtime-env {tmp}/env.yaml is not readable YAML or JSON",
+        setup=runtime_env("pip: [a\nenv_vars: {"),
+    ),
+    Case(
+        "runtime-env-list",
+        (*SUBMIT, *ENV_FILE, "--", *TRAIN),
+        "--runtime-env {tmp}/env.yaml holds a list; expected a mapping",
+        setup=runtime_env("- pip\n- numpy\n"),
+    ),
+    Case(
+        "runtime-env-json-string",
+        (*SUBMIT, *ENV_FILE, "--", *TRAIN),
+        "--runtime-env {tmp}/env.yaml holds a str; expected a mapping",
+        setup=runtime_env('"pip"\n'),
+    ),
+    Case(
+        "runtime-env-env-vars-number",
+        (*SUBMIT, *ENV_FILE, "--", *TRAIN),
+        "--runtime-env {tmp}/env.yaml: env_vars must map names to strings",
+        setup=runtime_env("env_vars:\n  OMP_NUM_THREADS: 4\n"),
+    ),
+    Case(
+        "runtime-env-working-dir-missing",
+        (*SUBMIT, *ENV_FILE, "--", *TRAIN),
+        "--runtime-env {tmp}/env.yaml: working_dir {tmp}/nope does not exist",
+        setup=runtime_env("working_dir: {tmp}/nope\n"),
+    ),
+    Case(
+        "entrypoint-cpus-negative",
+        (*SUBMIT, "--entrypoint-num-cpus=-1", "--", *TRAIN),
+        "argument --entrypoint-num-cpus: must be a finite number >= 0, got '-1'",
+    ),
+    Case(
+        "entrypoint-gpus-nan",
+        (*SUBMIT, "--entrypoint-num-gpus", "nan", "--", *TRAIN),
+        "argument --entrypoint-num-gpus: must be a finite number >= 0, got 'nan'",
+    ),
+    Case(
+        "entrypoint-gpus-word",
+        (*SUBMIT, "--entrypoint-num-gpus", "one", "--", *TRAIN),
+        "argument --entrypoint-num-gpus: expected a number, got 'one'",
+    ),
+    Case(
+        "api-server-address-bad",
+        (*SUBMIT, "--", *TRAIN),
+        "$RAY_API_SERVER_ADDRESS '127.0.0.1:6379': expected the job server's",
+        env={"RAY_API_SERVER_ADDRESS": "127.0.0.1:6379", "RAY_ADDRESS": NOWHERE},
+    ),
+    Case(
+        "api-server-address-unreachable",
+        (*SUBMIT, "--", *TRAIN),
+        f"cannot reach the Ray job server at {NOWHERE}",
+        env={"RAY_API_SERVER_ADDRESS": NOWHERE, "RAY_ADDRESS": "http://127.0.0.1:8265"},
     ),
     Case(
         "ray-address-auto",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cluster.submit import (
@@ -10,6 +12,7 @@ from cluster.submit import (
     check_command,
     client,
     job_errors,
+    job_runtime_env,
     resolve_address,
     submit,
 )
@@ -107,6 +110,35 @@ def test_an_address_is_checked_and_named_by_where_it_came_from(monkeypatch):
         resolve_address("http://h:x")
     with pytest.raises(SubmitError, match="--address 'http://'"):
         resolve_address("http://")
+
+
+def test_the_address_is_found_where_ray_job_submit_finds_it(monkeypatch):
+    """--address, else $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, else the local default."""
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert resolve_address(None) == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "http://from-ray-address:8265")
+    assert resolve_address(None) == "http://from-ray-address:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://api:8265/")
+    assert resolve_address(None) == "http://api:8265"
+    assert resolve_address("https://flag:443") == "https://flag:443"
+
+
+def test_a_runtime_env_file_is_merged_under_what_submit_sets(tmp_path):
+    wd = tmp_path / "code"
+    wd.mkdir()
+    env_file = tmp_path / "env.json"  # JSON is YAML too
+    spec = {"pip": ["numpy"], "working_dir": str(wd), "env_vars": {"A": "1", "GEOLIP_DATA": "/x"}}
+    env_file.write_text(json.dumps(spec))
+    sub = Submission(("geolip", "info"), runtime_env_file=str(env_file))
+    runtime_env = job_runtime_env(sub, {"GEOLIP_DATA": "/shared"})
+    assert runtime_env == {
+        "pip": ["numpy"],
+        "working_dir": str(wd),
+        "env_vars": {"A": "1", "GEOLIP_DATA": "/shared"},
+    }
+    sub = Submission(("geolip", "info"), runtime_env_file=str(env_file), working_dir=str(tmp_path))
+    assert job_runtime_env(sub, {})["working_dir"] == str(tmp_path)  # --working-dir wins
 
 
 def test_a_missing_working_dir_is_refused_before_connecting(tmp_path, monkeypatch):
