@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.errors import GeolipError
+from pipelines.tracking import redacted
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 AGENT_WAIT_S = 90.0  # how long a fresh cluster may take to have a job agent
@@ -196,10 +197,12 @@ def _check_tracking_uri(uri: str, source: str) -> None:
             f"{source} {uri!r} is not an absolute SQLite path: use sqlite:////SHARED/PATH.db "
             "or the cluster's http(s)://MLFLOW-SERVER:5000"
         )
-    if not re.match(r"^(sqlite|https?|databricks)(:|$)", uri):
+    if not re.match(
+        r"^(sqlite|https?|databricks|postgresql(\+psycopg)?|mysql(\+pymysql)?)(:|$)", uri
+    ):
         raise SubmitError(
-            f"{source} {uri!r}: expected http(s)://HOST:PORT, sqlite:////SHARED/PATH.db or "
-            "databricks"
+            f"{source} {redacted(uri)!r}: expected http(s)://HOST:PORT, "
+            "postgresql://USER@HOST:PORT/DB, sqlite:////SHARED/PATH.db or databricks"
         )
 
 

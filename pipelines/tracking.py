@@ -35,7 +35,11 @@ MAX_ERROR_TAG = 5000
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
-EXPECTED = "sqlite:///ABSOLUTE/PATH.db, http(s)://HOST:PORT or databricks"
+EXPECTED = (
+    "sqlite:///ABSOLUTE/PATH.db, postgresql://USER@HOST:PORT/DB, http(s)://HOST:PORT or databricks"
+)
+# Database stores MLflow opens itself through SQLAlchemy (a team's shared store, no server).
+DATABASE_SCHEMES = ("postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql")
 
 # SQLite stores whose schema this process has already created or migrated.
 _initialised: set[str] = set()
@@ -64,6 +68,8 @@ def _normalise(uri: str) -> str:
     if scheme == "sqlite":
         return _absolute_sqlite(uri)
     if scheme in ("http", "https", "databricks") or uri == "databricks":
+        return uri
+    if scheme in DATABASE_SCHEMES:
         return uri
     if scheme in ("", "file"):
         raise TrackingError(
@@ -106,6 +112,46 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         _check_server(uri, timeout)
     elif (db := sqlite_path(uri)) is not None:
         _check_sqlite(uri, db)
+    elif is_database(uri):
+        _probe_database(uri, timeout)
+        _open_store(uri)
+
+
+def _probe_database(uri: str, timeout: float) -> None:
+    """Connect once, with a timeout: MLflow itself retries a refusing database for ~100 s,
+    logging a warning each time, before it gives up."""
+    import sqlalchemy
+
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": int(timeout)})
+        with engine.connect():
+            pass
+    except Exception as e:  # a refusal, bad credentials, no such database, a missing driver
+        reason = " ".join(str(getattr(e, "orig", None) or e).split())[:300]
+        if password := urllib.parse.urlsplit(uri).password:
+            reason = reason.replace(password, "***")
+        raise TrackingError(
+            f"cannot open the MLflow store {redacted(uri)}: {reason}; check the database "
+            "server, its credentials and --tracking-uri"
+        ) from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def is_database(uri: str) -> bool:
+    """A ``postgresql://`` (or ``mysql://``) store MLflow opens directly."""
+    return urllib.parse.urlparse(uri).scheme.lower() in DATABASE_SCHEMES
+
+
+def redacted(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` (for messages: never print a secret)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _check_server(uri: str, timeout: float) -> None:
@@ -137,6 +183,12 @@ def _check_sqlite(uri: str, db: Path) -> None:
             f"MLflow directory {directory} is not writable; fix its permissions or pass "
             "--tracking-uri / --data-dir elsewhere"
         )
+    _open_store(uri)
+
+
+def _open_store(uri: str) -> None:
+    """Create or migrate a database store's schema, once per process (so that workers never
+    race on the migration); an unusable store is one line, its password hidden."""
     if uri in _initialised:
         return
     # Creating a store logs its schema migrations at INFO: noise next to the command's output.
@@ -145,14 +197,17 @@ def _check_sqlite(uri: str, db: Path) -> None:
     try:
         client(uri).search_experiments(max_results=1)
     except Exception as e:  # any failure here means the store is unusable
-        raise TrackingError(f"cannot open the MLflow store {uri}: {e}") from e
+        reason = " ".join(str(e).split())[:300]
+        if parsed := urllib.parse.urlsplit(uri).password:
+            reason = reason.replace(parsed, "***")
+        raise TrackingError(f"cannot open the MLflow store {redacted(uri)}: {reason}") from None
     _initialised.add(uri)
 
 
 def artifact_root(uri: str, data: Path) -> str | None:
-    """Absolute ``file://`` artifact root for a SQLite store (MLflow would use ``./mlruns`` under
-    each worker's cwd); None for servers, which manage their own artifacts."""
-    if sqlite_path(uri) is None:
+    """Absolute ``file://`` artifact root for a SQLite or database store (MLflow would use
+    ``./mlruns`` under each worker's cwd); None for servers, which manage their own artifacts."""
+    if sqlite_path(uri) is None and not is_database(uri):
         return None
     return (Path(data) / "mlflow" / "artifacts").resolve().as_uri()
 
