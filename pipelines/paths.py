@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +19,26 @@ def data_dir(override: str | None = None) -> Path:
     a job starts Ray or writes anything.
     """
     raw = override or os.environ.get("GEOLIP_DATA") or "data"
+    flag = "--data-dir" if override else "--data-dir ($GEOLIP_DATA or ./data)"
+    refuse_uri(raw, flag)
     path = Path(raw).expanduser().resolve()
-    check_dir_path(path, "--data-dir" if override else "--data-dir ($GEOLIP_DATA or ./data)")
+    check_dir_path(path, flag)
     return path
+
+
+# `scheme://...`: an object store or a remote file system, not a local path.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def refuse_uri(value: str | os.PathLike, flag: str) -> None:
+    """Refuse ``s3://``, ``gs://``, ... where a local or shared POSIX path is needed: as a
+    path, ``s3://b/x`` would silently become ``./s3:/b/x``."""
+    if isinstance(value, str) and _URI.match(value):
+        scheme = value.split("://", 1)[0]
+        raise GeolipError(
+            f"{flag} {value}: {scheme}:// object storage is not supported here yet; use a local "
+            "or shared POSIX path (an NFS/EFS volume, or the bucket mounted with s3fs/gcsfuse)"
+        )
 
 
 def blocking_file(path: Path) -> Path | None:
@@ -44,6 +62,7 @@ def under_file(path: Path) -> str | None:
 
 def check_dir_path(path: str | os.PathLike, flag: str) -> Path:
     """Refuse a directory path that is, or lies under, a regular file (one line naming ``flag``)."""
+    refuse_uri(path, flag)
     path = Path(path).expanduser().absolute()
     problem = under_file(path)
     if problem is not None:
@@ -54,6 +73,7 @@ def check_dir_path(path: str | os.PathLike, flag: str) -> Path:
 def check_file_path(path: str | os.PathLike, flag: str) -> Path:
     """Refuse an output file path whose parent is, or lies under, a regular file, or that is a
     directory."""
+    refuse_uri(path, flag)
     path = Path(path).expanduser().absolute()
     if path.is_dir():
         raise GeolipError(f"{flag} {path} is a directory; expected a file path")

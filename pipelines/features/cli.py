@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         max_sentences=args.max_sentences,
     )
-    manifest = extract_features(req, Path(args.out), overwrite=args.overwrite)
+    manifest = extract_features(req, args.out, overwrite=args.overwrite)
     host, splits = manifest["host"], manifest["splits"]
     print(
         f"host {host['name']} (d={host['hidden_size']}, revision {host['revision']}), "

@@ -245,7 +245,7 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
 def check_out(out: Path, overwrite: bool) -> Path:
     """``--out`` as an absolute path: not under a regular file, and, without ``overwrite``,
     either new or a feature directory (which may hold this very request)."""
-    out = check_dir_path(Path(out).expanduser().resolve(), "--out")
+    out = check_dir_path(out, "--out").resolve()  # the raw text: s3:// is refused, not mangled
     if out.exists() and not overwrite and _read_manifest(out) is None:
         raise GeolipError(
             f"--out {out} exists and is not a feature directory; pass --overwrite to replace "
