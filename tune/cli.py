@@ -59,6 +59,14 @@ def _add(p: argparse.ArgumentParser) -> None:
         help="data-parallel Ray Train workers per trial",
     )
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
+    p.add_argument(
+        "--max-failures",
+        type=int_at_least(0),
+        default=None,
+        help="failures each trial survives, continuing from its last checkpoint: Ray Train "
+        "worker-group restarts and Tune retries of the trial (default: 1 on a multi-node "
+        "cluster, else 0)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--name", default=None, help="sweep name (default: from its options)")
@@ -94,6 +102,7 @@ def job_from_args(program: str, args: argparse.Namespace):
         source=args.source,
         name=args.name,
         dry_run=args.dry_run,
+        max_failures=args.max_failures,
     )
 
 

@@ -58,6 +58,9 @@ class SweepJob:
     dry_run: bool = False
     faults: dict = field(default_factory=dict)
     """Test hook: ``{trial key: {"step": s, "marker": path}}``, that trial's worker dies once."""
+    max_failures: int | None = None
+    """Failures each trial survives: Ray Train restarts and Tune retries (None: 1 where Ray
+    runs on more than one node, else 0)."""
 
 
 @dataclass(frozen=True)

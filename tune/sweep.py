@@ -56,11 +56,13 @@ class SweepOutcome:
 @dataclass(frozen=True)
 class TrialResources:
     """What one trial reserves (its driver; Train reserves its workers itself), how many trials
-    run at once, and whether they train on GPUs."""
+    run at once, whether they train on GPUs, and how many failures each survives (Ray Train
+    restarts of its worker group, and Tune retries of the trial from its last checkpoint)."""
 
     per_trial: dict
     concurrent: int
     gpu: bool
+    failures: int = 0
 
 
 def run_sweep(job: SweepJob, progress=print) -> SweepOutcome:
@@ -110,7 +112,7 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
     sweep.state.mkdir(parents=True, exist_ok=True)
     _write_json(sweep.state / "sweep.json", _plan_doc(sweep, parent.run_id))
     try:
-        trial_ctx = _trial_context(sweep, parent.run_id, experiment, resources.gpu)
+        trial_ctx = _trial_context(sweep, parent.run_id, experiment, resources)
         for phase in sweep.phases:
             _run_phase(sweep, phase, trial_ctx, resources, progress)
         summary = summarize(uri, parent.run_id, progress=progress)
@@ -134,7 +136,7 @@ def _plan_doc(sweep: PlannedSweep, parent_run_id: str) -> dict:
     }
 
 
-def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, gpu: bool):
+def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, res: TrialResources):
     """What every trial of the sweep needs (absolute paths only)."""
     job, data = sweep.job, sweep.job.ctx.data_dir
     external = {job.donor: str(sweep.donor)} if sweep.donor is not None else {}
@@ -148,7 +150,7 @@ def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, gpu:
         program=job.program,
         parent_run_id=parent_id,
         experiment_id=experiment_id,
-        run=job.ctx.replace(use_gpu=gpu, resume=False, tags={}),
+        run=job.ctx.replace(use_gpu=res.gpu, resume=False, tags={}, max_failures=res.failures),
         corpus=job.corpus,
         eval_bytes=sweep.scale.eval_bytes,
         banks=dict(sweep.scale.banks),
@@ -176,7 +178,16 @@ def _resources(job: SweepJob) -> TrialResources:
     fits = math.floor(cpus / need_cpu)
     if gpu:
         fits = min(fits, math.floor(gpus / workers))
-    return TrialResources({"CPU": job.driver_cpus}, max(1, fits), gpu)
+    return TrialResources({"CPU": job.driver_cpus}, max(1, fits), gpu, _failures(job))
+
+
+def _failures(job: SweepJob) -> int:
+    """``--max-failures``, else 1 where Ray runs on more than one node (a lost node, a preempted
+    spot instance, costs a retry from the last checkpoint, not the trial), else 0."""
+    if job.max_failures is not None:
+        return job.max_failures
+    alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+    return 1 if alive > 1 else 0
 
 
 def _run_phase(
@@ -199,7 +210,8 @@ def _run_phase(
         grid = _restore_phase(sweep, phase, path, trainable, res, progress)
     else:
         space = _param_space(phase, trials)
-        tuner = _fresh_tuner(trainable, space, phase.name, sweep.state, _tune_config(phase, res))
+        config = _tune_config(phase, res)
+        tuner = _fresh_tuner(trainable, space, phase.name, sweep.state, config, res.failures)
         grid = tuner.fit()
     close_open_children(ctx.run.tracking_uri, ctx.parent_run_id, phase.name)
     failed = [r for r in grid if r.error is not None]
@@ -219,14 +231,14 @@ def _restore_phase(sweep, phase: Phase, path: Path, trainable, res: TrialResourc
     space = {"retry": tune.grid_search(errored)}
     config = tune.TuneConfig(max_concurrent_trials=res.concurrent)
     name = _retry_name(sweep.state, phase.name)
-    return _fresh_tuner(trainable, space, name, sweep.state, config).fit()
+    return _fresh_tuner(trainable, space, name, sweep.state, config, res.failures).fit()
 
 
-def _fresh_tuner(trainable, space: dict, name: str, state: Path, tune_config):
+def _fresh_tuner(trainable, space: dict, name: str, state: Path, tune_config, failures: int = 0):
     run_config = tune.RunConfig(
         name=name,
         storage_path=str(state / "tune"),
-        failure_config=tune.FailureConfig(max_failures=0),
+        failure_config=tune.FailureConfig(max_failures=failures),
         verbose=1,
     )
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)

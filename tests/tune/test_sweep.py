@@ -96,3 +96,16 @@ def test_bad_sweeps_fail_before_any_trial(ray_session, tmp_path, capsys):
     ]:
         assert main([*argv, "--data-dir", str(tmp_path / "data")]) != 0
         assert expected in capsys.readouterr().err
+
+
+def test_with_max_failures_a_trial_survives_a_worker_death(ray_session, tmp_path):
+    """--max-failures 1: the trial's worker dies once and the trial finishes anyway, from its
+    last checkpoint, in the same MLflow run (no --resume, no second run)."""
+    fault = {"pmix-sparse-s0": {"step": 24, "marker": str(tmp_path / "killed"), "delay": 3.0}}
+    job = _job(tmp_path, arms=("pmix/sparse",), faults=fault, max_failures=1)
+    outcome = run_sweep(job, progress=lambda s: None)
+    assert (tmp_path / "killed").exists()  # the worker really died
+    runs = child_runs(outcome.tracking_uri, outcome.run_id)
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    (arm,) = outcome.summary["arms"]
+    assert arm["n"] == 1 and arm["failed"] == 0
