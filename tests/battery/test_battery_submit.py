@@ -149,7 +149,8 @@ SUBMIT_CASES = [
     Case(
         "tracking-uri-file-store",
         (*SUBMIT, "--tracking-uri", "mlruns", "--", *TRAIN),
-        "--tracking-uri 'mlruns': expected http(s)://HOST:PORT, sqlite:////SHARED/PATH.db",
+        "--tracking-uri 'mlruns': expected http(s)://HOST:PORT, postgresql://USER@HOST:PORT/DB, "
+        "sqlite:////SHARED/PATH.db",
     ),
     Case(
         "mlflow-tracking-uri-relative",

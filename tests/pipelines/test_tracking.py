@@ -24,6 +24,7 @@ from pipelines.tracking import (
     find_run,
     flatten_params,
     metric_history,
+    redacted,
     resolve_tracking_uri,
     start_run,
 )
@@ -76,11 +77,22 @@ def test_file_store_is_refused(uri, tmp_path):
     assert uri in str(info.value) and "http://" in str(info.value)
 
 
-@pytest.mark.parametrize("uri", ["postgresql://db/mlflow", "sqlite://", "ftp://host"])
+@pytest.mark.parametrize("uri", ["mssql://db/mlflow", "sqlite://", "ftp://host"])
 def test_unknown_uri_is_refused_naming_it(uri, tmp_path):
     with pytest.raises(TrackingError, match="expected") as info:
         resolve_tracking_uri(uri, tmp_path)
     assert repr(uri) in str(info.value)
+
+
+@pytest.mark.parametrize("uri", ["postgresql://u@db:5432/mlflow", "mysql://u@db/mlflow"])
+def test_database_stores_are_taken_as_given(uri, tmp_path):
+    assert resolve_tracking_uri(uri, tmp_path) == uri
+    assert artifact_root(uri, tmp_path) == (tmp_path / "mlflow" / "artifacts").resolve().as_uri()
+
+
+def test_a_password_never_shows_in_a_uri_we_print():
+    assert redacted("postgresql://u:s3cret@db/m") == "postgresql://u:***@db/m"
+    assert redacted("postgresql://u@db/m") == "postgresql://u@db/m"
 
 
 def test_check_tracking_unreachable_server_fails_fast():
