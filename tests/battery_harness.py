@@ -15,6 +15,7 @@ JSON line there (the closing-note table is made from it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -78,6 +79,24 @@ def fill(argv: tuple[str, ...], tmp: Path) -> list[str]:
     return [a.replace("{tmp}", str(tmp)) for a in argv]
 
 
+def filled(case: Case, tmp: Path, values: dict | None = None) -> Case:
+    """``case`` with ``{tmp}`` (the case directory) and each ``{name}`` of ``values`` put into
+    its argv, expected message and environment."""
+    subs = {"{tmp}": str(tmp), **{f"{{{k}}}": str(v) for k, v in (values or {}).items()}}
+
+    def put(text: str) -> str:
+        for key, value in subs.items():
+            text = text.replace(key, value)
+        return text
+
+    return dataclasses.replace(
+        case,
+        argv=tuple(put(a) for a in case.argv),
+        expect=put(case.expect),
+        env={k: put(v) for k, v in case.env.items()},
+    )
+
+
 def check_result(case: Case, group: str, rc: int, stdout: str, stderr: str) -> str:
     """Assert the bad-input contract on a finished command; returns its error line."""
     lines = error_lines(stderr)
@@ -97,15 +116,19 @@ def check_result(case: Case, group: str, rc: int, stdout: str, stderr: str) -> s
     return message
 
 
-def check_case(case: Case, group: str, tmp: Path, timeout: float = 120) -> str:
-    """Run ``case`` in ``tmp`` (its fixtures written first) and assert the contract."""
+def check_case(
+    case: Case, group: str, tmp: Path, timeout: float = 120, values: dict | None = None
+) -> str:
+    """Run ``case`` in ``tmp`` (its fixtures written first) and assert the contract; ``{tmp}``
+    and ``{name}`` placeholders are filled first (``filled``)."""
+    case = filled(case, tmp, values)
     if case.setup is not None:
         case.setup(tmp)
     before = tree_digest(tmp)
     env = base_env(tmp) | case.env
     started = time.monotonic()
     proc = subprocess.run(
-        [GEOLIP, *fill(case.argv, tmp)],
+        [GEOLIP, *case.argv],
         capture_output=True,
         text=True,
         env=env,
@@ -134,11 +157,12 @@ def interrupt_case(
     import signal
     import threading
 
+    case = filled(case, tmp)
     if case.setup is not None:
         case.setup(tmp)
     before = tree_digest(tmp)
     proc = subprocess.Popen(
-        [GEOLIP, *fill(case.argv, tmp)],
+        [GEOLIP, *case.argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

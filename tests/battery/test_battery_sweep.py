@@ -319,29 +319,17 @@ SOURCE_CASES = [
 CASES = OPTION_CASES + PATH_CASES + DONOR_CASES + SOURCE_CASES
 
 
-def filled(case: Case, fx: Fixtures, tmp: Path) -> Case:
-    """``case`` with the store's run ids and the case directory put in (argv, env, message)."""
-    subs = {"{plain}": fx.runs["plain"], "{badplan}": fx.runs["badplan"], "{tmp}": str(tmp)}
-
-    def put(text: str) -> str:
-        for key, value in subs.items():
-            text = text.replace(key, value)
-        return text
-
+def with_fixtures(case: Case, fx: Fixtures) -> Case:
+    """``case`` whose setup also gets the module's fixtures."""
     setup = case.setup
-    return dataclasses.replace(
-        case,
-        argv=tuple(put(a) for a in case.argv),
-        expect=put(case.expect),
-        env={k: put(v) for k, v in case.env.items()},
-        setup=None if setup is None else (lambda tmp: setup(fx, tmp)),
-    )
+    return dataclasses.replace(case, setup=None if setup is None else (lambda tmp: setup(fx, tmp)))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_sweep_bad_input(case, fx, tmp_path):
     group = "sweep report" if case.argv[1:2] == ("report",) else "sweep"
-    check_case(filled(case, fx, tmp_path), group, tmp_path)
+    runs = {"plain": fx.runs["plain"], "badplan": fx.runs["badplan"]}
+    check_case(with_fixtures(case, fx), group, tmp_path, values=runs)
 
 
 def test_case_ids_are_unique():

@@ -8,7 +8,6 @@ port in use is a socket this test binds and listens on (``{held}`` in the argv i
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import sqlite3
 from pathlib import Path
@@ -144,26 +143,12 @@ CASES = [
 ]
 
 
-def filled(case: Case, tmp: Path, held: int | None) -> Case:
-    """``case`` with the case directory and the held port put in."""
-
-    def put(text: str) -> str:
-        return text.replace("{tmp}", str(tmp)).replace("{held}", str(held))
-
-    return dataclasses.replace(
-        case,
-        argv=tuple(put(a) for a in case.argv),
-        expect=put(case.expect),
-        env={k: put(v) for k, v in case.env.items()},
-    )
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_ui_bad_input(case, tmp_path):
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        check_case(filled(case, tmp_path, held.getsockname()[1]), "ui", tmp_path)
+        check_case(case, "ui", tmp_path, values={"held": held.getsockname()[1]})
 
 
 def test_case_ids_are_unique():
