@@ -30,8 +30,11 @@ def postgres_bin(name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    """Run PostgreSQL while the block runs; yields ``postgresql://geolip@127.0.0.1:PORT/postgres``."""
+def postgres(password: str | None = None) -> Iterator[str]:
+    """Run PostgreSQL while the block runs; yields ``postgresql://geolip@127.0.0.1:PORT/postgres``.
+
+    With ``password``, connections over TCP must give it (scram-sha-256), as on a team's server;
+    the URI still carries none (clients pass it as ``PGPASSWORD``)."""
     initdb, pg_ctl = postgres_bin("initdb"), postgres_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
         raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
@@ -44,8 +47,15 @@ def postgres() -> Iterator[str]:
     def run(*argv: str) -> None:
         subprocess.run([*as_user, *argv], check=True, capture_output=True, timeout=120)
 
+    auth = ["-A", "trust"]
+    if password is not None:
+        pwfile = root / "pwfile"
+        pwfile.write_text(password + "\n")
+        if as_user:
+            shutil.chown(pwfile, "postgres", "postgres")
+        auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
     try:
-        run(initdb, "-D", str(data), "-A", "trust", "-U", "geolip", "--no-sync")
+        run(initdb, "-D", str(data), *auth, "-U", "geolip", "--no-sync")
         options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off"
         run(pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
         try:
