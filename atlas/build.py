@@ -67,6 +67,7 @@ def build_atlas(
     overwrite: bool = False,
     init_ray: Callable[[], None] | None = None,
     progress: bool = True,
+    shown_as: str | None = None,
 ) -> BuildResult:
     """Build the atlas of ``corpus_uri`` (its ``cfg.split`` side) into ``out_dir``.
 
@@ -74,7 +75,8 @@ def build_atlas(
     as is (``already_built``); any other existing directory raises ``FileExistsError`` unless
     ``overwrite``. ``init_ray`` starts Ray when it is not running (the pipelines pass their one
     start policy, ``pipelines.runtime.init_ray``); without it Ray must be running already.
-    Corpus problems raise ``CorpusError`` (a ``ValueError``).
+    Corpus problems raise ``CorpusError`` (a ``ValueError``). ``shown_as`` names ``out`` in
+    messages (the ``s3://`` URI an atlas staged here for upload is published to).
 
     """
     cfg = AtlasConfig() if cfg is None else cfg
@@ -85,7 +87,7 @@ def build_atlas(
     first_document(corpus_uri, cfg)
     report = Reporter(progress)
     if existing is not None:
-        return _already_built(corpus_uri, out, cfg, existing, report)
+        return _already_built(corpus_uri, out, cfg, existing, report, shown_as or str(out))
     missing_parents = [p for p in reversed(out.parents) if not p.exists()]
     staging = out.parent / f"{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
@@ -116,7 +118,7 @@ def build_atlas(
 
 
 def _already_built(
-    uri: str, out: Path, cfg: AtlasConfig, existing: dict, report: Reporter
+    uri: str, out: Path, cfg: AtlasConfig, existing: dict, report: Reporter, shown: str
 ) -> BuildResult:
     """The atlas at ``out`` (same config) if it counts the same text; else ``FileExistsError``.
 
@@ -126,10 +128,10 @@ def _already_built(
     found = _split_fingerprint(uri, cfg)
     if existing["corpus"]["fingerprint"] != found:
         raise FileExistsError(
-            f"{out} holds an atlas of other corpus data (fingerprint "
+            f"{shown} holds an atlas of other corpus data (fingerprint "
             f"{existing['corpus']['fingerprint']}, now {found}); pass --overwrite to replace it"
         )
-    report.line(f"already built: {out} (config {cfg.config_hash()})")
+    report.line(f"already built: {shown} (config {cfg.config_hash()})")
     report.table(summary_table(existing))
     return BuildResult(out, existing, already_built=True)
 

