@@ -1,5 +1,6 @@
-"""What every job shares at run time: the one Ray start policy, GPU choice, seeding, the fault
-hook, error root causes, run-name checks, the Ray Train fit, and ``RunContext``.
+"""What every job shares at run time: the one Ray start policy, seeding, the fault hook, error
+root causes, run-name checks, the Ray Train fit, and ``RunContext`` (GPU choice and the wait for
+nodes: ``pipelines.capacity``).
 
 ``init_ray`` is the only place that starts Ray: a job connects to ``RAY_ADDRESS`` when it is set
 (``auto`` for the newest ``ray start`` on this machine), else it starts a local Ray of its own
@@ -16,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -46,7 +49,11 @@ class RunContext:
     workers: int = 1
     """Data-parallel Ray Train workers of one training run."""
     use_gpu: bool | None = None
-    """None: GPUs when the cluster has them."""
+    """None: GPUs when the cluster has them or its autoscaler may add them (``--gpu auto``)."""
+    workers_gpus: float | None = None
+    """GPUs per Ray Train worker (``--workers-gpus``; None: one each when GPUs are used)."""
+    wait_nodes: int | None = None
+    """Seconds to wait for the workers' resources (``--wait-nodes``; None: the default)."""
     max_failures: int = 2
     """Worker-group restarts Ray Train allows (each resumes from the last checkpoint)."""
     resume: bool = False
@@ -96,7 +103,27 @@ def init_ray(workers: int = 1, cpus: int | None = None) -> None:
     kwargs: dict = {"ignore_reinit_error": True, "logging_level": "WARNING"}
     if not os.environ.get("RAY_ADDRESS"):
         kwargs.update(local_ray_options(workers, cpus))
+    elif env := cluster_env_vars(os.environ["RAY_ADDRESS"]):
+        kwargs["runtime_env"] = {"env_vars": env}  # merged into a submitted job's own env
     ray.init(**kwargs)
+
+
+def cluster_env_vars(address: str) -> dict:
+    """What a job's actors need to find the cluster it joined at ``address``.
+
+    Ray's own actors (Ray Train's placement-group cleaner, on the head) look the cluster up
+    through the state API with no address: on a machine that runs more than one Ray they fail
+    ("Found multiple active Ray instances") and a trial that lost its node never gets its
+    worker group's CPUs back. A concrete ``HOST:PORT`` (the GCS address Ray gives a submitted
+    job) is passed on as their ``RAY_ADDRESS``; ``auto`` or a client address is left alone, and
+    so is an address the job's runtime env already sets (Ray refuses to merge a conflict).
+    """
+    if "://" in address or ":" not in address:
+        return {}
+    job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+    taken = (job_env.get("runtime_env") or {}).get("env_vars") or {}
+    keys = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+    return {} if any(k in taken for k in keys) else {"RAY_ADDRESS": address}
 
 
 def local_ray_options(workers: int = 1, cpus: int | None = None) -> dict:
@@ -124,15 +151,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def use_gpu(flag: bool | None) -> bool:
-    """``flag`` if given, else whether the running cluster has GPUs."""
-    if flag is not None:
-        return flag
-    import ray
-
-    return ray.cluster_resources().get("GPU", 0) > 0
 
 
 def seed_of(*parts: int) -> int:
@@ -238,22 +256,32 @@ def fit(loop, config: dict, name: str, ctx: RunContext, **trainer_kwargs):
     ``callbacks`` to its ``RunConfig``."""
     import ray.train
 
+    from pipelines.capacity import cluster_capacity, resolve, wait_seconds, worker_bundle
+
     init_ray(ctx.workers)
-    gpu = use_gpu(ctx.use_gpu)
+    if ctx.use_gpu is None or (ctx.use_gpu and not ctx.workers_gpus):
+        ctx = resolve(ctx, cluster_capacity())  # the drivers' capacity.claim did it already
+    per_worker, wait = worker_bundle(ctx), wait_seconds(ctx)
     callbacks = trainer_kwargs.pop("callbacks", None) or None
     trainer = _interruptible_trainer()(
         loop,
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=ctx.workers,
-            use_gpu=gpu,
-            resources_per_worker={"GPU": 1} if gpu else {"CPU": 1},
+            use_gpu=bool(ctx.use_gpu),
+            resources_per_worker=per_worker,
         ),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=str(ctx.data_dir / "ray_results"),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
+            # Ray Train V2 waits for its workers' placement group 60 s per try and retries a
+            # startup timeout without end (controller_failure_limit -1): bound it by the
+            # --wait-nodes the job was given (verified: it then raises after the last try).
+            failure_config=ray.train.FailureConfig(
+                max_failures=ctx.max_failures,
+                controller_failure_limit=max(1, math.ceil(wait / _TRAIN_START_TIMEOUT_S)),
+            ),
             callbacks=callbacks,
         ),
         **trainer_kwargs,
@@ -270,10 +298,29 @@ def fit(loop, config: dict, name: str, ctx: RunContext, **trainer_kwargs):
             # A terminal's Ctrl-C reaches Ray's workers too: their deaths are the interrupt's.
             if interrupted.is_set():
                 raise KeyboardInterrupt from None
+            if _startup_timed_out(exc):
+                raise GeolipError(_timeout_line(per_worker, ctx.workers, wait, name)) from exc
             raise GeolipError(f"training run {name} failed: {root_cause(exc)}") from exc
     if interrupted.is_set():  # a gracefully aborted run returns a result: it did not finish
         raise KeyboardInterrupt
     return result
+
+
+_TRAIN_START_TIMEOUT_S = 60.0
+"""Ray Train V2's wait for a worker group's placement group (its
+``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` default, read in its controller's process)."""
+
+
+def _startup_timed_out(exc: BaseException) -> bool:
+    """Whether Ray Train gave up starting its workers (their resources never came)."""
+    failure = getattr(exc, "controller_failure", None)
+    return type(failure).__name__ == "WorkerGroupStartupTimeoutError"
+
+
+def _timeout_line(per_worker: dict, workers: int, wait: float, name: str) -> str:
+    from pipelines.capacity import timeout_message, total
+
+    return timeout_message(total([per_worker] * workers), wait, f"training run {name}")
 
 
 @functools.cache

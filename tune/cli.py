@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.capacity import add_capacity_arguments, capacity_settings
 from pipelines.cli import (
     Command,
     add_common_run_arguments,
     add_set_argument,
-    gpu_flag,
     int_at_least,
 )
 from tune.spec import SWEEP_SCALES
@@ -58,7 +58,7 @@ def _add(p: argparse.ArgumentParser) -> None:
         default=1,
         help="data-parallel Ray Train workers per trial",
     )
-    p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
+    add_capacity_arguments(p, "worker of each trial")
     p.add_argument(
         "--max-failures",
         type=int_at_least(0),
@@ -86,7 +86,7 @@ def job_from_args(program: str, args: argparse.Namespace):
         args.data_dir,
         args.tracking_uri,
         workers=args.workers,
-        use_gpu=gpu_flag(args.gpu),
+        **capacity_settings(args),
         max_failures=0,
         resume=args.resume,
     )

@@ -7,8 +7,9 @@ second and a dry run prints its plan without starting anything.
 Order: the options alone (scale, seeds, workers, name, corpus, the programs that take ``--donor``
 and ``--from``), the donor's path, the lookups in MLflow (read-only: a missing store is not
 created to be searched), the plan (program, arms, batch per worker), the sweep's state directory
-(``--resume``), the donor's grafts; last, for a real run, the MLflow store, created here. Nothing
-is written before that (but a donor given as a run id, downloaded for the graft check).
+(``--resume``), the donor's grafts; last, for a real run, that the MLflow server answers (a
+SQLite store is created by ``tune.sweep.launch`` once the cluster has admitted the sweep).
+Nothing is written here (but a donor given as a run id, downloaded for the graft check).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from geolip.config import Changes, config_diff, config_hash
 from pipelines.paths import check_dir_path
 from pipelines.runtime import RunContext
-from pipelines.tracking import check_tracking
+from pipelines.tracking import check_tracking, sqlite_path
 from tune.programs import PROGRAMS, Options, plan
 from tune.sources import (
     check_corpus,
@@ -99,8 +100,8 @@ def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
         donor = fetch_donor(uri, donor_run, data)
     if donor is not None:
         check_grafts(phases, donor, job.donor)
-    if not job.dry_run:
-        check_tracking(uri)  # creates the store: the last check
+    if not job.dry_run and sqlite_path(uri) is None:
+        check_tracking(uri)  # a server is only asked; a SQLite store is made once admitted
     return PlannedSweep(job, sc, seeds, phases, name, state, source, donor)
 
 

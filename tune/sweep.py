@@ -22,9 +22,11 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from pipelines import capacity
 from pipelines.byte_shards import build_byte_shards
+from pipelines.capacity import cluster_capacity
 from pipelines.runtime import init_ray, one_line
-from pipelines.tracking import artifact_root, ensure_experiment, open_run
+from pipelines.tracking import artifact_root, check_tracking, ensure_experiment, open_run
 from tune.plan import PlannedSweep, SweepJob, plan_sweep, plan_text, sweep_name
 from tune.report import close_open_children, summarize
 from tune.spec import Phase, SweepError, TrialSpec
@@ -63,6 +65,8 @@ class TrialResources:
     concurrent: int
     gpu: bool
     failures: int = 0
+    workers_gpus: float = 0.0
+    """GPUs per Ray Train worker (0 on CPUs)."""
 
 
 def run_sweep(job: SweepJob, progress=print) -> SweepOutcome:
@@ -80,6 +84,7 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
     job, ctx = sweep.job, sweep.job.ctx
     uri, data = ctx.tracking_uri, ctx.data_dir
     resources = _resources(job)  # too small a cluster fails before anything
+    check_tracking(uri)  # creates a SQLite store: after the cluster has admitted the sweep
     build_byte_shards(job.corpus, data, progress=progress)  # once, before trials share it
     experiment = ensure_experiment(uri, ctx.experiment, artifact_root(uri, data))
 
@@ -150,7 +155,13 @@ def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, res:
         program=job.program,
         parent_run_id=parent_id,
         experiment_id=experiment_id,
-        run=job.ctx.replace(use_gpu=res.gpu, resume=False, tags={}, max_failures=res.failures),
+        run=job.ctx.replace(
+            use_gpu=res.gpu,
+            workers_gpus=res.workers_gpus or None,
+            resume=False,
+            tags={},
+            max_failures=res.failures,
+        ),
         corpus=job.corpus,
         eval_bytes=sweep.scale.eval_bytes,
         banks=dict(sweep.scale.banks),
@@ -160,25 +171,47 @@ def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, res:
 
 
 def _resources(job: SweepJob) -> TrialResources:
-    """What the trials reserve never fills the cluster with drivers waiting for workers: at most
-    ``floor(CPUs / (driver + workers))`` run at once (``max_concurrent_trials``), and a restored
-    sweep does not restart its errored trials all at once either (``_run_phase``)."""
+    """Admit the sweep on what the cluster may have, then wait for one trial's resources.
+
+    What the trials reserve never fills the cluster with drivers waiting for workers: at most
+    ``floor(CPUs / (driver + workers))`` run at once (``max_concurrent_trials``; of the CPUs and
+    GPUs the cluster may have, its autoscaler's node groups included), and a restored sweep does
+    not restart its errored trials all at once either (``_run_phase``). A cluster that can never
+    hold one trial is refused; one whose autoscaler may add nodes is waited for (``--wait-nodes``)
+    before any run is created."""
     workers = job.ctx.workers
     init_ray(workers)
-    total = ray.cluster_resources()
-    gpu = job.ctx.use_gpu if job.ctx.use_gpu is not None else total.get("GPU", 0) > 0
-    need_cpu = job.driver_cpus + (0 if gpu else workers)
-    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
-    if cpus < need_cpu or (gpu and gpus < workers):
-        raise SweepError(
-            f"the cluster has {cpus:g} CPUs and {gpus:g} GPUs; one trial needs {need_cpu:g} CPUs"
-            + (f" and {workers} GPUs" if gpu else "")
-            + " (its driver plus --workers); lower --workers or add nodes"
-        )
-    fits = math.floor(cpus / need_cpu)
-    if gpu:
-        fits = min(fits, math.floor(gpus / workers))
-    return TrialResources({"CPU": job.driver_cpus}, max(1, fits), gpu, _failures(job))
+    cap = cluster_capacity().promised(job.ctx)
+    run = capacity.resolve(job.ctx, cap)
+    per_worker = capacity.worker_bundle(run)
+    driver = {"CPU": job.driver_cpus}
+    bundles = [driver] + [per_worker] * workers
+    need = capacity.total(bundles)
+    if any(v > cap.at_most(k) + 1e-9 for k, v in need.items()):
+        raise SweepError(_too_small(cap, need, workers))
+    what = f"one trial ({workers} worker{'s' if workers > 1 else ''})"
+    capacity.check_possible(bundles, cap, what)
+    capacity.wait_for(bundles, capacity.wait_seconds(run), what)
+    # At once: as many trials as the cluster may hold; where that is not known (or unlimited,
+    # or GPUs taken on trust), as many as it holds now that one trial's nodes are up.
+    now = cluster_capacity().now
+    most = {k: cap.at_most(k) if cap.at_most(k) < capacity.UNBOUNDED else now.get(k, 0.0)
+            for k in need}  # fmt: skip
+    fits = min(math.floor(most[k] / v + 1e-9) for k, v in need.items() if v > 0)
+    gpus = run.workers_gpus or 0.0
+    return TrialResources(
+        {"CPU": job.driver_cpus}, max(1, fits), bool(run.use_gpu), _failures(job), gpus
+    )
+
+
+def _too_small(cap, need: dict, workers: int) -> str:
+    scope = "may have at most" if cap.scalable else "has"
+    gpu = f" and {need['GPU']:g} GPUs" if "GPU" in need else ""
+    return (
+        f"the cluster {scope} {capacity.amounts(cap.possible)}; one trial needs "
+        f"{need.get('CPU', 0):g} CPUs{gpu} (its driver plus --workers {workers}); lower "
+        "--workers or add nodes"
+    )
 
 
 def _failures(job: SweepJob) -> int:

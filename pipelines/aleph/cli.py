@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 from geolip.aleph.config import HEADS
 from geolip.aleph.experiments.names import OPS, SCOPES
+from pipelines.capacity import add_capacity_arguments, capacity_settings
 from pipelines.cli import (
     Command,
     add_common_run_arguments,
     add_set_argument,
-    gpu_flag,
     int_at_least,
 )
 from pipelines.scales import SCALE_NAMES
@@ -139,7 +139,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers"
     )
-    p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
+    add_capacity_arguments(p)
     p.add_argument(
         "--checkpoint-every",
         type=int_at_least(0),
@@ -176,7 +176,7 @@ def job_from_args(args: argparse.Namespace):
         args.data_dir,
         args.tracking_uri,
         workers=args.workers,
-        use_gpu=gpu_flag(args.gpu),
+        **capacity_settings(args),
         max_failures=args.max_failures,
         resume=args.resume,
         tags={"scale": scale.name},

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipelines.capacity import add_capacity_arguments, capacity_settings
 from pipelines.cli import (
     Command,
     add_common_run_arguments,
     add_set_argument,
-    gpu_flag,
     int_at_least,
 )
 
@@ -37,7 +37,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers"
     )
-    p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto", help="use GPUs")
+    add_capacity_arguments(p)
     p.add_argument(
         "--max-failures", type=int_at_least(0), default=2, help="worker-group restarts allowed"
     )
@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         args.data_dir,
         args.tracking_uri,
         workers=args.workers,
-        use_gpu=gpu_flag(args.gpu),
+        **capacity_settings(args),
         max_failures=args.max_failures,
         resume=args.resume,
     )

@@ -24,6 +24,7 @@ from geolip.svae.config import GeoConfig, SVAERunConfig
 from geolip.svae.model import SVAECompanion
 from geolip.svae.train import evaluate
 from geolip.svae.train import verdict as make_verdict
+from pipelines.capacity import claim
 from pipelines.errors import GeolipError
 from pipelines.runtime import RunContext, check_run_name, fit, interrupted_run, one_line
 from pipelines.svae.data import SVAEData, load_svae_data
@@ -50,6 +51,7 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     ctx.check_workers()
     data = load_svae_data(job.data)
     _check(job, data)
+    ctx = claim(ctx, "train svae")  # GPUs and nodes, before anything is written
     check_tracking(ctx.tracking_uri)
     ident = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "data": job.data, "w": ctx.workers}
     name = f"svae-{data.kind}-{config_hash(ident, 8)}-s{tcfg.seed}"

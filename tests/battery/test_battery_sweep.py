@@ -133,6 +133,24 @@ OPTION_CASES = [
     flag("--workers", "1.5", "argument --workers: expected a whole number, got '1.5'"),
     flag("--workers", "3", f"{NOT_DIVISIBLE} 3"),
     flag("--gpu", "maybe", "argument --gpu: invalid choice: 'maybe'"),
+    flag("--workers-gpus", "0", "argument --workers-gpus: expected a number of GPUs > 0, got 0"),
+    flag("--workers-gpus", "-2", "argument --workers-gpus: expected a number of GPUs > 0"),
+    flag("--workers-gpus", "two", "argument --workers-gpus: expected a number of GPUs"),
+    flag("--workers-gpus", "2.5", "argument --workers-gpus: more than one GPU per worker must"),
+    flag("--wait-nodes", "-1", "argument --wait-nodes: must be >= 0, got -1"),
+    flag("--wait-nodes", "1.5", "argument --wait-nodes: expected a whole number, got '1.5'"),
+    Case(
+        "workers-gpus-with-gpu-off",
+        (*LADDER, "--gpu", "off", "--workers-gpus", "1"),
+        "--workers-gpus 1 asks for GPUs but --gpu off for none: drop one of them",
+    ),
+    Case(
+        "gpu-on-without-gpus",
+        (*LADDER, "--gpu", "on"),
+        "--gpu on: the cluster has no GPUs and cannot get any (it has ",
+        # A local Ray that sees no GPU on any machine, and prints no token-auth notice.
+        env={"CUDA_VISIBLE_DEVICES": "", "RAY_AUTH_MODE": "disabled"},
+    ),
     Case("ladder-arms-unknown", (*LADDER, "--arms", "d4,nope"), "unknown arm(s) ['nope']"),
     Case(
         "ladder-arms-unknown-dry-run",

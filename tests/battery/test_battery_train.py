@@ -164,6 +164,34 @@ def setting(argv: tuple[str, ...], item: str, expect: str, slug: str) -> Case:
     return Case(f"{'-'.join(argv[:2])}-set-{slug}", (*argv, "--set", item), expect)
 
 
+# A local Ray that sees no GPU on any machine, and prints no token-auth notice on stderr.
+NO_GPUS = {"CUDA_VISIBLE_DEVICES": "", "RAY_AUTH_MODE": "disabled"}
+
+
+def gpu_flag_cases(argv: tuple[str, ...]) -> list[Case]:
+    """``--workers-gpus`` and ``--wait-nodes`` refused by the parser (no Ray started)."""
+    name = "-".join(argv[:2])
+    return [
+        flag(argv, "--workers-gpus", "0", "argument --workers-gpus: expected a number of GPUs > 0"),
+        flag(argv, "--workers-gpus", "-1", "argument --workers-gpus: expected a number of GPUs"),
+        flag(argv, "--workers-gpus", "inf", "argument --workers-gpus: expected a number of GPUs"),
+        flag(argv, "--workers-gpus", "one", "argument --workers-gpus: expected a number of GPUs"),
+        flag(
+            argv,
+            "--workers-gpus",
+            "1.5",
+            "argument --workers-gpus: more than one GPU per worker must be a whole number",
+        ),
+        flag(argv, "--wait-nodes", "-1", "argument --wait-nodes: must be >= 0, got -1"),
+        flag(argv, "--wait-nodes", "soon", "argument --wait-nodes: expected a whole number"),
+        Case(
+            f"{name}-workers-gpus-with-gpu-off",
+            (*argv, "--gpu", "off", "--workers-gpus", "1"),
+            "--workers-gpus 1 asks for GPUs but --gpu off for none: drop one of them",
+        ),
+    ]
+
+
 def with_corpus(case: Case) -> Case:
     """``case`` with the corpus written first (as train aleph's cases all have it)."""
     return dataclasses.replace(case, setup=case.setup or corpus)
@@ -184,6 +212,7 @@ TRAIN_FLAG_CASES = [
     flag(TRAIN, "--head", "pmix9", "argument --head: invalid choice: 'pmix9'"),
     flag(TRAIN, "--head", "pmix8", "argument --head: 'pmix8' is now spelled --head pmix --set"),
     flag(TRAIN, "--gpu", "maybe", "argument --gpu: invalid choice: 'maybe'"),
+    *gpu_flag_cases(TRAIN),
     flag(TRAIN, "--graft", "sideways", "argument --graft: invalid choice: 'sideways'"),
     Case("train-aleph-no-corpus", ("train", "aleph"), "required: --corpus"),
     Case(
@@ -200,6 +229,12 @@ TRAIN_FLAG_CASES = [
         "train-aleph-eval-bytes-under-one-window",
         (*TRAIN, "--set", "model.seq_trigrams=400", "--eval-bytes", "1000"),
         "--eval-bytes 1000 is fewer than one evaluation window (1203 bytes for seq_trigrams=400)",
+    ),
+    Case(
+        "train-aleph-gpu-on-without-gpus",
+        (*TRAIN, "--gpu", "on"),
+        "--gpu on: the cluster has no GPUs and cannot get any (it has ",
+        env=NO_GPUS,
     ),
     Case(
         "train-aleph-tracking-file-store",
@@ -395,6 +430,13 @@ SVAE_CASES = [
     flag(SVAE, "--workers", "two", "argument --workers: expected a whole number, got 'two'"),
     flag(SVAE, "--max-failures", "-1", "argument --max-failures: must be >= 0, got -1"),
     flag(SVAE, "--gpu", "maybe", "argument --gpu: invalid choice: 'maybe'"),
+    *gpu_flag_cases(SVAE),
+    Case(
+        "train-svae-gpu-on-without-gpus",
+        (*SVAE, "--gpu", "on"),
+        "--gpu on: the cluster has no GPUs and cannot get any (it has ",
+        env=NO_GPUS,
+    ),
     Case("train-svae-no-data", ("train", "svae"), "required: --data"),
     Case(
         "train-svae-data-unknown-kind",
