@@ -299,6 +299,7 @@ class RunLogger:
 
         self._buffer: list = []
         self._finished = False
+        self._logged: dict[str, int] = {}  # metric -> last step already in the run (a resume)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Buffer one step's scalars; written every ``flush_every`` rows or ``flush_seconds``."""
@@ -311,10 +312,24 @@ class RunLogger:
                 # SQLite keeps NaN but silently turns inf into 1.8e308; skip both, count them.
                 self.skipped_nonfinite += 1
                 continue
+            if int(step) <= self._logged.get(key, -1):
+                continue  # a step redone after a restore: its first value is in the run
             self._buffer.append(Metric(key, value, timestamp, int(step)))
         stale = time.monotonic() - self._last_flush > self.flush_seconds
         if len(self._buffer) >= self.flush_every or stale:
             self.flush()
+
+    def skip_logged_steps(self) -> None:
+        """Log no step of a metric that the run already has (a run continued from a checkpoint).
+
+        A restored run redoes the steps after its last checkpoint, and it may have logged some
+        of them before it was lost (a flush, a worker that outlived its driver for a moment);
+        MLflow keeps every value logged, so logging them again would duplicate those steps.
+        The redone steps draw the same batches (seeded per step), so the first value stands.
+        """
+        for key in self._client.get_run(self.run_id).data.metrics:
+            steps = [m.step for m in self._client.get_metric_history(self.run_id, key)]
+            self._logged[key] = max(steps, default=-1)
 
     def flush(self) -> None:
         """Write buffered metrics; rows already written leave the buffer even if a later chunk fails."""

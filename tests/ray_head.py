@@ -22,7 +22,7 @@ from pathlib import Path
 from pipelines.runtime import free_port
 
 RAY = Path(sys.executable).with_name("ray")
-_OWN_PORTS = (
+OWN_PORTS = (
     "dashboard-agent-listen-port",
     "dashboard-agent-grpc-port",
     "metrics-export-port",
@@ -48,28 +48,53 @@ def ray_head(num_cpus: int = 2, timeout: float = 120) -> Iterator[str]:
         f"--num-cpus={num_cpus}",
         f"--temp-dir={temp}",
         "--disable-usage-stats",
-        *(f"--{flag}={free_port()}" for flag in _OWN_PORTS),
+        *own_port_flags(),
     ]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # The head's jobs run `python` from its PATH: this environment's, as on an image.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = start_group(cmd)
     url = f"http://127.0.0.1:{dash}"
     try:
-        _wait_up(url, timeout)
+        wait_up(url, timeout)
         yield url
     finally:
+        stop_group(proc)
+
+
+def own_port_flags(flags: tuple[str, ...] = OWN_PORTS) -> list[str]:
+    """``--FLAG=PORT`` with a free port for each of Ray's ports that would default to a fixed one."""
+    return [f"--{flag}={free_port()}" for flag in flags]
+
+
+def start_group(
+    cmd: list[str], log: Path | None = None, env: dict | None = None
+) -> subprocess.Popen:
+    """Start ``cmd`` (a ``ray start ... --block``) in a process group of its own, with ``env``
+    over this process's; its output goes to ``log`` if given."""
+    env = {k: v for k, v in (os.environ | (env or {})).items() if k != "RAY_ADDRESS"}
+    # The head's jobs run `python` from its PATH: this environment's, as on an image.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (the child's)
+    try:
+        return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=out)
+    finally:
+        if log is not None:
+            out.close()
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
+    """End the process group of ``proc`` (SIGTERM, then SIGKILL after ``grace`` seconds)."""
+    try:
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # a loaded machine: do not leave the head behind
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    except ProcessLookupError:  # the whole group is gone already (a node the test killed)
+        proc.wait()
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:  # a loaded machine: do not leave the node behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
-def _wait_up(url: str, timeout: float) -> None:
+def wait_up(url: str, timeout: float) -> None:
     """Wait until the head's dashboard answers (401/403 under token auth also means up)."""
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,7 +22,8 @@ import ray.data
 import ray.train
 
 from pipelines.aleph.job import PreparedJob, TrainJob, check_job, prepare_job
-from pipelines.aleph.worker import train_loop_per_worker
+from pipelines.aleph.worker import TRAIN_STATE, train_loop_per_worker
+from pipelines.capacity import claim
 from pipelines.plots import curves_figure, gauge_figure
 from pipelines.runtime import fit, init_ray, interrupted_run, one_line
 from pipelines.tracking import (
@@ -56,6 +57,9 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
     ``TuneReportCallback`` so that its scheduler sees every report).
     """
     check_job(job)  # a bad flag is reported before the store is touched
+    # GPUs decided and the workers' nodes waited for (an autoscaler may add them) before
+    # anything is written: a cluster that cannot hold the run leaves nothing behind.
+    job = replace(job, ctx=claim(job.ctx, "train aleph"))
     ctx = job.ctx
     check_tracking(ctx.tracking_uri)  # an unreachable server fails here, before any work
     prepared = prepare_job(job, progress=progress)
@@ -81,7 +85,7 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
         replicate = job.data_mode == "replicate"
         result = fit(
             train_loop_per_worker,
-            prepared.worker_config(logger.run_id),
+            _worker_config(prepared, logger.run_id),
             prepared.name,
             ctx,
             datasets={"train": _train_dataset(prepared)},
@@ -97,6 +101,22 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
         raise
     logger.finish()
     return outcome
+
+
+def _worker_config(prepared: PreparedJob, run_id: str) -> dict:
+    """The workers' config, with the run's newest checkpoint when it resumes (``resume_dir``).
+
+    Ray Train V2 resumes only from checkpoints its controller recorded in the run's snapshot,
+    and a controller lost with its node (a sweep trial whose driver's node died) may not have
+    recorded the newest one, or any: the retried trial would start again from step 0 in its
+    continued MLflow run. The workers use Ray's own checkpoint when it has one, else this.
+    """
+    config = prepared.worker_config(run_id)
+    train_dir = prepared.ctx.data_dir / "ray_results" / prepared.name
+    written = [d for d in sorted(train_dir.glob("checkpoint_*")) if (d / TRAIN_STATE).is_file()]
+    if prepared.ctx.resume and written:  # names are timestamps: the last is the newest
+        config["resume_dir"] = str(written[-1])
+    return config
 
 
 def _train_dataset(prepared: PreparedJob):

@@ -47,6 +47,9 @@ def train_loop_per_worker(config: dict) -> None:
     torch.set_num_threads(worker_threads(config["threads"], ctx.get_local_world_size()))
     device = ray.train.torch.get_device()
     model, run_cfg, opt, sched, start = _restore(config, device)
+    if rank == 0:  # where each (re)start of the worker group begins: the job log's record
+        restored = " (restored from its checkpoint)" if start else ""
+        print(f"run {config['name']}: training from step {start}{restored}", flush=True)
     ddp = ray.train.torch.prepare_model(model) if world > 1 else model
     buf, bounds = _collect_chunks(ray.train.get_dataset_shard("train"))
     loop = _Loop(config, run_cfg, model, ddp, opt, sched, rank, world, device)
@@ -68,6 +71,8 @@ class _Loop:
         n_tri = cfg.seq_trigrams * cfg.n_segments
         per_rank = tcfg.batch_size // self.world
         tokens, t_log = 0, time.perf_counter()
+        if self.logger is not None:  # a restart redoes steps the run may have logged
+            self.logger.skip_logged_steps()
         try:
             for step in range(start, tcfg.steps):
                 micro = [
@@ -165,6 +170,8 @@ def _restore(config: dict, device):
     """(model on device, run config, optimizer, scheduler, first step to run)."""
     run_cfg = config["run"]
     ckpt = ray.train.get_checkpoint()
+    if ckpt is None and config.get("resume_dir"):  # one Ray Train never recorded (the driver's)
+        ckpt = ray.train.Checkpoint.from_directory(config["resume_dir"])
     state = None
     if ckpt is not None:  # resume (or restart after a failure) beats any warm start
         with ckpt.as_directory() as d:

@@ -200,6 +200,25 @@ def test_non_finite_metrics_are_skipped_and_counted(experiment):
     assert metric_history(uri, run.run_id, "acc") == [(0, 0.5), (1, 0.6)]
 
 
+def test_a_restored_run_does_not_log_its_redone_steps_again(experiment):
+    """A run lost after logging steps past its last checkpoint redoes them when restored:
+    the run keeps the first value of each step, and the new steps follow."""
+    uri, eid = experiment
+    first = start_run(uri, eid, "restored")
+    for step in (10, 20, 30):
+        first.log_metrics({"bpb": float(step)}, step=step)
+    first.log_metrics({"val_bpb": 1.0}, step=20)
+    first.flush()
+    again = RunLogger(uri, first.run_id)  # the worker group that continues from step 20
+    again.skip_logged_steps()
+    for step in (30, 40):
+        again.log_metrics({"bpb": step + 0.5, "val_bpb": 2.0}, step=step)
+    again.finish()
+    bpb = metric_history(uri, first.run_id, "bpb")
+    assert bpb == [(10, 10.0), (20, 20.0), (30, 30.0), (40, 40.5)]
+    assert metric_history(uri, first.run_id, "val_bpb") == [(20, 1.0), (30, 2.0), (40, 2.0)]
+
+
 def test_finish_failed_sets_status_and_error_tag(experiment):
     uri, eid = experiment
     run = start_run(uri, eid, "boom")
