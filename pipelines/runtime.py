@@ -103,9 +103,27 @@ def init_ray(workers: int = 1, cpus: int | None = None) -> None:
     kwargs: dict = {"ignore_reinit_error": True, "logging_level": "WARNING"}
     if not os.environ.get("RAY_ADDRESS"):
         kwargs.update(local_ray_options(workers, cpus))
+        quiet_local_auth_notice()
     elif env := cluster_env_vars(os.environ["RAY_ADDRESS"]):
         kwargs["runtime_env"] = {"env_vars": env}  # merged into a submitted job's own env
     ray.init(**kwargs)
+
+
+def quiet_local_auth_notice() -> None:
+    """Drop Ray's "Token authentication is enabled for this Ray cluster" notice (auth stays on).
+
+    Ray logs it whenever a process starts a local Ray while a token exists: on every run here,
+    and as a second stderr line after a bad-input error found once Ray is up (a run name in
+    use, an unreachable store), where the error should be the one line. The notice that auth
+    is *disabled* is kept."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _AuthEnabledNotice) for f in logger.filters):
+        logger.addFilter(_AuthEnabledNotice())
+
+
+class _AuthEnabledNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled")
 
 
 def cluster_env_vars(address: str) -> dict:

@@ -150,23 +150,13 @@ def _run_build(args: argparse.Namespace) -> int:
     if is_uri(args.out):  # an object store: probed (endpoint, bucket, key) before any work
         from pipelines.atlas.remote import build_atlas_at
 
-        root = check_root(args.out, "--out")
-        cfg = config_from_args(args)
-        build_atlas_at(
-            args.corpus,
-            root,
-            cfg,
-            overwrite=args.overwrite,
-            init_ray=lambda: _start_ray(args.cpus),
-            progress=not args.quiet,
-        )
-        return 0
-    out = check_dir_path(args.out, "--out")
-    cfg = config_from_args(args)
-    build_atlas(
+        build, out = build_atlas_at, check_root(args.out, "--out")
+    else:
+        build, out = build_atlas, check_dir_path(args.out, "--out")
+    build(
         args.corpus,
         out,
-        cfg,
+        config_from_args(args),
         overwrite=args.overwrite,
         init_ray=lambda: _start_ray(args.cpus),
         progress=not args.quiet,
