@@ -36,8 +36,9 @@ def refuse_uri(value: str | os.PathLike, flag: str) -> None:
     if isinstance(value, str) and _URI.match(value):
         scheme = value.split("://", 1)[0]
         raise GeolipError(
-            f"{flag} {value}: {scheme}:// object storage is not supported here yet; use a local "
-            "or shared POSIX path (an NFS/EFS volume, or the bucket mounted with s3fs/gcsfuse)"
+            f"{flag} {value}: {scheme}:// is not supported by this command (object storage is "
+            "for `train aleph`, `sweep` and `atlas build --out`); use a local or shared POSIX "
+            "path (an NFS/EFS volume, or the bucket mounted with s3fs/gcsfuse)"
         )
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from pipelines.errors import GeolipError, Interrupted, watch_sigint
 from pipelines.paths import data_dir as resolve_data_dir
+from pipelines.run_storage import data_root, has_checkpoint, storage_kwargs, work_dir
+from pipelines.storage import Root, check_root, is_uri, parse_root
 from pipelines.tracking import resolve_tracking_uri
 
 
@@ -45,7 +47,10 @@ class RunContext:
     experiment: str
     """MLflow experiment name."""
     data_dir: Path
+    """The data directory, or with ``storage`` the local work directory (``run_storage``)."""
     tracking_uri: str
+    storage: str | None = None
+    """``s3://BUCKET/PREFIX`` where ``--data-dir`` is on object storage (``run_storage``)."""
     workers: int = 1
     """Data-parallel Ray Train workers of one training run."""
     use_gpu: bool | None = None
@@ -72,13 +77,39 @@ class RunContext:
         experiment: str,
         data_dir: str | Path | None = None,
         tracking_uri: str | None = None,
+        remote_ok: bool = False,
         **settings,
     ) -> RunContext:
         """A context with ``--data-dir`` (default ``$GEOLIP_DATA`` or ``./data``) and
-        ``--tracking-uri`` (default ``$MLFLOW_TRACKING_URI`` or SQLite under the data dir)."""
+        ``--tracking-uri`` (default ``$MLFLOW_TRACKING_URI`` or SQLite under the data dir).
+
+        ``remote_ok``: the command supports a data directory on object storage (its endpoint,
+        bucket and credentials are probed here, one line each on failure)."""
+        raw = str(data_dir) if data_dir is not None else os.environ.get("GEOLIP_DATA")
+        if remote_ok and raw and is_uri(raw):
+            flag = "--data-dir" if data_dir is not None else "--data-dir ($GEOLIP_DATA)"
+            uri = parse_root(raw, flag).uri  # an unsupported scheme is refused first
+            if not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+                raise GeolipError(
+                    f"{flag} {uri}: the default MLflow store is a SQLite file in the data "
+                    "directory, which cannot live on object storage; pass --tracking-uri (an "
+                    "MLflow server, or postgresql://) or set MLFLOW_TRACKING_URI"
+                )
+            root = check_root(raw, flag)  # endpoint, bucket, credentials
+            work = work_dir(root.uri)
+            uri = resolve_tracking_uri(tracking_uri, work)
+            return cls(experiment, work, uri, storage=root.uri, **settings)
         data = resolve_data_dir(None if data_dir is None else str(data_dir))
         uri = resolve_tracking_uri(tracking_uri, data)
         return cls(experiment, data, uri, **settings)
+
+    def root(self) -> Root:
+        """The data directory as a ``Root`` (the store's prefix with ``storage``)."""
+        return data_root(self.data_dir, self.storage)
+
+    def results(self, name: str) -> Root:
+        """Ray Train's directory of run ``name`` (``DATA/ray_results/NAME``)."""
+        return self.root().child("ray_results").child(name)
 
     def replace(self, **changes) -> RunContext:
         return dataclasses.replace(self, **changes)
@@ -224,17 +255,12 @@ def root_cause(exc: BaseException) -> str:
     return one_line(exc)
 
 
-def has_checkpoint(train_dir: Path) -> bool:
-    """Whether Ray Train's directory of a run holds a checkpoint to resume from."""
-    return train_dir.exists() and any(train_dir.glob("checkpoint_*"))
-
-
-def interrupted_run(name: str, train_dir: Path) -> Interrupted:
+def interrupted_run(name: str, train_dir: Root) -> Interrupted:
     """The ``Interrupted`` of a training run stopped by Ctrl-C: whether a checkpoint was kept,
     and the command that continues it."""
     if has_checkpoint(train_dir):
         return Interrupted(
-            f"run {name} stopped; its checkpoints so far are kept in {train_dir}: "
+            f"run {name} stopped; its checkpoints so far are kept in {train_dir.uri}: "
             "run the same command with --resume to continue it"
         )
     return Interrupted(
@@ -243,7 +269,7 @@ def interrupted_run(name: str, train_dir: Path) -> Interrupted:
     )
 
 
-def check_run_name(run_dir: Path, train_dir: Path, resume: bool, auto: bool = False) -> bool:
+def check_run_name(run_dir: Path, train_dir: Root, resume: bool, auto: bool = False) -> bool:
     """Refuse a name in use without ``--resume`` and ``--resume`` of a run with no checkpoint
     (``train_dir``: Ray Train's directory of the run); clear a run that never checkpointed.
 
@@ -254,12 +280,12 @@ def check_run_name(run_dir: Path, train_dir: Path, resume: bool, auto: bool = Fa
     resume = resume or (auto and started)
     if resume and not started:
         raise GeolipError(
-            f"--resume: run {run_dir.name} has no checkpoint to resume from ({train_dir}); "
+            f"--resume: run {run_dir.name} has no checkpoint to resume from ({train_dir.uri}); "
             "start it without --resume"
         )
     if started and not resume:
         raise GeolipError(
-            f"run {run_dir.name} already exists ({train_dir}); pass --resume to continue it, "
+            f"run {run_dir.name} already exists ({train_dir.uri}); pass --resume to continue it, "
             "or change the config or train.seed for a new run"
         )
     if not started and run_dir.exists():
@@ -269,7 +295,7 @@ def check_run_name(run_dir: Path, train_dir: Path, resume: bool, auto: bool = Fa
 
 def fit(loop, config: dict, name: str, ctx: RunContext, **trainer_kwargs):
     """Run ``loop`` (a Ray Train per-worker function) on ``ctx.workers`` workers as run ``name``
-    under ``DATA/ray_results``; returns the ``Result``. A failure raises a ``GeolipError`` with
+    under ``DATA/ray_results`` (on the store with ``ctx.storage``); returns the ``Result``. A failure raises a ``GeolipError`` with
     the root cause on one line. ``trainer_kwargs`` go to ``TorchTrainer`` (datasets, ...);
     ``callbacks`` to its ``RunConfig``."""
     import ray.train
@@ -291,7 +317,7 @@ def fit(loop, config: dict, name: str, ctx: RunContext, **trainer_kwargs):
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=str(ctx.data_dir / "ray_results"),
+            **storage_kwargs(ctx.root().child("ray_results")),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # Ray Train V2 waits for its workers' placement group 60 s per try and retries a
             # startup timeout without end (controller_failure_limit -1): bound it by the

@@ -204,11 +204,14 @@ def _open_store(uri: str) -> None:
     _initialised.add(uri)
 
 
-def artifact_root(uri: str, data: Path) -> str | None:
+def artifact_root(uri: str, data: Path, storage: str | None = None) -> str | None:
     """Absolute ``file://`` artifact root for a SQLite or database store (MLflow would use
-    ``./mlruns`` under each worker's cwd); None for servers, which manage their own artifacts."""
+    ``./mlruns`` under each worker's cwd), ``STORAGE/mlflow/artifacts`` where the data directory
+    is on object storage; None for servers, which manage their own artifacts."""
     if sqlite_path(uri) is None and not is_database(uri):
         return None
+    if storage:
+        return f"{storage.rstrip('/')}/mlflow/artifacts"
     return (Path(data) / "mlflow" / "artifacts").resolve().as_uri()
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from geolip.config import Changes, config_diff, config_hash
 from pipelines.paths import check_dir_path
+from pipelines.run_storage import exists
 from pipelines.runtime import RunContext
+from pipelines.storage import Root
 from pipelines.tracking import check_tracking, sqlite_path
 from tune.programs import PROGRAMS, Options, plan
 from tune.sources import (
@@ -95,7 +97,7 @@ def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
     check_batches(phases, job.ctx.workers)
     name = job.name or sweep_name(job, seeds, source and source["name"])
     state = check_dir_path(data / "sweeps" / name, "the sweep's state directory")
-    check_state(state, name, job.ctx.resume)
+    check_state(job.ctx.root().child(f"sweeps/{name}"), name, job.ctx.resume)
     if donor_run is not None:
         donor = fetch_donor(uri, donor_run, data)
     if donor is not None:
@@ -139,15 +141,16 @@ def check_batches(phases: list[Phase], workers: int) -> None:
             )
 
 
-def check_state(state: Path, name: str, resume: bool) -> None:
-    """``--resume`` needs a started sweep; a started sweep needs ``--resume``."""
-    started = (state / "sweep.json").exists()
+def check_state(state: Root, name: str, resume: bool) -> None:
+    """``--resume`` needs a started sweep; a started sweep needs ``--resume`` (``state``: the
+    sweep's directory on the data directory, which may be on object storage)."""
+    started = exists(state.child("sweep.json"))
     if resume and not started:
         raise SweepError(
-            f"--resume: sweep {name} was never started ({state}); run it without --resume"
+            f"--resume: sweep {name} was never started ({state.uri}); run it without --resume"
         )
     if started and not resume:
-        raise SweepError(f"sweep {name} already exists ({state}); pass --resume to continue it")
+        raise SweepError(f"sweep {name} already exists ({state.uri}); pass --resume to continue it")
 
 
 def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:

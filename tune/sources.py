@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from pipelines.storage import is_uri, readable
 from pipelines.tracking import check_tracking, client, sqlite_path
 from tune.spec import Phase, SweepError, read_json_object
 
@@ -104,6 +105,8 @@ def plan_file(run) -> dict | None:
 def check_donor(donor: str, uri: str) -> tuple[Path | None, str | None]:
     """``--donor``: ``(checkpoint directory, None)`` for a path, ``(None, run id)`` for an MLflow
     run whose checkpoint is downloaded later (``fetch_donor``). Nothing is read but metadata."""
+    if is_uri(donor):  # a final checkpoint on object storage: checked in a local copy
+        return donor_dir(donor, Path(readable(donor, "--donor"))), None
     path = Path(donor).expanduser()
     if path.exists() or not RUN_ID.match(donor):
         return donor_dir(donor, path), None

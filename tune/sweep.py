@@ -16,7 +16,6 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 from ray import tune
@@ -25,12 +24,14 @@ from ray.tune.schedulers import ASHAScheduler
 from pipelines import capacity
 from pipelines.byte_shards import build_byte_shards
 from pipelines.capacity import cluster_capacity
+from pipelines.run_storage import exists, storage_kwargs, write_file
 from pipelines.runtime import init_ray, one_line
+from pipelines.storage import Root, is_uri
 from pipelines.tracking import artifact_root, check_tracking, ensure_experiment, open_run
 from tune.plan import PlannedSweep, SweepJob, plan_sweep, plan_text, sweep_name
 from tune.report import close_open_children, summarize
 from tune.spec import Phase, SweepError, TrialSpec
-from tune.trial import TrialContext, checkpoint_of, final_checkpoint, run_trial
+from tune.trial import TrialContext, checkpoint_of, final_checkpoint, has_final, run_trial
 
 SWEEP_EXPERIMENT = "geolip-sweeps"
 # Planning lives in tune.plan (no Ray: the CLI plans and refuses bad input before importing
@@ -94,7 +95,7 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
         "scale": job.scale,
         "seeds": str(sweep.seeds),
         "sweep": sweep.name,
-        "sweep_plan": str(sweep.state / "sweep.json"),
+        "sweep_plan": sweep_store(sweep).child("sweep.json").uri,
         **ctx.tags,
     }
     params = {
@@ -114,8 +115,7 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
         f"sweep {sweep.name}: {n_trials} trials in {len(sweep.phases)} phase(s); MLflow "
         f"{uri} (experiment {ctx.experiment}, run {parent.run_id})"
     )
-    sweep.state.mkdir(parents=True, exist_ok=True)
-    _write_json(sweep.state / "sweep.json", _plan_doc(sweep, parent.run_id))
+    _write_plan(sweep, _plan_doc(sweep, parent.run_id))
     try:
         trial_ctx = _trial_context(sweep, parent.run_id, experiment, resources)
         for phase in sweep.phases:
@@ -143,12 +143,14 @@ def _plan_doc(sweep: PlannedSweep, parent_run_id: str) -> dict:
 
 def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, res: TrialResources):
     """What every trial of the sweep needs (absolute paths only)."""
-    job, data = sweep.job, sweep.job.ctx.data_dir
-    external = {job.donor: str(sweep.donor)} if sweep.donor is not None else {}
+    job = sweep.job
+    external = {}
+    if sweep.donor is not None:  # a donor on the store is read from there by each trial's node
+        external[job.donor] = job.donor if is_uri(job.donor) else str(sweep.donor)
     if sweep.source:  # the checkpoints of another sweep's trials, found as that sweep finds them
         other = sweep.source["name"]
         external.update(
-            {t["key"]: str(final_checkpoint(data, other, t["key"])) for t in sweep.source["trials"]}
+            {t["key"]: final_checkpoint(job.ctx, other, t["key"]) for t in sweep.source["trials"]}
         )
     return TrialContext(
         sweep=sweep.name,
@@ -237,14 +239,15 @@ def _run_phase(
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, specs=specs, ctx=ctx), res.per_trial
     )
-    path = sweep.state / "tune" / phase.name
+    tune_root = sweep_store(sweep).child("tune")
+    path = tune_root.child(phase.name)
     progress(f"phase {phase.name}: {len(trials)} trial(s), up to {res.concurrent} at a time")
-    if sweep.job.ctx.resume and tune.Tuner.can_restore(str(path)):
+    if sweep.job.ctx.resume and tune.Tuner.can_restore(path.path, **_fs(path)):
         grid = _restore_phase(sweep, phase, path, trainable, res, progress)
     else:
         space = _param_space(phase, trials)
         config = _tune_config(phase, res)
-        tuner = _fresh_tuner(trainable, space, phase.name, sweep.state, config, res.failures)
+        tuner = _fresh_tuner(trainable, space, phase.name, tune_root, config, res.failures)
         grid = tuner.fit()
     close_open_children(ctx.run.tracking_uri, ctx.parent_run_id, phase.name)
     failed = [r for r in grid if r.error is not None]
@@ -252,34 +255,46 @@ def _run_phase(
         progress(f"phase {phase.name}: {len(failed)} trial(s) failed (recorded in MLflow)")
 
 
-def _restore_phase(sweep, phase: Phase, path: Path, trainable, res: TrialResources, progress):
+def _restore_phase(sweep, phase: Phase, path: Root, trainable, res: TrialResources, progress):
     """Finished trials stay finished; interrupted ones continue. Errored ones are not restarted
     by the restore itself: it would start all of them at once, past max_concurrent_trials (on 2
     CPUs their drivers took every CPU their workers needed); they retry in a fresh Tuner."""
-    grid = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=False).fit()
+    restored = tune.Tuner.restore(path.path, trainable=trainable, resume_errored=False, **_fs(path))
+    grid = restored.fit()
     errored = [dict(r.config) for r in grid if r.error is not None]
     if not errored:
         return grid
     progress(f"phase {phase.name}: retrying {len(errored)} failed trial(s)")
     space = {"retry": tune.grid_search(errored)}
     config = tune.TuneConfig(max_concurrent_trials=res.concurrent)
-    name = _retry_name(sweep.state, phase.name)
-    return _fresh_tuner(trainable, space, name, sweep.state, config, res.failures).fit()
+    tune_root = sweep_store(sweep).child("tune")
+    name = _retry_name(tune_root, phase.name)
+    return _fresh_tuner(trainable, space, name, tune_root, config, res.failures).fit()
 
 
-def _fresh_tuner(trainable, space: dict, name: str, state: Path, tune_config, failures: int = 0):
+def sweep_store(sweep: PlannedSweep) -> Root:
+    """The sweep's state on the data directory (``sweeps/NAME``, on the store with one)."""
+    return sweep.job.ctx.root().child(f"sweeps/{sweep.name}")
+
+
+def _fs(root: Root) -> dict:
+    """Tune's ``storage_filesystem`` for a state directory on object storage."""
+    return {"storage_filesystem": root.fs} if root.remote else {}
+
+
+def _fresh_tuner(trainable, space: dict, name: str, tune_root: Root, tune_config, failures=0):
     run_config = tune.RunConfig(
         name=name,
-        storage_path=str(state / "tune"),
+        **storage_kwargs(tune_root),
         failure_config=tune.FailureConfig(max_failures=failures),
         verbose=1,
     )
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
-def _retry_name(state: Path, phase: str) -> str:
+def _retry_name(tune_root: Root, phase: str) -> str:
     n = 1
-    while (state / "tune" / f"{phase}-retry-{n}").exists():
+    while exists(tune_root.child(f"{phase}-retry-{n}")):
         n += 1
     return f"{phase}-retry-{n}"
 
@@ -287,7 +302,7 @@ def _retry_name(state: Path, phase: str) -> str:
 def _runnable(trials, ctx: TrialContext) -> tuple[list[TrialSpec], list[tuple[TrialSpec, str]]]:
     ok, skipped = [], []
     for t in trials:
-        missing = [k for k in (t.donor, t.source) if k and not checkpoint_of(ctx, k).is_dir()]
+        missing = [k for k in (t.donor, t.source) if k and not has_final(checkpoint_of(ctx, k))]
         (skipped.append((t, missing[0])) if missing else ok.append(t))
     return ok, skipped
 
@@ -320,7 +335,12 @@ def _tune_config(phase: Phase, res: TrialResources):
     )
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+def _write_plan(sweep: PlannedSweep, doc: dict) -> None:
+    """``sweep.json``: locally (atomically), and on the store where the data directory is."""
+    sweep.state.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(doc, indent=2) + "\n").encode()
+    tmp = sweep.state / "sweep.json.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, sweep.state / "sweep.json")
+    if sweep.job.ctx.storage:
+        write_file(sweep_store(sweep), "sweep.json", data)

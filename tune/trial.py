@@ -30,7 +30,9 @@ from geolip.config import apply_changes, config_hash
 from pipelines.aleph.driver import train_aleph
 from pipelines.aleph.job import TrainJob, train_bank
 from pipelines.byte_shards import build_byte_shards
-from pipelines.runtime import RunContext, has_checkpoint, one_line
+from pipelines.run_storage import exists, has_checkpoint
+from pipelines.runtime import RunContext, one_line
+from pipelines.storage import MARKER, is_uri, parse_root, readable
 from pipelines.tracking import RunLogger, find_run, open_run, start_run
 from tune.spec import TrialSpec
 
@@ -64,16 +66,24 @@ def trial_run_name(sweep: str, key: str) -> str:
     return f"{sweep}-{key}"
 
 
-def final_checkpoint(data_dir: Path, sweep: str, key: str) -> Path:
-    """Where the final checkpoint of trial ``key`` of sweep ``sweep`` lives."""
-    return Path(data_dir) / "runs" / "aleph" / trial_run_name(sweep, key) / "final"
+def final_checkpoint(run: RunContext, sweep: str, key: str) -> str:
+    """Where the final checkpoint of trial ``key`` of sweep ``sweep`` lives: a local path, or
+    its URI where the data directory is on object storage (any node reads it from there)."""
+    return run.root().child(f"runs/aleph/{trial_run_name(sweep, key)}/final").uri
 
 
-def checkpoint_of(ctx: TrialContext, key: str) -> Path:
+def checkpoint_of(ctx: TrialContext, key: str) -> str:
     """The final checkpoint of trial ``key`` of this sweep, or of an external key."""
     if key in ctx.external:
-        return Path(ctx.external[key])
-    return final_checkpoint(ctx.run.data_dir, ctx.sweep, key)
+        return str(ctx.external[key])
+    return final_checkpoint(ctx.run, ctx.sweep, key)
+
+
+def has_final(location: str) -> bool:
+    """Whether a final checkpoint is there (on the store: published, its marker written)."""
+    if not is_uri(location):
+        return Path(location).is_dir()
+    return exists(parse_root(location, "--data-dir").child(MARKER))
 
 
 def run_trial(config: dict, specs: dict, ctx: TrialContext) -> None:
@@ -119,7 +129,7 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
     """The trial's run config with a search sample's values (``train.lr``...) on top."""
     name = trial_run_name(ctx.sweep, _key(spec, sampled))
     # A restored sweep continues an interrupted trial from its last checkpoint.
-    resume = has_checkpoint(ctx.run.data_dir / "ray_results" / name)
+    resume = has_checkpoint(ctx.run.results(name))
     run_ctx = ctx.run.replace(
         tags=_tags(spec, ctx, sampled), fault=ctx.faults.get(spec.key), resume=resume
     )
@@ -127,7 +137,7 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
         run=apply_changes(spec.run, sampled),
         corpus=ctx.corpus,
         ctx=run_ctx,
-        init_from=str(checkpoint_of(ctx, spec.donor)) if spec.donor else None,
+        init_from=checkpoint_of(ctx, spec.donor) if spec.donor else None,
         graft=spec.graft,
         eval_bytes=ctx.eval_bytes,
         run_name=name,
@@ -137,9 +147,15 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
 
 def _source(spec: TrialSpec, ctx: TrialContext):
     """The source trial's model and the fixed held-out windows it was scored on."""
-    path = checkpoint_of(ctx, spec.source)
+    location = checkpoint_of(ctx, spec.source)
+    if is_uri(location):  # published with its run's inputs beside it (pipelines.run_storage)
+        path = Path(readable(location, "--data-dir"))
+        inputs = Path(readable(location.rsplit("/", 1)[0] + "/inputs", "--data-dir"))
+    else:
+        path = Path(location)
+        inputs = path.parent
     model, _, _ = load_checkpoint(path)
-    windows = load_file(str(path.parent / "eval_windows.safetensors"))["windows"]
+    windows = load_file(str(inputs / "eval_windows.safetensors"))["windows"]
     return model, list(windows.split(16))
 
 

@@ -175,6 +175,7 @@ def job_from_args(args: argparse.Namespace):
         args.experiment,
         args.data_dir,
         args.tracking_uri,
+        remote_ok=True,  # s3:// data directories (pipelines.run_storage)
         workers=args.workers,
         **capacity_settings(args),
         max_failures=args.max_failures,

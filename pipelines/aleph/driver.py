@@ -22,9 +22,16 @@ import ray.data
 import ray.train
 
 from pipelines.aleph.job import PreparedJob, TrainJob, check_job, prepare_job
-from pipelines.aleph.worker import TRAIN_STATE, train_loop_per_worker
+from pipelines.aleph.worker import train_loop_per_worker
 from pipelines.capacity import claim
 from pipelines.plots import curves_figure, gauge_figure
+from pipelines.run_storage import (
+    TRAIN_STATE,
+    checkpoints,
+    publish_checkpoint,
+    publish_inputs,
+    write_file,
+)
 from pipelines.runtime import fit, init_ray, interrupted_run, one_line
 from pipelines.tracking import (
     RunLogger,
@@ -48,6 +55,8 @@ class TrainOutcome:
     checkpoint: Path
     verdict: dict
     seconds: float
+    published: str | None = None
+    """The final checkpoint's URI on object storage (``--data-dir s3://...``), else None."""
 
 
 def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutcome:
@@ -64,7 +73,7 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
     check_tracking(ctx.tracking_uri)  # an unreachable server fails here, before any work
     prepared = prepare_job(job, progress=progress)
     experiment = ensure_experiment(
-        ctx.tracking_uri, ctx.experiment, artifact_root(ctx.tracking_uri, ctx.data_dir)
+        ctx.tracking_uri, ctx.experiment, artifact_root(ctx.tracking_uri, ctx.data_dir, ctx.storage)
     )
     params = {"config": prepared.run.to_dict(), "job": _job_params(prepared)}
     logger = open_run(
@@ -95,7 +104,7 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
         outcome = _finish(prepared, logger, result, time.perf_counter() - started)
     except KeyboardInterrupt:
         logger.finish("KILLED", error="interrupted (Ctrl-C)")
-        raise interrupted_run(prepared.name, ctx.data_dir / "ray_results" / prepared.name) from None
+        raise interrupted_run(prepared.name, ctx.results(prepared.name)) from None
     except BaseException as exc:
         logger.finish("FAILED", error=one_line(exc))
         raise
@@ -111,12 +120,20 @@ def _worker_config(prepared: PreparedJob, run_id: str) -> dict:
     recorded the newest one, or any: the retried trial would start again from step 0 in its
     continued MLflow run. The workers use Ray's own checkpoint when it has one, else this.
     """
+    ctx = prepared.ctx
     config = prepared.worker_config(run_id)
-    train_dir = prepared.ctx.data_dir / "ray_results" / prepared.name
-    written = [d for d in sorted(train_dir.glob("checkpoint_*")) if (d / TRAIN_STATE).is_file()]
-    if prepared.ctx.resume and written:  # names are timestamps: the last is the newest
-        config["resume_dir"] = str(written[-1])
+    if ctx.storage:  # workers on other nodes cannot read this node's files: via the store
+        config["inputs"] = publish_inputs(ctx.root().child(prepared.store_dir), _inputs(config))
+    written = checkpoints(ctx.results(prepared.name), complete=True)
+    if ctx.resume and written:  # names are timestamps: the last is the newest
+        config["resume_dir"] = written[-1].uri
     return config
+
+
+def _inputs(config: dict) -> dict[str, Path]:
+    """The worker config's keys that name local files (what ``publish_inputs`` uploads)."""
+    keys = ("bank", "init_dir", "eval_windows", "heldout")
+    return {k: Path(config[k]) for k in keys if config.get(k)}
 
 
 def _train_dataset(prepared: PreparedJob):
@@ -141,16 +158,31 @@ def _finish(prepared: PreparedJob, logger: RunLogger, result, seconds: float) ->
     shutil.rmtree(tmp, ignore_errors=True)
     with result.checkpoint.as_directory() as d:
         shutil.copytree(d, tmp)
-    (tmp / "train_state.pt").unlink(missing_ok=True)  # optimizer state stays in Ray's storage
+    (tmp / TRAIN_STATE).unlink(missing_ok=True)  # optimizer state stays in Ray's storage
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     history = metric_rows(logger.uri, logger.run_id)
     verdict = _verdict(prepared, history, seconds)
     (prepared.run_dir / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
+    published = _publish(prepared, final, verdict, logger.run_id)
     logger.log_artifacts(str(final), "checkpoint")
     logger.log_dict(verdict, "verdict.json")
     _log_plots(logger, history, prepared.name)
-    return TrainOutcome(prepared.name, logger.run_id, logger.uri, final, verdict, seconds)
+    return TrainOutcome(
+        prepared.name, logger.run_id, logger.uri, final, verdict, seconds, published
+    )
+
+
+def _publish(prepared: PreparedJob, final: Path, verdict: dict, run_id: str) -> str | None:
+    """With a data directory on object storage, the final checkpoint and verdict there too
+    (the local copy is the work directory's); returns the checkpoint's URI."""
+    if not prepared.ctx.storage:
+        return None
+    run = prepared.ctx.root().child(prepared.store_dir)
+    meta = {"run": prepared.name, "mlflow_run_id": run_id}
+    uri = publish_checkpoint(final, run.child("final"), meta)
+    write_file(run, "verdict.json", (json.dumps(verdict, indent=2) + "\n").encode())
+    return uri
 
 
 def _verdict(prepared: PreparedJob, history: list[dict], seconds: float) -> dict:

@@ -38,7 +38,9 @@ from geolip.aleph.model import AlephLM
 from geolip.config import config_diff, config_hash
 from pipelines.byte_shards import ByteShards, build_byte_shards, read_side
 from pipelines.errors import GeolipError
-from pipelines.runtime import RunContext, check_run_name, has_checkpoint
+from pipelines.run_storage import has_checkpoint, subdirs
+from pipelines.runtime import RunContext, check_run_name
+from pipelines.storage import is_uri, readable
 
 GRAFTS = ("none", "depth", "mixture", "retrofit")
 DATA_MODES = ("shard", "replicate")
@@ -88,6 +90,11 @@ class PreparedJob:
     def ctx(self) -> RunContext:
         return self.job.ctx
 
+    @property
+    def store_dir(self) -> str:
+        """The run's directory relative to the data directory (``runs/aleph/NAME``)."""
+        return f"runs/aleph/{self.name}"
+
     def worker_config(self, run_id: str) -> dict:
         """The ``train_loop_config`` every worker receives (absolute paths only)."""
         return {
@@ -126,9 +133,7 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
     run = dataclasses.replace(job.run, model=model.cfg) if model is not None else job.run
     name = job.run_name or run_name(job, run, bank)
     run_dir = data / "runs" / "aleph" / name
-    resume = check_run_name(
-        run_dir, data / "ray_results" / name, job.ctx.resume, job.ctx.auto_resume
-    )
+    resume = check_run_name(run_dir, job.ctx.results(name), job.ctx.resume, job.ctx.auto_resume)
     job = dataclasses.replace(job, ctx=job.ctx.replace(resume=resume))
     run_dir.mkdir(parents=True, exist_ok=True)
     windows, heldout = _write_eval_data(shards, run, run_dir, job.eval_bytes)
@@ -194,25 +199,26 @@ def check_name(job: TrainJob) -> None:
     ``check_run_name``): here ``--resume`` only needs some AlephLM run with a checkpoint.
     """
     name, ctx = job.run_name, job.ctx
-    results = ctx.data_dir / "ray_results"
+    results = ctx.root().child("ray_results")
     if name is None:
-        if ctx.resume and not any(has_checkpoint(d) for d in results.glob("aleph-*")):
+        runs = subdirs(results, "aleph-")
+        if ctx.resume and not any(has_checkpoint(results.child(n)) for n in runs):
             raise GeolipError(
-                f"--resume: no AlephLM run under {results} has a checkpoint to resume from; "
+                f"--resume: no AlephLM run under {results.uri} has a checkpoint to resume from; "
                 "start the run without --resume"
             )
         return
     if name in ("", ".", "..") or "/" in name or "\\" in name:
         raise GeolipError(f"--name {name!r}: expected a run name (one path component, no '/')")
-    started = has_checkpoint(results / name)
+    started = has_checkpoint(results.child(name))
     if ctx.resume and not started:
         raise GeolipError(
-            f"--resume: run {name} has no checkpoint to resume from ({results / name}); "
+            f"--resume: run {name} has no checkpoint to resume from ({results.child(name).uri}); "
             "start it without --resume"
         )
     if started and not (ctx.resume or ctx.auto_resume):
         raise GeolipError(
-            f"--name {name}: the run already exists ({results / name}); pass --resume to "
+            f"--name {name}: the run already exists ({results.child(name).uri}); pass --resume to "
             "continue it, or choose another --name"
         )
 
@@ -258,7 +264,7 @@ def run_name(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> st
         "run_cfg": run.to_dict(),
         "corpus": job.corpus,
         "bank": bank.fingerprint() if bank is not None else None,
-        "donor": job.init_from and str(Path(job.init_from).resolve()),
+        "donor": donor_key(job.init_from),
         "graft": job.graft,
         "workers": job.ctx.workers,
         "data_mode": job.data_mode,
@@ -266,10 +272,18 @@ def run_name(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> st
     return f"aleph-{run.preset}-{run.head}-{config_hash(identity, 8)}-s{run.train.seed}"
 
 
-def load_donor(path: str) -> AlephLM:
-    """A warm-start donor checkpoint (a sweep's ``--donor``, a run's ``--init-from``)."""
-    model, _, _ = load_checkpoint(Path(path).expanduser().resolve())
+def load_donor(path: str, flag: str = "--init-from") -> AlephLM:
+    """A warm-start donor checkpoint (a sweep's ``--donor``, a run's ``--init-from``): a local
+    directory, or a final checkpoint published on object storage (``s3://.../final``)."""
+    model, _, _ = load_checkpoint(Path(readable(path, flag)).expanduser().resolve())
     return model
+
+
+def donor_key(path: str | None) -> str | None:
+    """A donor as it names a run: its URI, or its absolute path."""
+    if path is None or is_uri(path):
+        return path
+    return str(Path(path).resolve())
 
 
 def init_donor(job: TrainJob) -> AlephLM:

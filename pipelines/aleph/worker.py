@@ -33,15 +33,16 @@ from geolip.aleph.instruments import read_gauge
 from geolip.aleph.model import AlephLM
 from geolip.aleph.train.optim import build_optimizer, build_scheduler
 from geolip.aleph.train.step import train_step
+from pipelines.run_storage import TRAIN_STATE, fetch_inputs
 from pipelines.runtime import maybe_fail, quiet_ray_train_logs, seed_of, worker_threads
+from pipelines.storage import is_uri, parse_root
 from pipelines.tracking import RunLogger
-
-TRAIN_STATE = "train_state.pt"
 
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config`` is ``PreparedJob.worker_config`` (pipelines.aleph.job)."""
     quiet_ray_train_logs()
+    config = fetch_inputs(config)  # from the store where the data directory is there
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(worker_threads(config["threads"], ctx.get_local_world_size()))
@@ -171,7 +172,7 @@ def _restore(config: dict, device):
     run_cfg = config["run"]
     ckpt = ray.train.get_checkpoint()
     if ckpt is None and config.get("resume_dir"):  # one Ray Train never recorded (the driver's)
-        ckpt = ray.train.Checkpoint.from_directory(config["resume_dir"])
+        ckpt = _checkpoint_at(config["resume_dir"])
     state = None
     if ckpt is not None:  # resume (or restart after a failure) beats any warm start
         with ckpt.as_directory() as d:
@@ -192,6 +193,14 @@ def _restore(config: dict, device):
         sched.load_state_dict(state["scheduler"])
         start = int(state["step"])
     return model, run_cfg, opt, sched, start
+
+
+def _checkpoint_at(location: str) -> ray.train.Checkpoint:
+    """A checkpoint of this run in Ray's storage: a local directory or a URI on the store."""
+    if not is_uri(location):
+        return ray.train.Checkpoint.from_directory(location)
+    root = parse_root(location, "resume")
+    return ray.train.Checkpoint(path=root.path, filesystem=root.fs)
 
 
 def _save(path: Path, loop: _Loop, step: int) -> Path:

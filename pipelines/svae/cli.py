@@ -52,7 +52,7 @@ def check_resume(ctx) -> None:
     before the data is loaded or the tracking store made (the driver checks the exact run once
     its name is known)."""
     from pipelines.errors import GeolipError
-    from pipelines.runtime import has_checkpoint
+    from pipelines.run_storage import has_checkpoint
 
     results = ctx.data_dir / "ray_results"
     if ctx.resume and not any(has_checkpoint(d) for d in results.glob("svae-*")):

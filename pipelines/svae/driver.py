@@ -56,7 +56,7 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     ident = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "data": job.data, "w": ctx.workers}
     name = f"svae-{data.kind}-{config_hash(ident, 8)}-s{tcfg.seed}"
     run_dir = ctx.data_dir / "runs" / "svae" / name
-    train_dir = ctx.data_dir / "ray_results" / name  # the main fit's
+    train_dir = ctx.results(name)  # the main fit's
     ctx = ctx.replace(resume=check_run_name(run_dir, train_dir, ctx.resume, ctx.auto_resume))
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = _tensors(data, geo, tcfg.seed)

@@ -19,10 +19,9 @@ from safetensors.torch import load_file, save_file
 
 from geolip.svae.model import SVAECompanion
 from geolip.svae.train import build_optimizers, evaluate, svae_step
+from pipelines.run_storage import TRAIN_STATE
 from pipelines.runtime import maybe_fail, quiet_ray_train_logs, seed_of, worker_threads
 from pipelines.tracking import RunLogger
-
-STATE = "train_state.pt"
 
 
 def svae_loop_per_worker(config: dict) -> None:
@@ -69,7 +68,7 @@ def _restore(model, opts, scheds) -> int:
         return 0
     with ckpt.as_directory() as d:
         model.load_state_dict(load_file(str(Path(d) / "model.safetensors")))
-        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+        state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
     for opt, s in zip(opts, state["optimizers"]):
         opt.load_state_dict(s)
     for sched, s in zip(scheds, state["schedulers"]):
@@ -97,5 +96,5 @@ def _save(tmp: Path, model, opts, scheds, step: int, config: dict):
         "schedulers": [s.state_dict() for s in scheds],
         "step": step,
     }
-    torch.save(state, path / STATE)
+    torch.save(state, path / TRAIN_STATE)
     return ray.train.Checkpoint.from_directory(str(path))

@@ -21,24 +21,34 @@ from s3 import s3_server
 
 from pipelines.runtime import free_port
 
-DATA_DIR_REFUSED = "object storage is not supported here yet; use a local or shared POSIX path"
+DATA_DIR_REFUSED = "is not supported by this command (object storage is for `train aleph`, `sweep`"
 SCHEME_REFUSED = "is not supported; use s3://BUCKET/PREFIX"
+
+NO_TRACKING = (
+    "the default MLflow store is a SQLite file in the data directory, which cannot live on "
+    "object storage; pass --tracking-uri"
+)
 
 REFUSED = [
     Case(
-        "train-data-dir-s3",
+        "train-data-dir-s3-no-tracking-uri",
         ("train", "aleph", "--corpus", "builtin:tiny", "--data-dir", "s3://bucket/geolip"),
-        f"--data-dir s3://bucket/geolip: s3:// {DATA_DIR_REFUSED}",
+        f"--data-dir s3://bucket/geolip: {NO_TRACKING}",
     ),
     Case(
         "train-geolip-data-gs",
         ("train", "aleph", "--corpus", "builtin:tiny"),
-        f"--data-dir ($GEOLIP_DATA or ./data) gs://bucket/geolip: gs:// {DATA_DIR_REFUSED}",
+        f"--data-dir ($GEOLIP_DATA) gs://bucket/geolip: gs:// {SCHEME_REFUSED}",
         env={"GEOLIP_DATA": "gs://bucket/geolip"},
     ),
     Case(
-        "sweep-data-dir-s3",
+        "sweep-data-dir-s3-no-tracking-uri",
         ("sweep", "ladder", "--scale", "smoke", "--data-dir", "s3://bucket/geolip"),
+        f"--data-dir s3://bucket/geolip: {NO_TRACKING}",
+    ),
+    Case(
+        "svae-data-dir-s3",
+        ("train", "svae", "--data-dir", "s3://bucket/geolip"),
         f"--data-dir s3://bucket/geolip: s3:// {DATA_DIR_REFUSED}",
     ),
     Case(
@@ -103,6 +113,36 @@ AGAINST_SERVER = [
         (*FEATURES, "s3://{bucket}/features"),
         "($AWS_ENDPOINT_URL_S3) cannot be reached",
         env={"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:{port}"},
+    ),
+    Case(
+        "train-data-dir-unreachable-endpoint",
+        (
+            "train",
+            "aleph",
+            "--corpus",
+            "builtin:tiny",
+            "--data-dir",
+            "s3://{bucket}/d",
+            "--tracking-uri",
+            "sqlite:///{tmp}/m.db",
+        ),
+        "--data-dir s3://{bucket}/d: the S3 endpoint http://127.0.0.1:{port} ($AWS_ENDPOINT_URL) "
+        "cannot be reached",
+        env={"AWS_ENDPOINT_URL": "http://127.0.0.1:{port}"},
+    ),
+    Case(
+        "sweep-data-dir-missing-bucket",
+        (
+            "sweep",
+            "ladder",
+            "--scale",
+            "smoke",
+            "--data-dir",
+            "s3://no-such-bucket/d",
+            "--tracking-uri",
+            "sqlite:///{tmp}/m.db",
+        ),
+        "--data-dir s3://no-such-bucket/d: bucket 'no-such-bucket' does not exist at {endpoint}",
     ),
     Case(
         "atlas-query-nothing-there",
