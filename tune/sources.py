@@ -12,9 +12,10 @@ import re
 import tempfile
 from pathlib import Path
 
-from pipelines.storage import is_uri, readable
+from pipelines.run_storage import read_file
+from pipelines.storage import is_uri, parse_root, readable
 from pipelines.tracking import check_tracking, client, sqlite_path
-from tune.spec import Phase, SweepError, read_json_object
+from tune.spec import Phase, SweepError, json_object, read_json_object
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 """What an MLflow run id looks like (a uuid4 in hex)."""
@@ -94,9 +95,18 @@ def last_battery(uri: str, experiment: str, corpus: str) -> dict | None:
 def plan_file(run) -> dict | None:
     """The sweep plan (``sweep.json``) a sweep's parent run points to; None if it is gone."""
     path = run.data.tags.get("sweep_plan")
-    if not path or not Path(path).is_file():
+    if not path:
         return None
-    doc = read_json_object(path)
+    if is_uri(path):  # the sweep's data directory is on object storage
+        parent, name = path.rsplit("/", 1)
+        data = read_file(parse_root(parent, "the sweep's plan"), name)
+        if data is None:
+            return None
+        doc = json_object(data, path)
+    elif not Path(path).is_file():
+        return None
+    else:
+        doc = read_json_object(path)
     if not isinstance(doc.get("name"), str) or not isinstance(doc.get("trials"), list):
         raise SweepError(f"{path} is not a sweep plan (no 'name' and 'trials')")
     return doc

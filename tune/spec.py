@@ -29,15 +29,24 @@ def read_json_object(path: str | Path) -> dict:
     ``GeolipError`` line naming the file and what it holds."""
     path = Path(path)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise GeolipError(f"{path} is not UTF-8 text; expected a JSON object") from None
-    except json.JSONDecodeError as exc:
-        raise GeolipError(f"{path} is not readable JSON ({exc.msg} at line {exc.lineno})") from None
+        data = path.read_bytes()
     except OSError as exc:
         raise GeolipError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return json_object(data, str(path))
+
+
+def json_object(data: bytes, where: str) -> dict:
+    """The JSON object in ``data`` (read from ``where``, a path or a URI)."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise GeolipError(f"{where} is not UTF-8 text; expected a JSON object") from None
+    except json.JSONDecodeError as exc:
+        raise GeolipError(
+            f"{where} is not readable JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
     if not isinstance(value, dict):
-        raise GeolipError(f"{path} holds a JSON {json_kind(value)}; expected a JSON object")
+        raise GeolipError(f"{where} holds a JSON {json_kind(value)}; expected a JSON object")
     return value
 
 

@@ -112,7 +112,7 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
     parent = open_run(uri, experiment, sweep.name, resume=ctx.resume, tags=tags, params=params)
     n_trials = sum(len(p.trials) for p in sweep.phases)
     progress(
-        f"sweep {sweep.name}: {n_trials} trials in {len(sweep.phases)} phase(s); MLflow "
+        f"sweep {sweep.name}: {n_trials} trial{'s' if n_trials != 1 else ''} in {len(sweep.phases)} phase(s); MLflow "
         f"{uri} (experiment {ctx.experiment}, run {parent.run_id})"
     )
     _write_plan(sweep, _plan_doc(sweep, parent.run_id))
