@@ -133,7 +133,8 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
     run = dataclasses.replace(job.run, model=model.cfg) if model is not None else job.run
     name = job.run_name or run_name(job, run, bank)
     run_dir = data / "runs" / "aleph" / name
-    resume = check_run_name(run_dir, job.ctx.results(name), job.ctx.resume, job.ctx.auto_resume)
+    ctx = job.ctx
+    resume = check_run_name(run_dir, ctx.results(name), ctx.resume, ctx.auto_resume)
     job = dataclasses.replace(job, ctx=job.ctx.replace(resume=resume))
     run_dir.mkdir(parents=True, exist_ok=True)
     windows, heldout = _write_eval_data(shards, run, run_dir, job.eval_bytes)

@@ -48,7 +48,7 @@ REFUSED = [
     ),
     Case(
         "svae-data-dir-s3",
-        ("train", "svae", "--data-dir", "s3://bucket/geolip"),
+        ("train", "svae", "--data", "images:structured", "--data-dir", "s3://bucket/geolip"),
         f"--data-dir s3://bucket/geolip: s3:// {DATA_DIR_REFUSED}",
     ),
     Case(

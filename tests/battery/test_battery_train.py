@@ -41,8 +41,9 @@ from pipelines.errors import GeolipError
 
 
 def started(run_dir, train_dir, resume, auto=False):
-    (Path(train_dir) / "checkpoint_000000").mkdir(parents=True)
-    raise GeolipError(f"started {Path(train_dir).name}")
+    # train_dir: a pipelines.storage.Root (a local directory here)
+    (Path(train_dir.path) / "checkpoint_000000").mkdir(parents=True)
+    raise GeolipError(f"started {Path(train_dir.path).name}")
 
 
 aleph_job.check_run_name = started
