@@ -144,6 +144,8 @@ def test_a_sweep_and_its_contrast_read_each_other_through_the_store(s3, database
         battery = ("sweep", "seed-battery", *arms, "--name", "bat")
         _geolip((*battery, *common), env, tmp_path, scratch)
         taken = _geolip((*battery, *common), env, tmp_path, scratch, code=2)
+        # Tune's state restored from the bucket on a fresh node: both trials found finished.
+        again = _geolip((*battery, *common, "--resume"), env, tmp_path, scratch)
         con = ("sweep", "contrast", "--name", "con", *common)
         contrast = _geolip(con, env, tmp_path, scratch)
     finally:
@@ -156,6 +158,8 @@ def test_a_sweep_and_its_contrast_read_each_other_through_the_store(s3, database
         assert f"sweeps/runs/aleph/{trial}/final/manifest.json" in keys
         assert any(k.startswith(f"sweeps/ray_results/{trial}/checkpoint_") for k in keys)
     assert f"already exists ({data}/sweeps/bat)" in taken.stderr
+    said = again.stdout + again.stderr
+    assert "retrying" not in said and "training from step" not in said
     out = contrast.stdout
     assert "sweep con: 2 trials in 1 phase(s)" in out  # the battery's, found, not retrained
     assert "kernel/sparse" in out and "skip" not in out
@@ -172,6 +176,7 @@ def test_a_sweep_and_its_contrast_read_each_other_through_the_store(s3, database
     assert len(by_sweep["bat"]) == 3 and len(by_sweep["con"]) == 3  # a parent + 2: no duplicates
     trained = [r for r in by_sweep["bat"] if r.data.tags.get("mlflow.parentRunId")]
     assert {r.info.run_name for r in trained} == set(trials)
+    assert not any(r.data.tags.get("resumed") for r in trained)  # finished: not rerun
     for run in trained:  # uploaded by the clients straight to the bucket
         assert run.info.artifact_uri.startswith(f"s3://{s3.bucket}/mlflow/")
         prefix = run.info.artifact_uri.split(f"s3://{s3.bucket}/", 1)[1]
