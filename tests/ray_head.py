@@ -80,8 +80,9 @@ def start_group(
             out.close()
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
-    """End the process group of ``proc`` (SIGTERM, then SIGKILL after ``grace`` seconds)."""
+def stop_group(proc: subprocess.Popen, grace: float = 5) -> None:
+    """End the process group of ``proc`` (SIGTERM, then SIGKILL after ``grace`` seconds: a test's node has nothing to save, and a
+    graceful Ray shutdown takes half a minute)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:  # the whole group is gone already (a node the test killed)

@@ -144,7 +144,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "--checkpoint-every",
         type=int_at_least(0),
         default=0,
-        help="steps between checkpoints (0: a fifth of the run)",
+        help="steps between checkpoints (0: a fifth of the run, rounded up)",
     )
     p.add_argument(
         "--max-failures", type=int_at_least(0), default=2, help="worker-group restarts allowed"

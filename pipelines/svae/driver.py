@@ -51,13 +51,14 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     ctx.check_workers()
     data = load_svae_data(job.data)
     _check(job, data)
-    ctx = claim(ctx, "train svae")  # GPUs and nodes, before anything is written
-    check_tracking(ctx.tracking_uri)
     ident = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "data": job.data, "w": ctx.workers}
     name = f"svae-{data.kind}-{config_hash(ident, 8)}-s{tcfg.seed}"
     run_dir = ctx.data_dir / "runs" / "svae" / name
     train_dir = ctx.results(name)  # the main fit's
+    # The name is checked first: a run in use is refused without waiting for Ray to start.
     ctx = ctx.replace(resume=check_run_name(run_dir, train_dir, ctx.resume, ctx.auto_resume))
+    ctx = claim(ctx, "train svae")  # GPUs and nodes, before anything is written
+    check_tracking(ctx.tracking_uri)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = _tensors(data, geo, tcfg.seed)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(run_dir / "data.safetensors"))

@@ -35,6 +35,7 @@ STARTED = """
 import sys
 from pathlib import Path
 
+import pipelines.aleph.driver as aleph_driver
 import pipelines.aleph.job as aleph_job
 from pipelines.cli import main
 from pipelines.errors import GeolipError
@@ -46,7 +47,12 @@ def started(run_dir, train_dir, resume, auto=False):
     raise GeolipError(f"started {Path(train_dir.path).name}")
 
 
+def on_cpus(ctx, what):  # the cluster check, which would start Ray: a CPU run here
+    return ctx.replace(use_gpu=False, workers_gpus=None)
+
+
 aleph_job.check_run_name = started
+aleph_driver.claim = on_cpus
 if sys.argv[1:3] == ["train", "svae"]:
     import pipelines.svae.driver as svae_driver
 

@@ -52,6 +52,8 @@ def test_a_tiny_training_job_succeeds_and_its_outputs_are_on_the_shared_path(
         "aleph",
         "--corpus",
         "builtin:tiny",
+        "--scale",
+        "smoke",
         "--set",
         "train.steps=10",
         "--set",

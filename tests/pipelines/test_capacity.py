@@ -156,7 +156,9 @@ def test_a_sweep_on_zero_worker_nodes_scales_up_and_completes(tmp_path):
     with fake_autoscaling_cluster(types, idle_minutes=5) as cluster:
         assert cluster.node_count() == 1  # the head alone, with no CPUs
         data = tmp_path / "data"
-        argv = [GEOLIP, *SWEEP, *ARMS, "--wait-nodes", "300", "--data-dir", str(data)]
+        # One trial is enough to show the admission and the scale-up (each costs ~40 s here).
+        argv = [GEOLIP, *SWEEP, "--arms", "kernel/sparse", "--wait-nodes", "300"]
+        argv += ["--data-dir", str(data)]
         proc = subprocess.run(
             argv, capture_output=True, text=True, env=cluster.env(), cwd=tmp_path, timeout=900
         )
@@ -167,4 +169,4 @@ def test_a_sweep_on_zero_worker_nodes_scales_up_and_completes(tmp_path):
     experiment = client(uri).get_experiment_by_name("geolip-sweeps").experiment_id
     runs = client(uri).search_runs([experiment])
     status = {r.data.tags.get("trial", "parent"): r.info.status for r in runs}
-    assert status == dict.fromkeys(["parent", "kernel-sparse-s0", "pmix-sparse-s0"], "FINISHED")
+    assert status == dict.fromkeys(["parent", "kernel-sparse-s0"], "FINISHED")

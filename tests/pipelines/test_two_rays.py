@@ -20,7 +20,8 @@ GEOLIP = str(Path(sys.executable).with_name("geolip"))
 
 
 def test_a_training_beside_another_ray_uses_its_own_quietly(tmp_path):
-    argv = [GEOLIP, "train", "aleph", "--corpus", "builtin:tiny", "--workers", "1"]
+    argv = [GEOLIP, "train", "aleph", "--corpus", "builtin:tiny", "--scale", "smoke"]
+    argv += ["--workers", "1"]
     argv += ["--set", "train.steps=10", "--set", "train.log_every=5"]
     argv += ["--data-dir", str(tmp_path / "data")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
