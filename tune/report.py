@@ -14,7 +14,7 @@ import csv
 import io
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from pipelines.plots import bars_figure
 from pipelines.tracking import RunLogger, client, metric_history
@@ -74,6 +74,7 @@ def _rows(runs: list) -> list[dict]:
                 "run_id": run.info.run_id,
                 "metrics": dict(metrics),
                 "sample": tags.get("sample", ""),
+                "employment": tags.get("aleph_employment", ""),
             }
         )
     return rows
@@ -112,6 +113,9 @@ def arm_table(program: str, rows: list[dict]) -> list[dict]:
                 r["metrics"][key] for r in runs if r["status"] == "FINISHED" and key in r["metrics"]
             ]
             row[key.split("/")[1]] = _stats(vals)[0]
+        row["employment"] = employment_of(
+            r["employment"] for r in runs if r["status"] == "FINISHED"
+        )
         table.append(row)
     means = {t["arm"]: t["val_bpb"] for t in table}
     for t in table:
@@ -206,6 +210,16 @@ def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) ->
     return summary
 
 
+def employment_of(verdicts) -> str:
+    """The runs' employment verdicts (the ``aleph_employment`` tag, geolip.aleph.experiments.
+    employment), as one cell: ``closed loop``, or ``closed loop ×2, open loop ×1`` when seeds
+    disagree; empty for runs from before the tag."""
+    counts = Counter(v for v in verdicts if v)
+    if len(counts) <= 1:
+        return next(iter(counts), "")
+    return ", ".join(f"{v} ×{n}" for v, n in counts.most_common())
+
+
 def _fmt(x, spec: str = ".4f") -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -214,8 +228,8 @@ def to_markdown(summary: dict) -> str:
     lines = [f"## {summary['sweep']} ({summary['program']})", ""]
     if summary["arms"] and not summary.get("search"):
         lines += [
-            "| arm | n | failed | val bpb (mean ± std) | vs | Δ | dev | erank |",
-            "|---|---:|---:|---|---|---:|---:|---:|",
+            "| arm | n | failed | val bpb (mean ± std) | vs | Δ | dev | erank | aleph |",
+            "|---|---:|---:|---|---|---:|---:|---:|---|",
         ]
         for t in summary["arms"]:
             delta = _fmt(t["delta"], "+.4f")
@@ -224,7 +238,8 @@ def to_markdown(summary: dict) -> str:
             lines.append(
                 f"| {t['arm']} | {t['n']} | {t['failed']} | {_fmt(t['val_bpb'])} ± "
                 f"{_fmt(t['std'])} | {t['reference'] or '—'} | {delta} | "
-                f"{_fmt(t.get('dev'), '+.4f')} | {_fmt(t.get('erank'), '.2f')} |"
+                f"{_fmt(t.get('dev'), '+.4f')} | {_fmt(t.get('erank'), '.2f')} | "
+                f"{t.get('employment') or '—'} |"
             )
     if summary.get("contrast"):
         lines += [

@@ -97,7 +97,8 @@ def stage_train(d, head: str) -> dict:
     summary = (
         f"{head}: held-out {final.get('val_bpb', float('nan')):.3f} bpb after "
         f"{out.verdict['steps']} steps on {d.ctx.workers} workers "
-        f"({final.get('tokens_per_s', 0):,.0f} tok/s, {out.seconds:.0f} s)"
+        f"({final.get('tokens_per_s', 0):,.0f} tok/s, {out.seconds:.0f} s); "
+        f"aleph {out.verdict.get('employment') or 'not measured'}"
     )
     d.console.print(summary)
     run_dir = out.checkpoint.parent

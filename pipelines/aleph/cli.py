@@ -204,6 +204,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from pipelines.aleph.job import check_job
 
     check_job(job)  # before Ray, MLflow and matplotlib are imported: bad input fails fast
+    from geolip.aleph.experiments.employment import Employment
     from pipelines.aleph.driver import train_aleph
 
     console = Console()
@@ -213,6 +214,9 @@ def _run_train(args: argparse.Namespace) -> int:
     for key in (k for k in keys if k in final):
         value = final[key]
         console.print(f"  {key:<22} {value:.4f}" if value < 100 else f"  {key:<22} {value:,.0f}")
+    used = Employment.from_metrics(final)
+    if used is not None:
+        console.print(f"  aleph employment       {used.summary()}", markup=False)
     console.print(f"checkpoint: {outcome.checkpoint}")
     console.print(f"MLflow run {outcome.run_id} in {outcome.tracking_uri}")
     return 0

@@ -21,6 +21,7 @@ import ray
 import ray.data
 import ray.train
 
+from geolip.aleph.experiments.employment import Employment
 from pipelines.aleph.job import PreparedJob, TrainJob, check_job, prepare_job
 from pipelines.aleph.worker import train_loop_per_worker
 from pipelines.capacity import claim
@@ -190,7 +191,7 @@ def _verdict(prepared: PreparedJob, history: list[dict], seconds: float) -> dict
     for row in history:
         last.update(row)
     keys = ("val_bpb", "bpb", "heldout_bpb_windowed", "heldout_bpb_streamed", "tokens_per_s")
-    keys += tuple(k for k in last if k.startswith("gauge/") or k in HEAD_CURVES)
+    keys += tuple(k for k in last if k.startswith(("gauge/", "employ_")) or k in HEAD_CURVES)
     job = prepared.job
     return {
         "run": prepared.name,
@@ -200,6 +201,7 @@ def _verdict(prepared: PreparedJob, history: list[dict], seconds: float) -> dict
         "workers": prepared.ctx.workers,
         "wall_seconds": round(seconds, 2),
         "final": {k: last[k] for k in keys if k in last},
+        "employment": used.verdict if (used := Employment.from_metrics(last)) else None,
         "donor": job.init_from,
         "graft": job.graft if job.init_from else None,
     }

@@ -29,6 +29,7 @@ from geolip.aleph.bank import load_bank
 from geolip.aleph.bpb import bpb_batches, bpb_streamed, bpb_windowed
 from geolip.aleph.checkpoint import load_checkpoint, save_checkpoint
 from geolip.aleph.data import sample_chunk_windows
+from geolip.aleph.experiments.employment import employment
 from geolip.aleph.instruments import read_gauge
 from geolip.aleph.model import AlephLM
 from geolip.aleph.train.optim import build_optimizer, build_scheduler
@@ -151,6 +152,11 @@ class _Loop:
         out = {"val_bpb": result.bpb}
         if final:
             out.update(_final_eval(self.model, self.config))
+            # Is the aleph employed? Permute and randomize on the same fixed windows (~1 s).
+            used = employment(self.model, self.eval_windows)
+            out.update(used.as_metrics())
+            self.logger.set_tags({"aleph_employment": used.verdict})
+            print(f"run {self.config['name']}: aleph {used.summary()}", flush=True)
         self.logger.log_metrics(out, step)
         self.logger.flush()
         return out

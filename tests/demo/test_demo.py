@@ -17,6 +17,7 @@ from rich.console import Console
 
 from demo.run import EXPERIMENT, demo_context, run_demo
 from demo.state import DemoLock, forget
+from geolip.aleph.experiments.employment import VERDICTS
 from pipelines.cli import main
 from pipelines.errors import Interrupted
 from pipelines.tracking import client
@@ -86,6 +87,10 @@ def test_demo_leaves_its_experiment_runs_metrics_and_artifacts(demo):
         assert {"val_bpb", "eval/bpb_windowed", "contrast/base_bpb"} <= set(m)
         assert "contrast/all/permute/delta_bpb" in m
         assert run.data.tags["head"] == head and run.data.params["job.workers"] == "2"
+        # Every training ends with the employment contrast: metrics, a verdict tag, the summary.
+        verdict = run.data.tags["aleph_employment"]
+        assert verdict in VERDICTS and "employ_permute_se" in m
+        assert d.record(f"train-{head}")["summary"].endswith(f"aleph {verdict}")
         assert {"plots/bpb_curves.png", "plots/eval_bpb.png", "plots/contrast_all.png"} <= (
             _artifacts(d, run.info.run_id, "plots")
         )
@@ -99,6 +104,7 @@ def test_demo_leaves_its_experiment_runs_metrics_and_artifacts(demo):
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
     assert sorted(r.data.tags["arm"] for r in trials) == ["apmix/free", "apmix/spread"]
     assert all("val_bpb" in r.data.metrics for r in trials)
+    assert all(r.data.tags.get("aleph_employment") in VERDICTS for r in trials)
     summary = by_name["demo-summary"]
     assert "summary.md" in _artifacts(d, summary.info.run_id)
     assert "plots/demo_bpb.png" in _artifacts(d, summary.info.run_id, "plots")

@@ -9,7 +9,7 @@ import pytest
 from tune.report import arm_table, contrast_table, to_csv, to_markdown
 
 
-def _row(arm, bpb, seed="0", status="FINISHED", kind="train", **metrics):
+def _row(arm, bpb, seed="0", status="FINISHED", kind="train", employment="", **metrics):
     m = {"val_bpb": bpb} if bpb is not None else {}
     m.update(metrics)
     return {
@@ -21,6 +21,7 @@ def _row(arm, bpb, seed="0", status="FINISHED", kind="train", **metrics):
         "run_id": f"{arm}-{seed}",
         "metrics": m,
         "sample": "",
+        "employment": employment,
     }
 
 
@@ -28,9 +29,12 @@ def test_arm_table_means_over_seeds_and_deltas_against_the_reference() -> None:
     rows = [
         _row("byte", 3.0, "0"),
         _row("byte", 3.2, "1"),
-        _row("pmix/dense", 2.5, "0"),
-        _row("pmix/dense", 2.7, "1"),
+        _row("pmix/dense", 2.5, "0", employment="open loop"),
+        _row("pmix/dense", 2.7, "1", employment="open loop"),
         _row("kernel/dense", None, "0", status="FAILED"),
+        _row("kernel/sparse", 2.6, "0", employment="closed loop"),
+        _row("kernel/sparse", 2.6, "1", employment="open loop"),
+        _row("kernel/sparse", 2.6, "2", employment="closed loop"),
     ]
     table = {t["arm"]: t for t in arm_table("seed-battery", rows)}
     assert table["byte"]["val_bpb"] == pytest.approx(3.1)
@@ -39,7 +43,11 @@ def test_arm_table_means_over_seeds_and_deltas_against_the_reference() -> None:
     assert table["kernel/dense"]["n"] == 0 and table["kernel/dense"]["failed"] == 1
     assert math.isnan(table["byte"]["delta"])
     markdown = to_markdown({"sweep": "s", "program": "seed-battery", "arms": list(table.values())})
-    assert "| pmix/dense | 2 | 0 | 2.6000 ± 0.1414 | byte | -0.5000 | — | — |" in markdown
+    row = "| pmix/dense | 2 | 0 | 2.6000 ± 0.1414 | byte | -0.5000 | — | — | open loop |"
+    assert row in markdown
+    # Seeds whose verdicts disagree are counted, the commonest first; no verdict reads "—".
+    assert table["kernel/sparse"]["employment"] == "closed loop ×2, open loop ×1"
+    assert "| byte | 2 | 0 | 3.1000 ± 0.1414 | — | — | — | — | — |" in markdown
     assert to_csv(list(table.values())).splitlines()[0].startswith("arm,n,failed,val_bpb")
 
 
