@@ -2,7 +2,8 @@
 
 Programs and what they reproduce (spec §10-§14, the model card in ``shared/seeds``):
 
-- ``seed-battery`` (exp_007): heads byte/kernel/pmix/pmix8/apmix × banks dense/sparse × seeds.
+- ``seed-battery`` (exp_007): heads byte/kernel/pmix/pmix8/apmix × banks dense/sparse × seeds,
+  and each head's softmax twin (``softmax/<arm>``, ``model.attn=softmax``) on the sparse bank.
 - ``preservation`` (exp_009/010): the codebook arms of §11.1 under pmix, apmix and kernel.
 - ``survey`` (exp_010): kernel-aux dose ladder, write-head aux, bank vocabulary swap, context length.
 - ``graft`` (§13): depth L→L+2, mixture J→2J, head pmix→apmix, each against a cold start of the
@@ -99,6 +100,12 @@ def seed_battery(opts: Options) -> list[Phase]:
                 run = head_of(opts.base(bank=None if bank == "none" else bank), **head)
                 arm = name if bank == "none" else f"{name}/{bank}"
                 trials.append(_train(opts, arm.replace("/", "-"), arm, seed, run, bank))
+                if bank in ("none", "sparse"):  # the softmax twin of each head (no aleph hubs)
+                    twin, name_ = model_of(run, attn="softmax"), f"softmax/{arm}"
+                    tags = {"attn": "softmax"}
+                    trials.append(
+                        _train(opts, name_.replace("/", "-"), name_, seed, twin, bank, tags=tags)
+                    )
     return [Phase("battery", tuple(trials))]
 
 
@@ -262,11 +269,18 @@ def contrast(opts: Options) -> list[Phase]:
     """The battery's kernel and pmix arms, trained here unless ``--from`` names a battery sweep."""
     if opts.source_sweep is not None:
         trained = [TrialSpec.from_dict(t) for t in opts.source_sweep["trials"]]
-        return [Phase("contrast", tuple(contrast_of([t for t in trained if t.head != "byte"])))]
+        # Every checkpoint with a codebook consumer to ablate: not byte, not a twin whose head
+        # ignores the codebook too.
+        ablatable = [t for t in trained if t.head != "byte" and _reads_codebook(t)]
+        return [Phase("contrast", tuple(contrast_of(ablatable)))]
     phases = seed_battery(opts)
     keep = {"kernel", "pmix"}
     trained = [t for t in phases[0].trials if t.arm.split("/")[0] in keep]
     return [Phase("battery", tuple(trained)), Phase("contrast", tuple(contrast_of(trained)))]
+
+
+def _reads_codebook(trial: TrialSpec) -> bool:
+    return trial.run is None or trial.run.model.reads_codebook
 
 
 def search(opts: Options) -> list[Phase]:

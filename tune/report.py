@@ -46,6 +46,8 @@ def close_open_children(uri: str, parent_run_id: str, phase: str) -> None:
 def _reference(program: str, arm: str) -> str | None:
     """The arm ``arm`` is compared with, per program (None: it is a reference itself)."""
     if program == "seed-battery":
+        if arm.startswith("softmax/"):  # a twin against the aleph model it twins
+            return arm.removeprefix("softmax/")
         return None if arm == "byte" else "byte"
     if program == "preservation":
         head, _, name = arm.partition("/")

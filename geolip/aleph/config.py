@@ -22,6 +22,7 @@ CODEBOOK_INITS = ("random", "fibonacci", "spread", "frozen_random")
 CODEBOOK_SHARING = ("all", "layer")
 PRESERVATION = ("free", "div", "frozen", "slowlane", "spread", "frozen_random")
 ATTN_IMPLS = ("chunk", "chunk_loop", "cumsum", "recurrent")
+ATTNS = ("aleph", "softmax")
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -133,6 +134,9 @@ class AlephConfig:
     """Address temperature τ."""
     chunk: int = 128
     """Causal scan chunk C."""
+    attn: str = "aleph"
+    """The hubs' attention: aleph (routed through the codebook) | softmax (the twin: causal
+    SDPA at the same widths, geolip.aleph.softmax_hub; only a bank head reads the codebook)."""
     attn_impl: str = "chunk"
     """Hub implementation: chunk | chunk_loop | cumsum | recurrent (all exact)."""
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
@@ -155,6 +159,13 @@ class AlephConfig:
         check(self.tau > 0, f"model.tau must be > 0, got {self.tau}")
         check(self.chunk > 0, f"model.chunk must be > 0, got {self.chunk}")
         _one_of("attn_impl", self.attn_impl, ATTN_IMPLS)
+        _one_of("attn", self.attn, ATTNS)
+        if self.attn == "softmax":  # these read the hubs' key addresses, which softmax has not
+            check(
+                self.codebook.preservation != "div" and self.write_aux_weight == 0,
+                "model.attn=softmax has no key addresses: it cannot take "
+                "codebook.preservation='div' or write_aux_weight > 0",
+            )
         check(
             self.codebook.init != "fibonacci" or self.D == 4,
             "model.codebook.init='fibonacci' needs model.D=4 (super-Fibonacci points live on S³)",
@@ -163,6 +174,15 @@ class AlephConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def reads_codebook(self) -> bool:
+        """Whether anything reads the codebook: aleph hubs, a kernel/apmix head or kernel-aux."""
+        return (
+            self.attn == "aleph"
+            or self.head.kind in ("kernel", "apmix")
+            or self.kernel_aux_weight > 0
+        )
 
     @property
     def uses_bank(self) -> bool:

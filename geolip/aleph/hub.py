@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geolip.aleph.softmax_hub import SoftmaxAttention
 from geolip.geometry.address import oriented_address
 from geolip.ops.aleph_attention import AttentionState, aleph_attention, aleph_attention_step
 
@@ -64,7 +65,10 @@ class Block(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.ln1 = nn.LayerNorm(d)
-        self.hub = AlephAttention(d, cfg.n_heads, cfg.D, cfg.tau, cfg.chunk, cfg.attn_impl)
+        if cfg.attn == "softmax":  # the twin (model.attn=softmax): no codebook in routing
+            self.hub = SoftmaxAttention(d, cfg.n_heads)
+        else:
+            self.hub = AlephAttention(d, cfg.n_heads, cfg.D, cfg.tau, cfg.chunk, cfg.attn_impl)
         self.ln2 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(
             nn.Linear(d, cfg.mlp_mult * d), nn.GELU(), nn.Linear(cfg.mlp_mult * d, d)

@@ -31,5 +31,7 @@ def read_gauge(model: AlephLM, probe: torch.Tensor | None = None) -> GaugeReadin
     """The statute gauge of the head's codebook (the shared one by default), with routing
     concentration when a probe batch is given."""
     A = model.head_codebook().axes().detach().cpu()
-    rows = routing_rows(model, probe) if probe is not None else None
+    # The softmax twin routes without the codebook: it has no key addresses to read.
+    routed = probe is not None and model.cfg.attn == "aleph"
+    rows = routing_rows(model, probe) if routed else None
     return StatuteGauge()(A, rows)

@@ -14,10 +14,11 @@ from geolip.aleph.heads import BankContext, CandidateFeatures, KernelHead, build
 from geolip.aleph.hub import Block
 from geolip.aleph.losses import diversity_loss, write_head_loss
 from geolip.aleph.output import ByteTail, mixture_nll, switch_log_outside, tail_log_prob
+from geolip.aleph.softmax_hub import KVState
 from geolip.numerics import at_least_fp32
 from geolip.ops.aleph_attention import AttentionState
 
-State = list[AttentionState]
+State = list[AttentionState | KVState]  # per layer: the aleph hub's (M, z) or the twin's cache
 
 
 @dataclass
@@ -65,7 +66,10 @@ class AlephLM(nn.Module):
         self.cfg = cfg
         n_books = cfg.n_layers if cfg.codebook.sharing == "layer" else 1
         self.embed = TrigramEmbedding(cfg.d_model, cfg.seq_trigrams)
-        self.codebooks = nn.ModuleList(build_codebook(cfg) for _ in range(n_books))
+        books = [build_codebook(cfg) for _ in range(n_books)]
+        if not cfg.reads_codebook:  # the softmax twin with a routing-free head: nothing to train
+            books = [AlephCodebook(b.A_raw.detach(), trainable=False) for b in books]
+        self.codebooks = nn.ModuleList(books)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.tail = ByteTail(cfg.d_model)

@@ -267,7 +267,8 @@ def check_corpus(job: TrainJob) -> None:
 
 
 def run_name(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> str:
-    """``aleph-<preset>-<head>-<hash>-s<seed>``: one name per config, data, donor and seed."""
+    """``aleph-<preset>-<head>[-softmax]-<hash>-s<seed>``: one name per config, data, donor and
+    seed (``-softmax``: the softmax twin)."""
     identity = {
         "run_cfg": run.to_dict(),
         "corpus": job.corpus,
@@ -277,7 +278,8 @@ def run_name(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> st
         "workers": job.ctx.workers,
         "data_mode": job.data_mode,
     }
-    return f"aleph-{run.preset}-{run.head}-{config_hash(identity, 8)}-s{run.train.seed}"
+    twin = "-softmax" if run.model.attn == "softmax" else ""
+    return f"aleph-{run.preset}-{run.head}{twin}-{config_hash(identity, 8)}-s{run.train.seed}"
 
 
 def load_donor(path: str, flag: str = "--init-from") -> AlephLM:
@@ -367,6 +369,7 @@ def _write_eval_data(
 
 def _tags(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> dict:
     tags = {"head": run.head, "preset": run.preset, "arm": run.model.codebook.preservation}
+    tags["attn"] = run.model.attn  # aleph, or the softmax twin
     tags.update(seed=str(run.train.seed), corpus=job.corpus)
     tags["bank"] = f"{bank.fingerprint()} (N={bank.size})" if bank is not None else "none"
     tags.update(donor=job.init_from or "", graft=job.graft if job.init_from else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from geolip.config import config_diff
-from tune.programs import PROGRAMS, Options, plan
+from tune.programs import BATTERY_HEADS, PROGRAMS, Options, plan
 from tune.spec import SWEEP_SCALES, SweepError, TrialSpec, sweep_scale
 
 TINY = SWEEP_SCALES["tiny"]
@@ -36,9 +36,18 @@ def test_every_program_plans_unique_trials_with_tags(program: str) -> None:
 
 def test_seed_battery_is_heads_by_banks_by_seeds() -> None:
     trials = _trials("seed-battery", seeds=2)
-    assert len(trials) == 2 * (1 + 4 * 2)  # byte has no bank; four bank heads x dense/sparse
+    # byte has no bank; four bank heads x dense/sparse; a softmax twin of each head (sparse)
+    assert len(trials) == 2 * (1 + 4 * 2 + 5)
     arms = {t.arm for t in trials}
     assert {"byte", "kernel/dense", "pmix8/sparse", "apmix/dense"} <= arms
+    twins = {t.arm: t for t in trials if t.arm.startswith("softmax/") and t.seed == 0}
+    assert set(twins) == {"softmax/byte", *(f"softmax/{h}/sparse" for h in BATTERY_HEADS)} - {
+        "softmax/byte/sparse"
+    }
+    aleph = next(t for t in trials if t.arm == "kernel/sparse")
+    assert config_diff(aleph.run, twins["softmax/kernel/sparse"].run) == {
+        "model.attn": ("aleph", "softmax")
+    }
     dense = next(t for t in trials if t.arm == "pmix/dense")
     assert dense.run.train.bank_size == TINY.banks["dense"]
     assert trials[0].run.preset == "tiny"
@@ -101,7 +110,10 @@ def test_contrast_of_a_given_battery_only_evaluates() -> None:
     assert [p.name for p in phases] == ["contrast"]
     trials = phases[0].trials
     assert all(t.kind == "contrast" for t in trials)
-    assert len(trials) == len(battery) - 1  # every bank head; byte has no codebook consumer
+    # Every bank head, and the twins whose head reads the codebook (kernel, apmix): byte and
+    # the byte/pmix twins have no codebook consumer.
+    assert len(trials) == len(battery) - 1 - 3
+    assert {t.arm for t in trials} >= {"softmax/kernel/sparse", "softmax/apmix/sparse"}
 
 
 def test_ladder_and_survey_and_search() -> None:
