@@ -64,7 +64,9 @@ class AlephLM(nn.Module):
     def __init__(self, cfg: AlephConfig, bank: TrigramBank | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        n_books = cfg.n_layers if cfg.codebook.sharing == "layer" else 1
+        # Per-layer codebooks are the aleph hubs'; the softmax twin's only reader is its head.
+        per_layer = cfg.codebook.sharing == "layer" and cfg.attn == "aleph"
+        n_books = cfg.n_layers if per_layer else 1
         self.embed = TrigramEmbedding(cfg.d_model, cfg.seq_trigrams)
         books = [build_codebook(cfg) for _ in range(n_books)]
         if not cfg.reads_codebook:  # the softmax twin with a routing-free head: nothing to train

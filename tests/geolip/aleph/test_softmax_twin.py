@@ -98,6 +98,13 @@ def test_every_head_trains_on_the_twin(head, bank, text_windows):
     assert (grad is not None and grad.abs().sum() > 0) if reads else grad is None
 
 
+def test_the_twin_keeps_one_codebook_for_its_head(bank):
+    """Per-layer codebooks belong to aleph hubs: the twin has one, read by its head (an
+    unread trainable codebook would also stall DDP, which expects every parameter's grad)."""
+    model = AlephLM(tiny_cfg("kernel", attn="softmax", codebook__sharing="layer"), bank)
+    assert len(model.codebooks) == 1 and model.head_codebook() is model.codebooks[0]
+
+
 def test_the_twin_refuses_what_reads_key_addresses():
     with pytest.raises(ConfigError, match="model.attn=softmax has no key addresses"):
         tiny_cfg("byte", attn="softmax", codebook__preservation="div")
