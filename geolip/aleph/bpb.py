@@ -71,6 +71,18 @@ def bpb_batches(model, batches: list[torch.Tensor]) -> EvalResult:
 
 
 @_in_eval_mode
+def window_bpb(model, batches: list[torch.Tensor]) -> torch.Tensor:
+    """Bits/byte of every window of ``batches`` (as :func:`bpb_batches`, one figure per window:
+    what a paired standard error needs) -> ``[n_windows]`` float64 on the CPU."""
+    dev, rows = _device(model), []
+    for w in batches:
+        w = w.to(dev)
+        nll = model(w[:, :-1], w[:, 1:]).nll.double()  # [B, T] nats per target trigram
+        rows.append(nll.mean(dim=-1).cpu() / (3 * LN2))
+    return torch.cat(rows)
+
+
+@_in_eval_mode
 def bpb_windowed(model, arr: np.ndarray, T: int | None = None, batch: int = 8) -> EvalResult:
     """Independent windows of T trigrams with stride T/2; each target is scored exactly once,
     with at least T/2 trigrams of context after the first window."""

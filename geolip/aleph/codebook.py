@@ -74,5 +74,8 @@ def build_codebook(cfg, generator: torch.Generator | None = None) -> AlephCodebo
     """A codebook for the preservation arm of ``cfg`` (an AlephConfig), spec §11.1."""
     book = cfg.codebook
     init = {"spread": "spread", "frozen_random": "frozen_random"}.get(book.preservation, book.init)
+    # Frozen arms keep their init; so does a codebook nothing reads (the softmax twin with a
+    # routing-free head), which would otherwise be a parameter without a gradient (DDP stalls).
     trainable = book.preservation not in ("frozen", "spread", "frozen_random")
+    trainable = trainable and cfg.reads_codebook
     return AlephCodebook(initial_codebook(cfg.K, cfg.D, init, book.seed, generator), trainable)

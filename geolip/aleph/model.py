@@ -68,10 +68,7 @@ class AlephLM(nn.Module):
         per_layer = cfg.codebook.sharing == "layer" and cfg.attn == "aleph"
         n_books = cfg.n_layers if per_layer else 1
         self.embed = TrigramEmbedding(cfg.d_model, cfg.seq_trigrams)
-        books = [build_codebook(cfg) for _ in range(n_books)]
-        if not cfg.reads_codebook:  # the softmax twin with a routing-free head: nothing to train
-            books = [AlephCodebook(b.A_raw.detach(), trainable=False) for b in books]
-        self.codebooks = nn.ModuleList(books)
+        self.codebooks = nn.ModuleList(build_codebook(cfg) for _ in range(n_books))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.tail = ByteTail(cfg.d_model)

@@ -109,19 +109,23 @@ def _probe(cluster, groups: dict | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-_LAST_STDERR: list[str] = [""]
-
-
-def _refused(cluster, argv: list[str], cwd: Path) -> str:
-    """Run ``geolip argv`` on ``cluster``; assert exit 2 and return its one error line."""
+def _refusal(cluster, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``geolip argv`` on ``cluster``; assert exit 2 with one error line and no traceback."""
     proc = subprocess.run(
         [GEOLIP, *argv], capture_output=True, text=True, env=cluster.env(), cwd=cwd, timeout=300
     )
-    _LAST_STDERR[:] = [proc.stderr]  # the notes printed on the way, for the test to read
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("geolip: error:")]
-    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2 and len(_errors(proc)) == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return errors[0]
+    return proc
+
+
+def _errors(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith("geolip: error:")]
+
+
+def _refused(cluster, argv: list[str], cwd: Path) -> str:
+    """The one error line of a refused ``geolip argv`` (:func:`_refusal`)."""
+    return _errors(_refusal(cluster, argv, cwd))[0]
 
 
 @pytest.mark.slow
@@ -144,10 +148,11 @@ def test_gpus_an_autoscaler_may_add_are_waited_for_then_refused(bare_autoscaler,
     line = _refused(cluster, [*TRAIN, "--gpu", "on", "--workers", "4", "--wait-nodes", "60"]
                     + ["--data-dir", str(data)], tmp_path)  # fmt: skip
     assert "train aleph (4 workers) needs 4 GPUs; the cluster may have at most" in line
-    line = _refused(
+    proc = _refusal(
         cluster, [*SWEEP, *ARMS, "--wait-nodes", "3", "--data-dir", str(data)], tmp_path
     )
-    assert "one trial (1 worker): waiting up to 3 s (--wait-nodes)" in _LAST_STDERR[0]
+    line = _errors(proc)[0]
+    assert "one trial (1 worker): waiting up to 3 s (--wait-nodes)" in proc.stderr
     assert (
         "--wait-nodes 3: one trial (1 worker) asked for 0.5 CPUs, 1 GPU; the cluster has " in line
     )

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
+from geolip.aleph.bpb import window_bpb
 from geolip.aleph.experiments.contrast import ablate
 
-LN2 = math.log(2.0)
 VERDICTS = ("closed loop", "open loop", "not employed")
 
 
@@ -88,24 +88,6 @@ class Employment:
             f"{self.verdict} (Δpermute {p.mean:+.4f} ± {p.se:.4f}, "
             f"Δrandomize {r.mean:+.4f} ± {r.se:.4f} bpb over {p.windows} windows)"
         )
-
-
-@torch.no_grad()
-def window_bpb(model, batches: list[torch.Tensor]) -> torch.Tensor:
-    """Bits/byte of every window of ``batches`` (each ``[B, T+1, 3]``, every target position
-    scored, as :func:`geolip.aleph.bpb.bpb_batches`) -> ``[n_windows]`` float64."""
-    was = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    rows = []
-    try:
-        for w in batches:
-            w = w.to(dev)
-            nll = model(w[:, :-1], w[:, 1:]).nll.double()  # [B, T] nats per target trigram
-            rows.append(nll.mean(dim=-1).cpu() / (3 * LN2))
-    finally:
-        model.train(was)
-    return torch.cat(rows)
 
 
 def paired_delta(base: torch.Tensor, ablated: torch.Tensor) -> PairedDelta:

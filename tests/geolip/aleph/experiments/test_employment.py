@@ -10,7 +10,7 @@ import torch
 from aleph_configs import tiny_run
 from tiny_models import make
 
-from geolip.aleph.bpb import bpb_batches
+from geolip.aleph.bpb import bpb_batches, window_bpb
 from geolip.aleph.data import fixed_eval_batches, sample_windows
 from geolip.aleph.experiments.contrast import permute
 from geolip.aleph.experiments.employment import (
@@ -18,7 +18,6 @@ from geolip.aleph.experiments.employment import (
     PairedDelta,
     employment,
     paired_delta,
-    window_bpb,
 )
 from geolip.aleph.model import AlephLM
 from geolip.aleph.train import build_optimizer, build_scheduler, train_step
