@@ -140,6 +140,25 @@ def init_ray(workers: int = 1, cpus: int | None = None) -> None:
     ray.init(**kwargs)
 
 
+TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+TRAIN_POLL_S = 0.25
+"""How often Ray Train's controller polls its workers (Ray's default: 2 s).
+
+A report (every checkpoint) and the end of training are seen by the controller only when it next
+polls: at 2 s a small run spends most of its time waiting (an 8-step smoke training's fit took
+22.8 s, 14.4 s at 0.25 s; 0.1 s gained nothing more). A poll is one small task per worker, and
+a poll that does not answer in time is waited on, not counted as a failure (Ray marks a worker
+dead only after ``RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S``). ``$RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``
+set by the user wins."""
+
+
+def train_env_vars(taken: dict | None = None) -> dict:
+    """The env vars our jobs give Ray Train's actors (the controller polls every
+    ``TRAIN_POLL_S``), less what ``taken`` (a submitted job's runtime env) already sets."""
+    env = {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, str(TRAIN_POLL_S))}
+    return {k: v for k, v in env.items() if k not in (taken or {})}
+
+
 def quiet_local_auth_notice() -> None:
     """Drop Ray's "Token authentication is enabled for this Ray cluster" notice (auth stays on).
 
@@ -166,13 +185,14 @@ def cluster_env_vars(address: str) -> dict:
     worker group's CPUs back. A concrete ``HOST:PORT`` (the GCS address Ray gives a submitted
     job) is passed on as their ``RAY_ADDRESS``; ``auto`` or a client address is left alone, and
     so is an address the job's runtime env already sets (Ray refuses to merge a conflict).
+    Ray Train's poll interval (``train_env_vars``) goes with them.
     """
-    if "://" in address or ":" not in address:
-        return {}
     job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
     taken = (job_env.get("runtime_env") or {}).get("env_vars") or {}
     keys = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
-    return {} if any(k in taken for k in keys) else {"RAY_ADDRESS": address}
+    concrete = "://" not in address and ":" in address
+    found = {"RAY_ADDRESS": address} if concrete and not any(k in taken for k in keys) else {}
+    return {**found, **train_env_vars(taken)}
 
 
 def local_ray_options(workers: int = 1, cpus: int | None = None) -> dict:
@@ -182,7 +202,7 @@ def local_ray_options(workers: int = 1, cpus: int | None = None) -> dict:
     actors (Ray Train's placement-group cleaner) look the cluster up through the state API
     with no address, and with a second Ray on the machine print "Found multiple active Ray
     instances": the job's actors are told its dashboard's address (``RAY_API_SERVER_ADDRESS``,
-    a free port picked here), so they never guess.
+    a free port picked here), so they never guess. Ray Train polls at ``TRAIN_POLL_S``.
     """
     port = free_port()
     return {
@@ -190,7 +210,9 @@ def local_ray_options(workers: int = 1, cpus: int | None = None) -> dict:
         "num_cpus": cpus if cpus is not None else max(os.cpu_count() or 1, workers + 1),
         "dashboard_host": "127.0.0.1",
         "dashboard_port": port,
-        "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+        "runtime_env": {
+            "env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}", **train_env_vars()}
+        },
     }
 
 
