@@ -67,21 +67,39 @@ def build_byte_shards(
     progress=print,
 ) -> ByteShards:
     """Shards of ``uri`` under ``data/shards`` (reused when already built with the same key)."""
-
+    built = built_byte_shards(uri, data, heldout_fraction, chunk_bytes)
+    if built is not None:
+        return built
     fraction = DEFAULT_HELDOUT if heldout_fraction is None else heldout_fraction
-    if chunk_bytes <= 0 or chunk_bytes % 3:
-        raise ValueError(f"chunk_bytes must be a positive multiple of 3, got {chunk_bytes}")
     spec = parse_uri(uri)
     key = _key(str(spec), fraction, chunk_bytes)
-    out = Path(data) / "shards" / f"{_slug(str(spec))}-{key}"
-    manifest = _read_manifest(out)
-    if manifest is not None and manifest.get("key") == key:
-        return ByteShards(out, manifest)
+    out = _shards_dir(data, str(spec), key)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     with new_parents(out):
         manifest = _stage(str(spec), key, fraction, chunk_bytes, staging, out)
     progress(_describe(out, manifest))
     return ByteShards(out, manifest)
+
+
+def built_byte_shards(
+    uri: str, data: Path, heldout_fraction: float | None = None, chunk_bytes: int = CHUNK_BYTES
+) -> ByteShards | None:
+    """The shards ``build_byte_shards`` would reuse, or None where none are built (reads only
+    the manifest: the corpus itself is not opened)."""
+    fraction = DEFAULT_HELDOUT if heldout_fraction is None else heldout_fraction
+    if chunk_bytes <= 0 or chunk_bytes % 3:
+        raise ValueError(f"chunk_bytes must be a positive multiple of 3, got {chunk_bytes}")
+    spec = parse_uri(uri)
+    key = _key(str(spec), fraction, chunk_bytes)
+    out = _shards_dir(data, str(spec), key)
+    manifest = _read_manifest(out)
+    if manifest is not None and manifest.get("key") == key:
+        return ByteShards(out, manifest)
+    return None
+
+
+def _shards_dir(data: Path, spec: str, key: str) -> Path:
+    return Path(data) / "shards" / f"{_slug(spec)}-{key}"
 
 
 def _stage(

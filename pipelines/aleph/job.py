@@ -36,7 +36,7 @@ from geolip.aleph.experiments.graft import (
 )
 from geolip.aleph.model import AlephLM
 from geolip.config import config_diff, config_hash
-from pipelines.byte_shards import ByteShards, build_byte_shards, read_side
+from pipelines.byte_shards import ByteShards, build_byte_shards, built_byte_shards, read_side
 from pipelines.errors import GeolipError
 from pipelines.run_storage import has_checkpoint, subdirs
 from pipelines.runtime import RunContext, check_run_name
@@ -250,20 +250,29 @@ def bank_file(path: str) -> TrigramBank:
 
 def check_corpus(job: TrainJob) -> None:
     """Each side of the corpus holds at least one window, read before any shard is written (a
-    corpus too short used to fail after its shards and the tracking store were made)."""
+    corpus too short used to fail after its shards and the tracking store were made). Shards
+    already built say their sides' sizes: the corpus is not read again (a sweep's trials, whose
+    driver built them; reading ``builtin:python-docs`` parses the standard library, ~1.5 s)."""
     need = window_bytes(job.run)
+    built = built_byte_shards(job.corpus, job.ctx.data_dir)
     for side in ("validation", "train"):
-        got = 0
-        for doc in iter_split(job.corpus, side):
-            got += len(encode_text(doc.text))
-            if got >= need:
-                break
-        else:
+        got = built.n_bytes(side) if built is not None else _side_bytes(job.corpus, side, need)
+        if got < need:
             raise GeolipError(
                 f"--corpus {job.corpus}: its {side} split has {got} bytes, fewer than one "
                 f"window ({need} bytes for seq_trigrams={job.run.model.seq_trigrams}); use a "
                 "larger corpus"
             )
+
+
+def _side_bytes(corpus: str, side: str, enough: int) -> int:
+    """The bytes of ``side`` of ``corpus``, counted until ``enough``."""
+    got = 0
+    for doc in iter_split(corpus, side):
+        got += len(encode_text(doc.text))
+        if got >= enough:
+            break
+    return got
 
 
 def run_name(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> str:
