@@ -266,7 +266,7 @@ def _restore_phase(sweep, phase: Phase, path: Root, trainable, res: TrialResourc
         return grid
     progress(f"phase {phase.name}: retrying {len(errored)} failed trial(s)")
     space = {"retry": tune.grid_search(errored)}
-    config = tune.TuneConfig(max_concurrent_trials=res.concurrent)
+    config = tune.TuneConfig(max_concurrent_trials=res.concurrent, reuse_actors=True)
     tune_root = sweep_store(sweep).child("tune")
     name = _retry_name(tune_root, phase.name)
     return _fresh_tuner(trainable, space, name, tune_root, config, res.failures).fit()
@@ -318,8 +318,13 @@ def _param_space(phase: Phase, trials: list[TrialSpec]) -> dict:
 
 
 def _tune_config(phase: Phase, res: TrialResources):
+    """A grid's trials run one after another in the same trial actor (``reuse_actors``): the
+    next trial starts at once, with torch, Ray Train and the MLflow store already loaded (~7 s
+    a trial here). Tune reuses an actor only once its trial's thread has ended (a trial still
+    running is never reset under it), so a search, whose ASHA stops trials mid-run, keeps one
+    actor per trial rather than waiting on each stopped one."""
     if phase.search is None:
-        return tune.TuneConfig(max_concurrent_trials=res.concurrent)
+        return tune.TuneConfig(max_concurrent_trials=res.concurrent, reuse_actors=True)
     # Reports come at every checkpoint (a fifth of the run): rungs at 1, 2 and 4 reports prune.
     # max_t above the 5 a run makes: a trial that survives ends by itself, finishing its run
     # (at max_t ASHA would stop it at its last report, before its checkpoint and artifacts).
