@@ -99,7 +99,7 @@ def built_byte_shards(
 
 
 def _shards_dir(data: Path, spec: str, key: str) -> Path:
-    return Path(data) / "shards" / f"{_slug(spec)}-{key}"
+    return Path(data) / "shards" / f"{corpus_slug(spec)}-{key}"
 
 
 def _stage(
@@ -210,7 +210,8 @@ def _file_stamps(uri: str) -> list:
     return stamps
 
 
-def _slug(uri: str) -> str:
+def corpus_slug(uri: str) -> str:
+    """A corpus URI as a short file-name-safe slug: ``file:/a/b.txt`` -> ``file-a-b-txt``."""
     return re.sub(r"[^A-Za-z0-9]+", "-", uri).strip("-")[:48] or "corpus"
 
 

@@ -61,6 +61,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.atlas.query",
     "pipelines.atlas.cli",
     "pipelines.aleph.cli",
+    "pipelines.kn",
     "pipelines.features.cli",
     "pipelines.svae.cli",
 )

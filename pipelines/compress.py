@@ -136,3 +136,14 @@ def as_metrics(results: Sequence[CompressorResult]) -> dict[str, float]:
         if r.primed_bpb is not None:
             metrics[f"{key}/primed_bpb"] = r.primed_bpb
     return metrics
+
+
+def row_metrics(rows: Sequence[dict], prefix: str = "eval/compress") -> dict[str, float]:
+    """``as_metrics`` of ``results_table`` rows (the form results are kept in JSON)."""
+    metrics = {}
+    for row in rows:
+        key = f"{prefix}/{metric_name(row['name'])}"
+        metrics[f"{key}/bpb"] = row["bpb"]
+        if row.get("primed_bpb") is not None:
+            metrics[f"{key}/primed_bpb"] = row["primed_bpb"]
+    return metrics

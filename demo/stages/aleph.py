@@ -141,12 +141,14 @@ def stage_eval(d) -> dict:
             **{r["op"]: r["delta_bpb_mean"] for r in report.rows()},
         }
     compressors = {c["name"]: c["bpb"] for c in rows[HEADS[0]].get("compressors", [])}
+    kn = {k["name"]: k["bpb"] for k in rows[HEADS[0]].get("kneser_ney", [])}
     bpb = {h: rows[h]["windowed"]["bpb"] for h in HEADS}
     _print_eval(
         d.console,
         bpb,
         {h: rows[h]["streamed"]["bpb"] for h in HEADS},
         compressors,
+        kn,
         contrast,
         rows[HEADS[0]]["bytes"],
     )
@@ -154,19 +156,28 @@ def stage_eval(d) -> dict:
     k, p = contrast["kernel"], contrast["pmix"]
     summary = (
         f"eval: kernel {bpb['kernel']:.3f}, pmix {bpb['pmix']:.3f} bpb (best compressor "
-        f"{best[0]} {best[1]:.3f}); contrast Δpermute kernel {k['permute']:+.4f}, "
+        f"{best[0]} {best[1]:.3f}{_kn_note(kn)}); contrast Δpermute kernel {k['permute']:+.4f}, "
         f"pmix {p['permute']:+.2e}"
     )
     return {
         "bpb": bpb,
         "compressors": compressors,
+        "kneser_ney": kn,
         "contrast": contrast,
         "summary": summary,
         "bytes": rows[HEADS[0]]["bytes"],
     }
 
 
-def _print_eval(console, windowed, streamed, compressors, contrast, n_bytes) -> None:
+def _kn_note(kn: dict) -> str:
+    """``", KN-5 2.345"``: the highest Kneser-Ney order's figure, for the summary line."""
+    if not kn:
+        return ""
+    name = max(kn, key=lambda k: int(k.split("-")[1]))
+    return f", {name} {kn[name]:.3f}"
+
+
+def _print_eval(console, windowed, streamed, compressors, kn, contrast, n_bytes) -> None:
     table = Table(title=f"held-out bits/byte ({n_bytes:,} bytes)")
     for col in ("model", "windowed", "streamed"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -174,6 +185,8 @@ def _print_eval(console, windowed, streamed, compressors, contrast, n_bytes) -> 
         table.add_row(f"AlephLM {head}", f"{windowed[head]:.4f}", f"{streamed[head]:.4f}")
     for name, bpb in compressors.items():
         table.add_row(name, f"{bpb:.4f}", "")
+    for name, bpb in kn.items():  # counted from the training split, as the models were
+        table.add_row(f"{name} (Kneser-Ney)", f"{bpb:.4f}", "")
     console.print(table)
     table = Table(title="controller contrast: Δ bits/byte when the codebook is ablated")
     for col in ("head", "base", "permute", "randomize"):

@@ -24,6 +24,7 @@ from pipelines.cli import (
     add_set_argument,
     int_at_least,
 )
+from pipelines.kn import add_kn_arguments
 from pipelines.scales import SCALE_NAMES
 
 GRAFTS = ("none", "depth", "mixture", "retrofit")
@@ -310,6 +311,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
         help="parallel streams of the streamed regime (each needs 6 of the --eval-bytes)",
     )
     p.add_argument("--no-compressors", action="store_true", help="skip the compressor baselines")
+    add_kn_arguments(p)
     p.add_argument(
         "--prime-bytes",
         type=int_at_least(0),
@@ -330,6 +332,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         prime_bytes=args.prime_bytes,
         streams=args.streams,
         compressors=not args.no_compressors,
+        kn_orders=() if args.no_kn else args.kn_orders,
         log=not args.no_log,
         tracking_uri=args.tracking_uri,
     )
@@ -355,6 +358,8 @@ def _print_eval(result: dict) -> None:
         primed = "" if row.get("primed_bpb") is None else f"{row['primed_bpb']:.4f}"
         scored = f"{row['bytes_in']:,}"
         table.add_row(row["name"], "whole", f"{row['bpb']:.4f}", primed, scored, "0")
+    for row in result.get("kneser_ney", []):
+        table.add_row(row["name"], "whole", "", f"{row['bpb']:.4f}", f"{row['bytes_in']:,}", "0")
     Console().print(table)
 
 

@@ -18,8 +18,9 @@ from geolip.aleph.checkpoint import load_checkpoint
 from geolip.aleph.data import fixed_eval_batches
 from geolip.aleph.experiments.contrast import ContrastReport, controller_contrast
 from pipelines.byte_shards import ByteShards, build_byte_shards, read_side
-from pipelines.compress import compressor_baselines, metric_name, results_table
+from pipelines.compress import compressor_baselines, results_table, row_metrics
 from pipelines.errors import GeolipError
+from pipelines.kn import DEFAULT_ORDERS, kn_metrics, kn_rows
 from pipelines.plots import bars_figure
 from pipelines.tracking import (
     RunLogger,
@@ -108,11 +109,13 @@ def eval_checkpoint(
     prime_bytes: int = 8_000_000,
     streams: int = 8,
     compressors: bool = True,
+    kn_orders: tuple[int, ...] = DEFAULT_ORDERS,
     log: bool = True,
     tracking_uri: str | None = None,
 ) -> dict:
     """Held-out bits/byte of the checkpoint next to the compressors (primed on the last
-    ``prime_bytes`` of the train side), logged to its MLflow run unless ``log`` is false."""
+    ``prime_bytes`` of the train side) and Kneser-Ney of ``kn_orders`` (none: ``()``) on the same
+    bytes, logged to its MLflow run unless ``log`` is false."""
     check_eval_args(eval_bytes, streams, prime_bytes)
     check_corpus(corpus)
     checkpoint = Path(checkpoint).expanduser().resolve()
@@ -122,6 +125,8 @@ def eval_checkpoint(
     if compressors and prime_bytes > 0:
         train = read_side(shards, "train")[-prime_bytes:].tobytes()
     result = evaluate_aleph(model, held, train, streams, compressors)
+    if kn_orders:
+        result["kneser_ney"] = kn_rows(corpus, data, shards, held, kn_orders, progress=False)
     result.update(checkpoint=str(checkpoint), corpus=corpus)
     if log:
         logger = _eval_logger(tracking_uri, meta, data, result["checkpoint"])
@@ -175,10 +180,8 @@ def contrast_checkpoint(
 def eval_metrics(result: dict) -> dict:
     """The MLflow metrics of an ``eval_checkpoint`` result."""
     metrics = {f"eval/bpb_{r}": result[r]["bpb"] for r in ("windowed", "streamed")}
-    for row in result.get("compressors", []):
-        metrics[f"eval/compress/{metric_name(row['name'])}/bpb"] = row["bpb"]
-        if row.get("primed_bpb") is not None:
-            metrics[f"eval/compress/{metric_name(row['name'])}/primed_bpb"] = row["primed_bpb"]
+    metrics.update(row_metrics(result.get("compressors", [])))
+    metrics.update(kn_metrics(result.get("kneser_ney", [])))
     return metrics
 
 
@@ -210,6 +213,7 @@ def _log_eval(logger: RunLogger, meta: dict, result: dict) -> None:
     logger.log_dict(result, "eval.json")
     rows = [{"name": f"AlephLM {r}", "bpb": result[r]["bpb"]} for r in ("windowed", "streamed")]
     rows += [{"name": c["name"], "bpb": c["bpb"]} for c in result.get("compressors", [])]
+    rows += [{"name": k["name"], "bpb": k["bpb"]} for k in result.get("kneser_ney", [])]
     fig = bars_figure(rows, "name", "bpb", title="held-out bits/byte", ylabel="bits/byte")
     logger.log_figure(fig, "eval_bpb.png")
     _close(logger, meta)

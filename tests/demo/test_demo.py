@@ -85,6 +85,8 @@ def test_demo_leaves_its_experiment_runs_metrics_and_artifacts(demo):
         run = by_name[d.record(f"train-{head}")["name"]]
         m = run.data.metrics
         assert {"val_bpb", "eval/bpb_windowed", "contrast/base_bpb"} <= set(m)
+        # Kneser-Ney on the same held-out bytes, from the corpus' KN atlas (one, both heads).
+        assert {"eval/kn/3/bpb", "eval/kn/5/bpb"} <= set(m)
         assert "contrast/all/permute/delta_bpb" in m
         assert run.data.tags["head"] == head and run.data.params["job.workers"] == "2"
         # Every training ends with the employment contrast: metrics, a verdict tag, the summary.
