@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from pipelines.plots import bars_figure
 from pipelines.tracking import RunLogger, client, metric_history
 from tune.plots import arm_curves_figure
+from tune.ranking import attach_heldout, delta_columns, heldout_columns, noise_note, rank
 from tune.spec import SweepError
 
 METRIC = "val_bpb"
@@ -89,7 +90,9 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def arm_table(program: str, rows: list[dict]) -> list[dict]:
-    """One row per arm of the train trials: n, failed, mean ± std of val_bpb, Δ vs reference."""
+    """One row per arm of the train trials, ranked on held-out bits/byte (``tune.ranking``): n,
+    failed, held-out bpb ± SE, Δ ± SE against the reference with its verdict, and the training
+    curve's last ``val_bpb`` (mean ± std over seeds)."""
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         if r["kind"] == "train":
@@ -106,6 +109,7 @@ def arm_table(program: str, rows: list[dict]) -> list[dict]:
             "arm": arm,
             "n": len(done),
             "failed": sum(r["status"] == "FAILED" for r in runs),
+            **heldout_columns(runs),
             "val_bpb": mean,
             "std": std,
         }
@@ -119,14 +123,15 @@ def arm_table(program: str, rows: list[dict]) -> list[dict]:
             r["employment"] for r in runs if r["status"] == "FINISHED"
         )
         table.append(row)
-    means = {t["arm"]: t["val_bpb"] for t in table}
     for t in table:
         ref = _reference(program, t["arm"])
-        t["reference"] = ref or ""
-        t["delta"] = t["val_bpb"] - means[ref] if ref in means else math.nan
-        if program == "graft" and t["arm"].endswith("/graft") and "continued" in means:
-            t["delta_vs_continued"] = t["val_bpb"] - means["continued"]
-    return sorted(table, key=lambda t: t["arm"])
+        t["reference"] = ref if ref in by_arm else ""
+        blank = {"delta": math.nan, "delta_se": math.nan, "delta_verdict": ""}
+        t.update(delta_columns(by_arm[t["arm"]], by_arm[ref]) if ref in by_arm else blank)
+        if program == "graft" and t["arm"].endswith("/graft") and "continued" in by_arm:
+            cont = delta_columns(by_arm[t["arm"]], by_arm["continued"], "delta_vs_continued")
+            t.update(cont)
+    return rank(table)
 
 
 def contrast_table(rows: list[dict]) -> tuple[list[dict], dict]:
@@ -188,6 +193,7 @@ def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) ->
     if parent.data.tags.get("kind") != "sweep" or not program:
         raise SweepError(f"MLflow run {parent_run_id} is not a geolip sweep")
     rows = _rows(child_runs(uri, parent_run_id))
+    attach_heldout(uri, rows)
     summary = {
         "program": program,
         "sweep": parent.data.tags.get("sweep"),
@@ -229,20 +235,7 @@ def _fmt(x, spec: str = ".4f") -> str:
 def to_markdown(summary: dict) -> str:
     lines = [f"## {summary['sweep']} ({summary['program']})", ""]
     if summary["arms"] and not summary.get("search"):
-        lines += [
-            "| arm | n | failed | val bpb (mean ± std) | vs | Δ | dev | erank | aleph |",
-            "|---|---:|---:|---|---|---:|---:|---:|---|",
-        ]
-        for t in summary["arms"]:
-            delta = _fmt(t["delta"], "+.4f")
-            if "delta_vs_continued" in t:
-                delta += f" (vs continued {_fmt(t['delta_vs_continued'], '+.4f')})"
-            lines.append(
-                f"| {t['arm']} | {t['n']} | {t['failed']} | {_fmt(t['val_bpb'])} ± "
-                f"{_fmt(t['std'])} | {t['reference'] or '—'} | {delta} | "
-                f"{_fmt(t.get('dev'), '+.4f')} | {_fmt(t.get('erank'), '.2f')} | "
-                f"{t.get('employment') or '—'} |"
-            )
+        lines += _arm_lines(summary["arms"])
     if summary.get("contrast"):
         lines += [
             "",
@@ -282,6 +275,33 @@ def to_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _pm(mean, se, spec: str = ".4f") -> str:
+    """``2.6000 ± 0.0031`` (the ± part only where there is an SE)."""
+    text = _fmt(mean, spec)
+    return text if se is None or math.isnan(se) else f"{text} ± {_fmt(se)}"
+
+
+def _arm_lines(arms: list[dict]) -> list[str]:
+    lines = [
+        "| rank | arm | n | failed | held-out bpb ± SE | vs | Δ ± SE | | val bpb ± std | dev "
+        "| erank | aleph |",
+        "|---:|---|---:|---:|---|---|---|---|---|---:|---:|---|",
+    ]
+    for t in arms:
+        delta = _pm(t["delta"], t.get("delta_se"), "+.4f")
+        if "delta_vs_continued" in t:
+            cont = _pm(t["delta_vs_continued"], t.get("delta_vs_continued_se"), "+.4f")
+            delta += f" (vs continued {cont}, {t.get('delta_vs_continued_verdict') or '—'})"
+        lines.append(
+            f"| {t.get('rank') or '—'} | {t['arm']} | {t['n']} | {t['failed']} | "
+            f"{_pm(t.get('heldout_bpb'), t.get('heldout_se'))} | {t['reference'] or '—'} | "
+            f"{delta} | {t.get('delta_verdict') or '—'} | {_fmt(t['val_bpb'])} ± {_fmt(t['std'])} | "
+            f"{_fmt(t.get('dev'), '+.4f')} | {_fmt(t.get('erank'), '.2f')} | "
+            f"{t.get('employment') or '—'} |"
+        )
+    return [*lines, "", noise_note(arms)]
+
+
 def to_csv(table: list[dict]) -> str:
     out = io.StringIO()
     keys = list(dict.fromkeys(k for row in table for k in row))
@@ -302,12 +322,21 @@ def _json_safe(x):
 
 
 def _log_plots(logger, uri: str, summary: dict, rows: list[dict]) -> None:
-    arms = [t for t in summary["arms"] if t["n"]]
+    arms = [t for t in summary["arms"] if t["n"] and math.isfinite(t.get("heldout_bpb", math.nan))]
     if arms:
-        title = f"{summary['program']}: held-out bits/byte (error bars: std over seeds)"
+        title = f"{summary['program']}: held-out bits/byte (error bars: SE, windows and seeds)"
         logger.log_figure(
-            bars_figure(arms, "arm", "val_bpb", "std", title, "bits/byte"), "arms_bpb.png"
+            bars_figure(arms, "arm", "heldout_bpb", "heldout_se", title, "bits/byte"),
+            "arms_bpb.png",
         )
+    deltas = [t for t in arms if math.isfinite(t.get("delta", math.nan))]
+    if deltas:
+        bars = [{**t, "bar": f"{t['arm']} − {t['reference']}"} for t in deltas]
+        title = f"{summary['program']}: Δ against the reference (error bars: 2 SE)"
+        for t in bars:
+            t["two_se"] = 2 * t["delta_se"] if math.isfinite(t["delta_se"]) else math.nan
+        fig = bars_figure(bars, "bar", "delta", "two_se", title, "Δ bits/byte", baseline=0.0)
+        logger.log_figure(fig, "arms_delta.png")
     if summary.get("contrast"):
         bars = [
             {"bar": f"{t['arm']} {op}", "delta": t[op], "std": t[f"{op}_std"]}

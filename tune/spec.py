@@ -120,7 +120,9 @@ SWEEP_SCALES: dict[str, SweepScale] = {
         graft_steps=30,
         log_every=10,
         eval_windows=8,
-        eval_bytes=20_000,
+        # python-docs' whole held-out split (105 kB): 33k targets, 256 windows of ~390 bytes
+        # for the paired SE (tune.ranking); ~2 s of each trial's final evaluation.
+        eval_bytes=100_000,
         seeds=2,
         banks={"dense": 1024, "sparse": 256},
         ladder=(4, 8, 16),

@@ -88,11 +88,14 @@ def stage_sweep(d) -> dict:
         job = dataclasses.replace(job, ctx=ctx.replace(resume=True))
     # soft_wrap: the summary is a Markdown table, which wrapping would break
     out = run_sweep(job, progress=lambda s: d.console.print(s, soft_wrap=True, markup=False))
-    arms = [
-        {k: r.get(k) for k in ("arm", "n", "failed", "val_bpb", "std", "delta", "reference")}
-        for r in out.summary["arms"]
+    keys = ("arm", "n", "failed", "heldout_bpb", "heldout_se", "val_bpb", "std", "reference")
+    keys += ("delta", "delta_se", "delta_verdict")
+    arms = [{k: r.get(k) for k in keys} for r in out.summary["arms"]]
+    parts = [
+        f"{a['arm']} {a['heldout_bpb']:.3f} ± {a['heldout_se']:.3f}"
+        for a in arms
+        if _finite(a["heldout_bpb"]) and _finite(a["heldout_se"])
     ]
-    parts = [f"{a['arm']} {a['val_bpb']:.3f}" for a in arms if _finite(a["val_bpb"])]
     summary = f"sweep {SWEEP_PROGRAM} ({seeds} seed(s) per arm): " + ", ".join(parts)
     return {
         "name": out.name,
@@ -112,10 +115,11 @@ def stage_summary(d) -> dict:
     ev = d.record("eval")
     rows = [{"name": f"AlephLM {h}", "bpb": b} for h, b in ev["bpb"].items()]
     rows += [{"name": n, "bpb": b} for n, b in ev["compressors"].items()]
+    rows += [{"name": n, "bpb": b} for n, b in ev.get("kneser_ney", {}).items()]
     rows += [
-        {"name": f"sweep {a['arm']}", "bpb": a["val_bpb"]}
+        {"name": f"sweep {a['arm']}", "bpb": a.get("heldout_bpb")}
         for a in d.record("sweep")["arms"]
-        if _finite(a["val_bpb"])
+        if _finite(a.get("heldout_bpb"))
     ]
     fig = bars_figure(
         rows,

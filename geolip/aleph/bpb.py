@@ -83,9 +83,16 @@ def window_bpb(model, batches: list[torch.Tensor]) -> torch.Tensor:
 
 
 @_in_eval_mode
-def bpb_windowed(model, arr: np.ndarray, T: int | None = None, batch: int = 8) -> EvalResult:
-    """Independent windows of T trigrams with stride T/2; each target is scored exactly once,
-    with at least T/2 trigrams of context after the first window."""
+def target_nll_windowed(
+    model, arr: np.ndarray, T: int | None = None, batch: int = 8
+) -> tuple[torch.Tensor, int]:
+    """``(nll [n - 1] float64, dropped bytes)``: the NLL in nats of every target trigram 1..n-1
+    of ``arr``, in order, each scored once by independent windows of T trigrams with stride T/2
+    (at least T/2 trigrams of context after the first window).
+
+    One figure per target, so two models scored on the same bytes can be compared target by
+    target (the paired standard error of a sweep's Δ, ``tune.stats``) whatever their T.
+    """
     T = T or model.cfg.seq_trigrams
     tri, dropped = trigram_view(arr)
     n = tri.shape[0]
@@ -96,7 +103,8 @@ def bpb_windowed(model, arr: np.ndarray, T: int | None = None, batch: int = 8) -
     starts = list(range(0, n - 1 - T + 1, stride))
     if starts[-1] != n - 1 - T:
         starts.append(n - 1 - T)
-    dev, total, scored, done = _device(model), 0.0, 0, 0  # done = targets [1..done] scored
+    out = torch.empty(n - 1, dtype=torch.float64)
+    dev, done = _device(model), 0  # done = targets [1..done] scored
     for b0 in range(0, len(starts), batch):
         group = starts[b0 : b0 + batch]
         idx = torch.tensor(group).unsqueeze(1) + torch.arange(T + 1).unsqueeze(0)
@@ -104,11 +112,20 @@ def bpb_windowed(model, arr: np.ndarray, T: int | None = None, batch: int = 8) -
         nll = model(w[:, :-1], w[:, 1:]).nll.double().cpu()
         for row, s in enumerate(group):
             first_new = max(done - s, 0)  # window position p predicts target s + p + 1
-            total += float(nll[row, first_new:].sum())
-            scored += T - first_new
+            out[s + first_new : s + T] = nll[row, first_new:]
             done = s + T
-    mean = total / scored
-    return EvalResult("windowed", mean / (3 * LN2), mean, 3 * scored, 3 + dropped, dropped)
+    return out, dropped
+
+
+def bpb_windowed(model, arr: np.ndarray, T: int | None = None, batch: int = 8) -> EvalResult:
+    """The ``windowed`` regime: the mean of :func:`target_nll_windowed`."""
+    return windowed_result(*target_nll_windowed(model, arr, T, batch))
+
+
+def windowed_result(nll: torch.Tensor, dropped: int) -> EvalResult:
+    """The ``windowed`` figures of :func:`target_nll_windowed`'s ``(nll [n - 1], dropped)``."""
+    mean = float(nll.sum()) / len(nll)
+    return EvalResult("windowed", mean / (3 * LN2), mean, 3 * len(nll), 3 + dropped, dropped)
 
 
 @_in_eval_mode

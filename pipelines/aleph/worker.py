@@ -26,7 +26,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 from geolip.aleph.bank import load_bank
-from geolip.aleph.bpb import bpb_batches, bpb_streamed, bpb_windowed
+from geolip.aleph.bpb import bpb_batches, bpb_streamed, target_nll_windowed, windowed_result
 from geolip.aleph.checkpoint import load_checkpoint, save_checkpoint
 from geolip.aleph.data import sample_chunk_windows
 from geolip.aleph.experiments.employment import employment
@@ -34,6 +34,7 @@ from geolip.aleph.instruments import read_gauge
 from geolip.aleph.model import AlephLM
 from geolip.aleph.train.optim import build_optimizer, build_scheduler
 from geolip.aleph.train.step import train_step
+from pipelines.aleph.heldout import write_target_nll
 from pipelines.run_storage import TRAIN_STATE, fetch_inputs
 from pipelines.runtime import maybe_fail, quiet_ray_train_logs, seed_of, worker_threads
 from pipelines.storage import is_uri, parse_root
@@ -151,7 +152,7 @@ class _Loop:
         result = bpb_batches(self.model, self.eval_windows)
         out = {"val_bpb": result.bpb}
         if final:
-            out.update(_final_eval(self.model, self.config))
+            out.update(_final_eval(self.model, self.config, self.logger))
             # Is the aleph employed? Permute and randomize on the same fixed windows (~1 s).
             used = employment(self.model, self.eval_windows)
             out.update(used.as_metrics())
@@ -162,11 +163,15 @@ class _Loop:
         return out
 
 
-def _final_eval(model, config: dict) -> dict:
-    """Windowed and streamed held-out bits/byte on the first ``eval_bytes`` of validation."""
+def _final_eval(model, config: dict, logger: RunLogger) -> dict:
+    """Windowed and streamed held-out bits/byte on the first ``eval_bytes`` of validation; the
+    windowed regime's per-target NLL goes to the run as ``heldout/target_nll.safetensors``
+    (what a sweep's paired Δ ± SE between arms is computed from, ``geolip.paired``)."""
     held = np.load(config["heldout"], allow_pickle=False)
-    out = {}
-    for result in (bpb_windowed(model, held), bpb_streamed(model, held, n_streams=8)):
+    nll, dropped = target_nll_windowed(model, held)
+    write_target_nll(logger, nll, len(held))
+    out = {"heldout_targets": float(len(nll))}
+    for result in (windowed_result(nll, dropped), bpb_streamed(model, held, n_streams=8)):
         out[f"heldout_bpb_{result.regime}"] = result.bpb
         out[f"heldout_bytes_scored_{result.regime}"] = float(result.bytes_scored)
         out[f"heldout_bytes_dropped_{result.regime}"] = float(result.bytes_dropped)

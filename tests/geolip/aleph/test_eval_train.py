@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from geolip.aleph.bpb import bpb_streamed, bpb_windowed
+from geolip.aleph.bpb import bpb_streamed, bpb_windowed, target_nll_windowed
 from geolip.aleph.config import TrainConfig
 from geolip.aleph.data import trigram_view
 from geolip.aleph.train import (
@@ -65,6 +65,14 @@ def test_bpb_windowed_scores_every_target_once(n, T):
     expected = float(CodeModel.f(torch.arange(1, n)).sum())
     assert res.nll_nats * (n - 1) == pytest.approx(expected, rel=1e-12)
     assert res.bpb == pytest.approx(res.nll_nats / (3 * LN2), rel=1e-12)
+
+
+@pytest.mark.parametrize(("n", "T"), [(101, 32), (70, 8), (5, 32)])
+def test_target_nll_is_each_target_in_order(n, T):
+    """Per target, in target order: what a paired Δ between two models needs."""
+    nll, dropped = target_nll_windowed(CodeModel(T), _index_stream(n, extra=1), T=T, batch=3)
+    assert dropped == 1 and nll.dtype == torch.float64
+    torch.testing.assert_close(nll, CodeModel.f(torch.arange(1, n)).double(), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize(("n", "T", "streams"), [(101, 16, 1), (101, 16, 3), (20, 32, 2)])
