@@ -184,11 +184,14 @@ def build_bank(
     quotas: str | dict | None = None,
     *,
     allow_split: bool = False,
+    clamp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """A bank cut from the atlas: ``(trigrams uint8 [N, 3], log_prior float32 [N], provenance)``.
 
     ``quotas`` as in ``parse_quotas``. Refuses an atlas built from a split other than ``train``
-    unless ``allow_split`` (held-out text in the bank would inflate its coverage).
+    unless ``allow_split`` (held-out text in the bank would inflate its coverage). A ``size``
+    above the trigrams the atlas can supply is refused, or with ``clamp`` cut down to them
+    (``provenance["requested"]`` keeps the size asked for).
     """
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise AtlasError(f"bank size must be a positive integer, got {size!r}")
@@ -201,7 +204,11 @@ def build_bank(
             f"atlas {root} was built from split {corpus.get('split')!r}: banks come from the "
             "training split only (pass allow_split / --allow-split to override)"
         )
-    codes, log_prior, contributions = select_bank(trigram_scores(root), size, q)
+    scores = trigram_scores(root)
+    requested = size
+    if clamp and scores:
+        size = min(size, len(np.unique(np.concatenate([c for c, _ in scores.values()]))))
+    codes, log_prior, contributions = select_bank(scores, size, q)
     trigrams = np.stack([codes // 65536, (codes // 256) % 256, codes % 256], axis=1)
     provenance = {
         "format": BANK_FORMAT,
@@ -210,6 +217,7 @@ def build_bank(
         "config_hash": manifest.get("config_hash"),
         "corpus": {k: corpus.get(k) for k in ("uri", "split", "fingerprint", "heldout_fraction")},
         "size": size,
+        "requested": requested,
         "quotas": q,
         "contributions": contributions,
         "prior": "log of the pooled normalised score (1/S) sum_s c_s(x) / sum_x c_s(x)",

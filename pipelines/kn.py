@@ -2,11 +2,10 @@
 
 The model is ``atlas.kn``'s interpolated modified Kneser-Ney over byte n-grams, counted by the
 atlas build (Ray Data) with the config of ``atlas.kn.kn_atlas_config``: every char gram of orders
-1..N of the training split, singletons included. That atlas is built once per corpus and config
-and kept under the data directory, named by the corpus' byte shards (their key covers the URI,
-the split fraction and the files' stamps, so an edited corpus gets a new one) and the atlas's
-config hash: ``DATA/atlases/<shards>-<config hash>``. Orders below N are read from the same
-atlas, so KN-3, KN-4 and KN-5 cost one build.
+1..N of the training split, singletons included. That atlas is built once per corpus and kept
+under the data directory with the corpus' other atlases (``pipelines.atlas.corpus_atlas``:
+``DATA/atlases/<shards>-<config hash>``). Orders below N are read from the same atlas, so KN-3,
+KN-4 and KN-5 cost one build.
 """
 
 from __future__ import annotations
@@ -51,27 +50,16 @@ def parse_orders(text: str) -> tuple[int, ...]:
     return orders
 
 
-def kn_atlas_dir(data: Path, shards: ByteShards, order: int) -> Path:
-    """Where the KN atlas of orders 1..``order`` of the corpus of ``shards`` lives."""
-    from atlas.kn import kn_atlas_config
-
-    cfg = kn_atlas_config(order, shards.manifest["heldout_fraction"])
-    return Path(data) / "atlases" / f"{shards.path.name}-{cfg.config_hash()}"
-
-
 def ensure_kn_atlas(
     corpus: str, data: Path, shards: ByteShards, order: int, progress: bool = True
 ) -> Path:
-    """The KN atlas of ``corpus`` counting orders 1..``max(order, ATLAS_ORDER)``: reused when
-    built (config hash and corpus fingerprint checked), else built on Ray."""
-    from atlas.build import build_atlas
+    """The KN atlas of ``corpus`` counting orders 1..``max(order, ATLAS_ORDER)``, under the data
+    directory (``pipelines.atlas.corpus_atlas``): reused when built, else built on Ray."""
     from atlas.kn import kn_atlas_config
-    from pipelines.runtime import init_ray
+    from pipelines.atlas.corpus_atlas import ensure_corpus_atlas
 
-    order = max(order, ATLAS_ORDER)
-    cfg = kn_atlas_config(order, shards.manifest["heldout_fraction"])
-    out = kn_atlas_dir(data, shards, order)
-    return build_atlas(corpus, out, cfg, init_ray=init_ray, progress=progress).path
+    cfg = kn_atlas_config(max(order, ATLAS_ORDER), shards.manifest["heldout_fraction"])
+    return ensure_corpus_atlas(corpus, data, shards, cfg, progress)
 
 
 def kn_rows(

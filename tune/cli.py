@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.atlas.corpus_atlas import BANK_SOURCES
 from pipelines.capacity import add_capacity_arguments, capacity_settings
 from pipelines.cli import (
     Command,
@@ -18,6 +19,7 @@ from pipelines.cli import (
     add_set_argument,
     int_at_least,
 )
+from tune.banks import SWAP_QUOTAS
 from tune.spec import SWEEP_SCALES
 
 PROGRAM_HELP = {
@@ -45,6 +47,24 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arms", default="", help="comma-separated arms to run (default: all)")
     add_set_argument(p, "override a config value in every trial, e.g. --set train.lr=0.002")
     p.add_argument("--corpus", default="builtin:python-docs", help="corpus URI of every trial")
+    p.add_argument(
+        "--bank-source",
+        choices=BANK_SOURCES,
+        default="atlas",
+        help="the trials' banks: cut from the corpus' stratified atlas (built once, before the "
+        "first trial) or the train side's top-N trigram frequencies",
+    )
+    p.add_argument(
+        "--swap-corpus",
+        default=None,
+        help="survey: the corpus whose atlas cuts the 'corpus' swap bank (default: the other "
+        "builtin corpus)",
+    )
+    p.add_argument(
+        "--swap-quotas",
+        default=SWAP_QUOTAS,
+        help=f"survey: stratum quotas of the 'mix' swap bank (default {SWAP_QUOTAS})",
+    )
     p.add_argument("--donor", default=None, help="graft: donor checkpoint dir or MLflow run id")
     p.add_argument(
         "--from",
@@ -99,6 +119,9 @@ def job_from_args(program: str, args: argparse.Namespace):
         arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
         sets=parse_overrides(sweep_scale(args.scale).base(), args.overrides),
         corpus=args.corpus,
+        bank_source=args.bank_source,
+        swap_corpus=args.swap_corpus,
+        swap_quotas=args.swap_quotas,
         donor=args.donor,
         source=args.source,
         name=args.name,

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geolip.config import Changes, config_diff, config_hash
+from pipelines.atlas.corpus_atlas import BANK_SOURCES
 from pipelines.paths import check_dir_path
 from pipelines.run_storage import exists
 from pipelines.runtime import RunContext
 from pipelines.storage import Root
 from pipelines.tracking import check_tracking, sqlite_path
+from tune.banks import SWAP_QUOTAS, default_swap_corpus
 from tune.programs import PROGRAMS, Options, plan
 from tune.sources import (
     check_corpus,
@@ -54,6 +56,13 @@ class SweepJob:
     sets: Changes = ()
     """The user's ``--set`` changes (``geolip.config.parse_overrides``), applied to every trial."""
     corpus: str = "builtin:python-docs"
+    bank_source: str = "atlas"
+    """Where trials without a bank file get theirs (``pipelines.atlas.corpus_atlas``)."""
+    swap_corpus: str | None = None
+    """The survey's ``corpus`` swap bank is cut from this corpus' atlas (None: the other
+    builtin one, ``tune.banks.default_swap_corpus``)."""
+    swap_quotas: str = SWAP_QUOTAS
+    """The stratum quotas of the survey's ``mix`` swap bank (``atlas.bank.parse_quotas``)."""
     donor: str | None = None
     source: str | None = None
     driver_cpus: float = 0.5
@@ -127,8 +136,26 @@ def check_options(job: SweepJob) -> tuple[SweepScale, int]:
         )
     if not job.ctx.experiment.strip():
         raise SweepError("--experiment: expected an MLflow experiment name, got ''")
+    if job.bank_source not in BANK_SOURCES:
+        raise SweepError(
+            f"--bank-source must be one of {list(BANK_SOURCES)}, got {job.bank_source!r}"
+        )
     check_corpus(job.corpus)
+    if job.program == "survey":
+        _check_swap(job)
     return sc, seeds
+
+
+def _check_swap(job: SweepJob) -> None:
+    from atlas.bank import parse_quotas
+    from atlas.query import AtlasError
+
+    if job.swap_corpus is not None:
+        check_corpus(job.swap_corpus, "--swap-corpus")
+    try:
+        parse_quotas(job.swap_quotas)
+    except AtlasError as exc:
+        raise SweepError(f"--swap-quotas {job.swap_quotas!r}: {exc}") from None
 
 
 def check_batches(phases: list[Phase], workers: int) -> None:
@@ -163,10 +190,13 @@ def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:
         "arms": job.arms,
         "sets": job.sets,
         "corpus": job.corpus,
+        "bank_source": job.bank_source,
         "donor": job.donor,
         "source": source or job.source,
         "workers": job.ctx.workers,
     }
+    if job.program == "survey":  # the swap banks are part of its results
+        identity["swap"] = [job.swap_corpus or default_swap_corpus(job.corpus), job.swap_quotas]
     return f"sweep-{job.program}-{job.scale}-{config_hash(identity, 8)}"
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from geolip.aleph.config import AlephRunConfig
 from geolip.aleph.experiments.preservation import arm_config
 from geolip.config import Changes, apply_changes
-from tune.spec import Phase, SweepError, SweepScale, TrialSpec
+from tune.spec import SWAP_LABELS, Phase, SweepError, SweepScale, TrialSpec
 
 # The seed battery's heads: arm name -> (head kind, other head fields); pmix8 is J = 8.
 BATTERY_HEADS = {
@@ -168,18 +168,21 @@ def survey(opts: Options) -> list[Phase]:
             tags = {"component": "context", "T": str(T)}
             run = model_of(base, seq_trigrams=T)
             trials.append(_train(opts, f"ctx-{T}", f"context/{T}", seed, run, "sparse", tags=tags))
+    # §13.4: each kaux/0 model on banks of other vocabulary (tune.banks: another stratum mix,
+    # another corpus), the same size as its own.
     swaps = [
         TrialSpec(
-            key=f"swap-{t.key}",
-            arm="swap/dense",
+            key=f"swap-{label}-{t.key}",
+            arm=f"swap/{label}",
             kind="bank_swap",
             seed=t.seed,
-            bank="dense",
+            bank=label,
             source=t.key,
-            tags={**t.tags, "arm": "swap/dense", "component": "bank-swap", "eval_bank": "dense"},
+            tags={**t.tags, "arm": f"swap/{label}", "component": "bank-swap", "eval_bank": label},
         )
         for t in trials
         if t.arm == "kaux/0"
+        for label in SWAP_LABELS
     ]
     return [Phase("survey", tuple(trials)), Phase("bank-swap", tuple(swaps))]
 

@@ -16,6 +16,7 @@ import math
 import statistics
 from collections import Counter, defaultdict
 
+from geolip.paired import Estimate
 from pipelines.plots import bars_figure
 from pipelines.tracking import RunLogger, client, metric_history
 from tune.plots import arm_curves_figure
@@ -203,7 +204,7 @@ def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) ->
     if program == "contrast":
         summary["contrast"], summary["dependence"] = contrast_table(rows)
     if program == "survey":
-        summary["bank_swap"] = [r["metrics"] for r in rows if r["kind"] == "bank_swap"]
+        summary["bank_swap"] = swap_table(rows)
     if program == "search":
         summary["search"] = search_table(rows)
     markdown = to_markdown(summary)
@@ -216,6 +217,37 @@ def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) ->
         _log_plots(logger, uri, summary, rows)
         logger.flush()
     return summary
+
+
+def swap_table(rows: list[dict]) -> list[dict]:
+    """The survey's bank swaps (spec §13.4), one row per swap trial: the eval bank's label,
+    overlap with the trained bank, coverage and bits/byte on both, Δ ± SE and its verdict."""
+    out = []
+    for r in sorted((r for r in rows if r["kind"] == "bank_swap"), key=lambda r: r["arm"]):
+        m = {k.removeprefix("swap/"): v for k, v in r["metrics"].items()}
+        se = m.get("delta_bpb_se", math.nan)
+        d = Estimate(m.get("delta_bpb", math.nan), se, se, 0.0, 0, 1)
+        out.append({"arm": r["arm"], "seed": r["seed"], **m, "verdict": d.verdict()})
+    return out
+
+
+def _swap_lines(table: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "bank swap (no retraining; Δ = swapped − trained, paired over the held-out targets):",
+        "",
+        "| swap | seed | overlap | coverage trained → swapped | bpb trained → swapped | Δ ± SE "
+        "| verdict |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for t in table:
+        lines.append(
+            f"| {t['arm']} | {t['seed']} | {_fmt(t.get('overlap'), '.3f')} | "
+            f"{_fmt(t.get('coverage_trained'), '.3f')} → {_fmt(t.get('coverage_swapped'), '.3f')} | "
+            f"{_fmt(t.get('bpb_trained_bank'))} → {_fmt(t.get('bpb_swapped_bank'))} | "
+            f"{_fmt(t.get('delta_bpb'), '+.4f')} ± {_fmt(t.get('delta_bpb_se'))} | {t['verdict']} |"
+        )
+    return lines
 
 
 def employment_of(verdicts) -> str:
@@ -254,13 +286,8 @@ def to_markdown(summary: dict) -> str:
                 f"\n{op}: closed loop (kernel) {d['closed']:+.4f}, open loop (pmix) "
                 f"{d['open']:+.2e}, dependence ratio {ratio}"
             )
-    for m in summary.get("bank_swap", []):
-        lines.append(
-            f"\nbank swap: {_fmt(m.get('swap/bpb_trained_bank'))} -> "
-            f"{_fmt(m.get('swap/bpb_swapped_bank'))} bpb (coverage "
-            f"{_fmt(m.get('swap/coverage_trained'), '.3f')} -> "
-            f"{_fmt(m.get('swap/coverage_swapped'), '.3f')})"
-        )
+    if summary.get("bank_swap"):
+        lines += _swap_lines(summary["bank_swap"])
     if summary.get("search"):
         lines += [
             "",

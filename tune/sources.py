@@ -21,8 +21,8 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 """What an MLflow run id looks like (a uuid4 in hex)."""
 
 
-def check_corpus(corpus: str) -> None:
-    """``--corpus``: a malformed URI or a ``file:`` corpus naming no file is refused before
+def check_corpus(corpus: str, flag: str = "--corpus") -> None:
+    """``--corpus`` (or ``flag``): a malformed URI or a ``file:`` corpus naming no file is refused before
     anything is loaded or written (``hf:`` and ``builtin:`` data is fetched later)."""
     from atlas.corpus import parse_uri
     from atlas.corpus.files import resolve_paths
@@ -32,7 +32,7 @@ def check_corpus(corpus: str) -> None:
         if spec.scheme == "file":
             resolve_paths(spec.target, corpus)
     except ValueError as exc:  # CorpusError
-        raise SweepError(f"--corpus: {exc}") from None
+        raise SweepError(f"{flag}: {exc}") from None
 
 
 def store_exists(uri: str) -> bool:

@@ -184,6 +184,10 @@ def sweep_scale(name: str) -> SweepScale:
     return SWEEP_SCALES[name]
 
 
+SWAP_LABELS = ("mix", "corpus")
+"""The survey's swap banks (``tune.banks``): another stratum mix, another corpus."""
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     """One trial. ``arm`` groups trials over seeds in the summary; ``key`` is unique in a sweep.
@@ -201,7 +205,8 @@ class TrialSpec:
     """The whole run config of a ``train`` trial (None for evaluations)."""
     seed: int = 0
     bank: str = "none"
-    """Bank label: none | dense | sparse (its size is in ``run.train.bank_size``)."""
+    """Bank label: none | dense | sparse (its size is in ``run.train.bank_size``); a
+    ``bank_swap``'s: one of ``SWAP_LABELS`` (``tune.banks``)."""
     donor: str | None = None
     graft: str = "none"
     source: str | None = None

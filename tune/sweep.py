@@ -28,6 +28,7 @@ from pipelines.run_storage import exists, storage_kwargs, write_file
 from pipelines.runtime import init_ray, one_line
 from pipelines.storage import Root, is_uri
 from pipelines.tracking import artifact_root, check_tracking, ensure_experiment, open_run
+from tune.banks import prepare_banks
 from tune.plan import PlannedSweep, SweepJob, plan_sweep, plan_text, sweep_name
 from tune.report import close_open_children, summarize
 from tune.spec import Phase, SweepError, TrialSpec
@@ -86,7 +87,8 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
     uri, data = ctx.tracking_uri, ctx.data_dir
     resources = _resources(job)  # too small a cluster fails before anything
     check_tracking(uri)  # creates a SQLite store: after the cluster has admitted the sweep
-    build_byte_shards(job.corpus, data, progress=progress)  # once, before trials share it
+    shards = build_byte_shards(job.corpus, data, progress=progress)  # once, before trials
+    swap_banks = prepare_banks(sweep, shards, progress)  # atlas, banks: before the trials
     experiment = ensure_experiment(uri, ctx.experiment, artifact_root(uri, data))
 
     tags = {
@@ -117,7 +119,7 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
     )
     _write_plan(sweep, _plan_doc(sweep, parent.run_id))
     try:
-        trial_ctx = _trial_context(sweep, parent.run_id, experiment, resources)
+        trial_ctx = _trial_context(sweep, parent.run_id, experiment, resources, swap_banks)
         for phase in sweep.phases:
             _run_phase(sweep, phase, trial_ctx, resources, progress)
         summary = summarize(uri, parent.run_id, progress=progress)
@@ -141,7 +143,9 @@ def _plan_doc(sweep: PlannedSweep, parent_run_id: str) -> dict:
     }
 
 
-def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, res: TrialResources):
+def _trial_context(
+    sweep: PlannedSweep, parent_id: str, experiment_id: str, res: TrialResources, swap_banks: dict
+):
     """What every trial of the sweep needs (absolute paths only)."""
     job = sweep.job
     external = {}
@@ -165,8 +169,10 @@ def _trial_context(sweep: PlannedSweep, parent_id: str, experiment_id: str, res:
             max_failures=res.failures,
         ),
         corpus=job.corpus,
+        bank_source=job.bank_source,
         eval_bytes=sweep.scale.eval_bytes,
         banks=dict(sweep.scale.banks),
+        swap_banks=dict(swap_banks),
         external=external,
         faults=dict(job.faults),
     )

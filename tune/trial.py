@@ -15,25 +15,24 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import ray.data
 import ray.tune
-import torch
 from ray.tune.integration.ray_train import TuneReportCallback
 from safetensors.torch import load_file
 
-from geolip.aleph.bank import trigram_codes
-from geolip.aleph.bpb import bpb_batches
+from geolip.aleph.bank import load_bank
 from geolip.aleph.checkpoint import load_checkpoint
+from geolip.aleph.experiments.bank_swap import bank_swap
 from geolip.aleph.experiments.contrast import controller_contrast
-from geolip.aleph.experiments.graft import swap_bank
 from geolip.config import apply_changes, config_hash
 from pipelines.aleph.driver import train_aleph
-from pipelines.aleph.job import TrainJob, train_bank
-from pipelines.byte_shards import build_byte_shards
+from pipelines.aleph.job import TrainJob
 from pipelines.run_storage import exists, has_checkpoint
 from pipelines.runtime import RunContext, one_line
 from pipelines.storage import MARKER, is_uri, parse_root, readable
 from pipelines.tracking import RunLogger, find_run, open_run, start_run
+from tune.banks import swap_key
 from tune.spec import TrialSpec
 
 CONTRAST_SEEDS = (0, 1, 2)  # spec §10.1: the mean over 3 seeds
@@ -51,8 +50,11 @@ class TrialContext:
     experiment_id: str
     run: RunContext
     corpus: str = "builtin:python-docs"
+    bank_source: str = "atlas"
     eval_bytes: int = 1_000_000
     banks: dict = field(default_factory=dict)
+    swap_banks: dict = field(default_factory=dict)
+    """The survey's swap bank files, ``{tune.banks.swap_key: path}`` (cut before the trials)."""
     phase: str = ""
     external: dict = field(default_factory=dict)
     """Trial key or ``--donor`` -> checkpoint directory (another sweep's trials, a donor)."""
@@ -136,6 +138,7 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
     job = TrainJob(
         run=apply_changes(spec.run, sampled),
         corpus=ctx.corpus,
+        bank_source=ctx.bank_source,
         ctx=run_ctx,
         init_from=checkpoint_of(ctx, spec.donor) if spec.donor else None,
         graft=spec.graft,
@@ -146,7 +149,8 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
 
 
 def _source(spec: TrialSpec, ctx: TrialContext):
-    """The source trial's model and the fixed held-out windows it was scored on."""
+    """``(model, windows, inputs)``: the source trial's model, the fixed held-out windows it was
+    scored on, and the local directory of its run's inputs (``heldout.npy``...)."""
     location = checkpoint_of(ctx, spec.source)
     if is_uri(location):  # published with its run's inputs beside it (pipelines.run_storage)
         path = Path(readable(location, "--data-dir"))
@@ -156,7 +160,7 @@ def _source(spec: TrialSpec, ctx: TrialContext):
         inputs = path.parent
     model, _, _ = load_checkpoint(path)
     windows = load_file(str(inputs / "eval_windows.safetensors"))["windows"]
-    return model, list(windows.split(16))
+    return model, list(windows.split(16)), inputs
 
 
 def _child_logger(spec: TrialSpec, ctx: TrialContext, params: dict) -> RunLogger:
@@ -172,7 +176,7 @@ def _child_logger(spec: TrialSpec, ctx: TrialContext, params: dict) -> RunLogger
 
 
 def _contrast(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
-    model, batches = _source(spec, ctx)
+    model, batches, _ = _source(spec, ctx)
     report = controller_contrast(model, batches, CONTRAST_OPS, CONTRAST_SEEDS)
     metrics = {"contrast/base_bpb": report.base_bpb}
     for row in report.rows():
@@ -186,25 +190,22 @@ def _contrast(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
 
 
 def _bank_swap(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
-    """§13.4: the trained model on another bank, no parameter changes; both banks scored."""
-    model, batches = _source(spec, ctx)
-    shards = build_byte_shards(ctx.corpus, ctx.run.data_dir, progress=lambda s: None)
-    size = ctx.banks[spec.bank]
-    bank = train_bank(shards, ctx.corpus, size)
-    swapped = swap_bank(model, bank)
-    metrics = {"swap/bpb_trained_bank": bpb_batches(model, batches).bpb}
-    metrics["swap/bpb_swapped_bank"] = bpb_batches(swapped, batches).bpb
-    metrics["swap/delta_bpb"] = metrics["swap/bpb_swapped_bank"] - metrics["swap/bpb_trained_bank"]
-    metrics["swap/coverage_trained"] = _coverage(model.bank, batches)
-    metrics["swap/coverage_swapped"] = _coverage(bank, batches)
-    params = {"source": str(checkpoint_of(ctx, spec.source)), "eval_bank_size": size}
+    """§13.4: the trained model on a bank of other vocabulary (``tune.banks``), no parameter
+    changes; both banks scored on the source's held-out bytes, Δ paired over its targets."""
+    model, _, inputs = _source(spec, ctx)
+    path = ctx.swap_banks[swap_key(spec.bank, model.bank.size)]
+    other = load_bank(path)
+    held = np.load(inputs / "heldout.npy", allow_pickle=False)  # what its training scored
+    result = bank_swap(model, other, held)
+    metrics = result.metrics()
+    prov = other.provenance
+    params = {
+        "source": str(checkpoint_of(ctx, spec.source)),
+        "eval_bank": path,
+        "eval_bank_corpus": (prov.get("corpus") or {}).get("uri", ""),
+        "eval_bank_quotas": json.dumps(prov.get("quotas", "")),
+    }
     with _child_logger(spec, ctx, params) as logger:
         logger.log_metrics(metrics, 0)
+        logger.set_tags({"swap_verdict": result.delta.verdict()})
     ray.tune.report({k.replace("/", "_"): v for k, v in metrics.items()})
-
-
-def _coverage(bank, batches) -> float:
-    """Fraction of the held-out target trigrams that are in ``bank``."""
-    targets = torch.cat([b[:, 1:].reshape(-1, 3) for b in batches])
-    codes = trigram_codes(targets.long())
-    return float(torch.isin(codes, trigram_codes(bank.trigrams.cpu())).float().mean())

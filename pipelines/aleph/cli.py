@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-from collections.abc import Callable
 
 from geolip.aleph.config import HEADS
 from geolip.aleph.experiments.names import OPS, SCOPES
+from pipelines.aleph.arguments import (
+    MAX_SAMPLE_BYTES,
+    ablation_ops,
+    head_kind,
+    int_at_least_because,
+    sample_bytes,
+    temperature,
+    utf8_text,
+)
+from pipelines.atlas.corpus_atlas import BANK_SOURCES
 from pipelines.capacity import add_capacity_arguments, capacity_settings
 from pipelines.cli import (
     Command,
@@ -29,94 +37,10 @@ from pipelines.scales import SCALE_NAMES
 
 GRAFTS = ("none", "depth", "mixture", "retrofit")
 FORMATS = ("table", "json")
-MAX_SAMPLE_BYTES = 10_000_000
-"""The most bytes ``geolip aleph sample`` generates in one call (hours of decoding on a CPU)."""
 MIN_EVAL_BYTES = 6
 """The fewest held-out bytes the evaluator scores: 2 trigrams (one context, one target)."""
 MIN_TRAIN_EVAL_BYTES = 1000
 """The fewest held-out bytes a training run scores (``pipelines.aleph.job.check_job``)."""
-# The experiment names the head once had on the command line, and what they are now.
-FORMER_HEADS = {
-    "pmix8": "--head pmix --set model.head.n_pointers=8",
-    "apmix_free": "--head apmix --set model.head.apmix.mode=free",
-}
-
-
-def head_kind(value: str) -> str:
-    """``--head``: a head kind; a former experiment name is refused with its spelling now."""
-    if value in FORMER_HEADS:
-        raise argparse.ArgumentTypeError(f"{value!r} is now spelled {FORMER_HEADS[value]}")
-    return value
-
-
-def _int_at_least(low: int, why: str) -> Callable[[str], int]:
-    """``int_at_least(low)`` whose refusal of a too-small number says why ``low`` is the
-    minimum."""
-    parse = int_at_least(low)
-
-    def checked(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            return parse(text)  # refused as not a whole number
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low} ({why}), got {value}")
-        return value
-
-    checked.__name__ = parse.__name__
-    return checked
-
-
-def sample_bytes(text: str) -> int:
-    """``--bytes``: a whole number in ``1..MAX_SAMPLE_BYTES``."""
-    value = int_at_least(1)(text)
-    if value > MAX_SAMPLE_BYTES:
-        raise argparse.ArgumentTypeError(f"must be <= {MAX_SAMPLE_BYTES:,}, got {value:,}")
-    return value
-
-
-def temperature(text: str) -> float:
-    """``--temperature``: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def utf8_text(text: str) -> str:
-    """``--prompt``: text that is valid UTF-8 (argv bytes that are not arrive as surrogate
-    escapes; they are refused with the first bad byte and its position)."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError as exc:  # a lone surrogate that no argv byte makes
-        raise argparse.ArgumentTypeError(
-            f"not valid UTF-8 (character {text[exc.start]!r} at position {exc.start})"
-        ) from None
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise argparse.ArgumentTypeError(
-            f"not valid UTF-8 (byte {raw[exc.start]:#04x} at position {exc.start})"
-        ) from None
-    return raw.decode("utf-8")
-
-
-def ablation_ops(text: str) -> tuple[str, ...]:
-    """``--ops``: a comma-separated list of known ablations (``OPS``), at least one."""
-    ops = tuple(op.strip() for op in text.split(",") if op.strip())
-    bad = [op for op in ops if op not in OPS]
-    if bad or not ops:
-        what = f"unknown ablation {bad[0]!r}" if bad else "no ablation given"
-        raise argparse.ArgumentTypeError(f"{what}; valid ones: {', '.join(OPS)}")
-    return ops
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -135,7 +59,16 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         default="pmix",
         help="output head (model.head.kind)",
     )
-    p.add_argument("--bank", default=None, help="trigram bank file (default: cut from the corpus)")
+    p.add_argument(
+        "--bank", default=None, help="trigram bank file (default: cut as --bank-source says)"
+    )
+    p.add_argument(
+        "--bank-source",
+        choices=BANK_SOURCES,
+        default="atlas",
+        help="without --bank: cut from the corpus' stratified atlas (built once under the data "
+        "dir) or the train side's top-N trigram frequencies",
+    )
     add_set_argument(p, "override a config value, e.g. --set train.steps=500 (repeatable)")
     p.add_argument(
         "--workers", type=int_at_least(1), default=1, help="data-parallel Ray Train workers"
@@ -156,7 +89,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="geolip-aleph", help="MLflow experiment name")
     p.add_argument(
         "--eval-bytes",
-        type=_int_at_least(MIN_TRAIN_EVAL_BYTES, "a training run scores at least 1000 bytes"),
+        type=int_at_least_because(
+            MIN_TRAIN_EVAL_BYTES, "a training run scores at least 1000 bytes"
+        ),
         default=None,
         help=f"held-out bytes to score, >= {MIN_TRAIN_EVAL_BYTES} (default: the scale's)",
     )
@@ -190,6 +125,7 @@ def job_from_args(args: argparse.Namespace):
         corpus=args.corpus,
         ctx=ctx,
         bank=args.bank,
+        bank_source=args.bank_source,
         init_from=args.init_from,
         graft=args.graft,
         checkpoint_every=args.checkpoint_every,
@@ -293,7 +229,7 @@ def _add_eval_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", required=True, help="corpus URI whose validation split is scored")
     p.add_argument(
         "--eval-bytes",
-        type=_int_at_least(MIN_EVAL_BYTES, "the evaluation scores at least 2 trigrams"),
+        type=int_at_least_because(MIN_EVAL_BYTES, "the evaluation scores at least 2 trigrams"),
         default=1_000_000,
         help=f"held-out bytes to score (>= {MIN_EVAL_BYTES})",
     )

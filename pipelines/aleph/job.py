@@ -36,6 +36,7 @@ from geolip.aleph.experiments.graft import (
 )
 from geolip.aleph.model import AlephLM
 from geolip.config import config_diff, config_hash
+from pipelines.atlas.corpus_atlas import BANK_SOURCES, ensure_corpus_bank
 from pipelines.byte_shards import ByteShards, build_byte_shards, built_byte_shards, read_side
 from pipelines.errors import GeolipError
 from pipelines.run_storage import has_checkpoint, subdirs
@@ -55,7 +56,10 @@ class TrainJob:
     """Corpus URI (``builtin:``, ``file:``, ``hf:``) whose byte shards are trained on."""
     ctx: RunContext
     bank: str | None = None
-    """Trigram bank file (default: the donor's, else cut from the corpus' train side)."""
+    """Trigram bank file (default: the donor's, else cut as ``bank_source`` says)."""
+    bank_source: str = "atlas"
+    """Without ``bank``: ``atlas`` (cut from the corpus' stratified atlas, built once under the
+    data directory) or ``frequency`` (the train side's top-N aligned trigrams)."""
     init_from: str | None = None
     """Donor checkpoint directory to warm-start from."""
     graft: str = "none"
@@ -128,7 +132,7 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
             "corpus or one whose documents can be split"
         )
     donor = init_donor(job) if job.init_from else None
-    bank = _resolve_bank(job, donor, shards)
+    bank, origin = _resolve_bank(job, donor, shards)
     model = graft_donor(donor, job.run, job.graft, bank) if donor is not None else None
     run = dataclasses.replace(job.run, model=model.cfg) if model is not None else job.run
     name = job.run_name or run_name(job, run, bank)
@@ -136,6 +140,8 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
     ctx = job.ctx
     resume = check_run_name(run_dir, ctx.results(name), ctx.resume, ctx.auto_resume)
     job = dataclasses.replace(job, ctx=job.ctx.replace(resume=resume))
+    if origin:  # said once the run is known to go ahead (a refused one prints nothing)
+        progress(f"bank: {origin}")
     run_dir.mkdir(parents=True, exist_ok=True)
     windows, heldout = _write_eval_data(shards, run, run_dir, job.eval_bytes)
     return PreparedJob(
@@ -175,6 +181,10 @@ def check_flags(job: TrainJob) -> None:
     job.ctx.check_workers()
     if job.data_mode not in DATA_MODES:
         raise GeolipError(f"data mode must be one of {list(DATA_MODES)}, got {job.data_mode!r}")
+    if job.bank_source not in BANK_SOURCES:
+        raise GeolipError(
+            f"--bank-source must be one of {list(BANK_SOURCES)}, got {job.bank_source!r}"
+        )
     if job.graft not in GRAFTS:
         raise GeolipError(f"--graft must be one of {list(GRAFTS)}, got {job.graft!r}")
     if job.graft != "none" and not job.init_from:
@@ -313,21 +323,30 @@ def init_donor(job: TrainJob) -> AlephLM:
         raise GeolipError(f"--init-from: {exc}") from exc
 
 
-def _resolve_bank(job: TrainJob, donor: AlephLM | None, shards: ByteShards):
-    """The bank the run uses: ``--bank FILE``, else the donor's, else cut from the train shards."""
+def _resolve_bank(
+    job: TrainJob, donor: AlephLM | None, shards: ByteShards
+) -> tuple[TrigramBank | None, str | None]:
+    """``(bank, where it was cut)``: ``--bank FILE``, else the donor's, else cut from the
+    corpus' atlas (or, with ``bank_source="frequency"``, from the train shards)."""
     if not job.run.model.uses_bank:
-        return None
+        return None, None
     if job.bank:
-        return bank_file(job.bank)
+        return bank_file(job.bank), None
     if donor is not None and donor.bank is not None:
-        return donor.bank
-    return train_bank(shards, job.corpus, job.run.train.bank_size)
+        return donor.bank, None
+    size = job.run.train.bank_size
+    if job.bank_source == "frequency":
+        return train_bank(shards, job.corpus, size), None
+    path = ensure_corpus_bank(job.corpus, job.ctx.data_dir, shards, size)
+    return load_bank(path), f"{path} (cut from the corpus' atlas)"
 
 
 def train_bank(shards: ByteShards, corpus: str, size: int) -> TrigramBank:
     """The top-``size`` trigrams of the corpus' train side (a bank cut from the byte shards)."""
     train = read_side(shards, "train").tobytes()
-    return bank_from_bytes(train, size, {"corpus": corpus, "split": "train", "cut": "top-N"})
+    return bank_from_bytes(
+        train, size, {"source": "frequency", "corpus": corpus, "split": "train", "cut": "top-N"}
+    )
 
 
 def graft_donor(donor: AlephLM, run: AlephRunConfig, op: str, bank) -> AlephLM:
@@ -381,5 +400,7 @@ def _tags(job: TrainJob, run: AlephRunConfig, bank: TrigramBank | None) -> dict:
     tags["attn"] = run.model.attn  # aleph, or the softmax twin
     tags.update(seed=str(run.train.seed), corpus=job.corpus)
     tags["bank"] = f"{bank.fingerprint()} (N={bank.size})" if bank is not None else "none"
+    # The lineage corpus -> atlas -> bank -> run: where the bank was cut (an atlas, frequency).
+    tags["bank_source"] = str(bank.provenance.get("source", "file")) if bank is not None else ""
     tags.update(donor=job.init_from or "", graft=job.graft if job.init_from else "")
     return {**tags, **job.ctx.tags}  # the caller's (a sweep's arm, seed, graft...) win

@@ -126,7 +126,11 @@ def test_ladder_and_survey_and_search() -> None:
     survey = plan("survey", Options(TINY, 1))
     arms = {t.arm for t in survey[0].trials}
     assert {"kaux/0", "kaux/0.1", "kaux/1", "write/0.1", "context/64"} <= arms
-    assert [t.source for t in survey[1].trials] == ["kaux-0-s0"]
+    swaps = survey[1].trials
+    assert [(t.arm, t.source, t.bank) for t in swaps] == [
+        ("swap/mix", "kaux-0-s0", "mix"),
+        ("swap/corpus", "kaux-0-s0", "corpus"),
+    ]
     (search,) = plan("search", Options(TINY, 1))
     assert search.search["samples"] == TINY.search_samples
     assert set(search.search["space"]) == {"train.lr", "model.tau", "model.K", "model.chunk"}

@@ -93,6 +93,8 @@ def test_bad_sweeps_fail_before_any_trial(ray_session, tmp_path, capsys):
         (["sweep", "seed-battery", "--arms", "pmix/huge"], "unknown arm(s) ['pmix/huge']"),
         (["sweep", "ladder", "--scale", "giant"], "invalid choice: 'giant'"),
         (["sweep", "survey", "--set", "model.nope=1"], "nope"),
+        (["sweep", "survey", "--swap-quotas", "word=0.5"], "--swap-quotas 'word=0.5': quotas"),
+        (["sweep", "survey", "--swap-corpus", "nope:x"], "--swap-corpus: "),
     ]:
         assert main([*argv, "--data-dir", str(tmp_path / "data")]) != 0
         assert expected in capsys.readouterr().err
@@ -109,3 +111,42 @@ def test_with_max_failures_a_trial_survives_a_worker_death(ray_session, tmp_path
     assert [r.info.status for r in runs] == ["FINISHED"]
     (arm,) = outcome.summary["arms"]
     assert arm["n"] == 1 and arm["failed"] == 0
+
+
+def test_survey_bank_swap_scores_a_bank_of_other_vocabulary(ray_session, tmp_path, capsys):
+    """§13.4: the trained kaux/0 model on a bank of another stratum mix and one of another
+    corpus, no retraining; both banks scored on its held-out bytes."""
+    from geolip.aleph.bank import load_bank
+
+    job = _job(tmp_path, "survey", scale="smoke", arms=("swap/mix", "swap/corpus"))
+    out = run_sweep(job, progress=lambda s: None)
+    runs = _children(out)
+    assert set(runs) == {"kaux-0-s0", "swap-mix-kaux-0-s0", "swap-corpus-kaux-0-s0"}
+    trained = runs["kaux-0-s0"]
+    assert trained.data.tags["bank_source"] == "atlas"
+    swaps = {t["arm"]: t for t in out.summary["bank_swap"]}
+    assert set(swaps) == {"swap/mix", "swap/corpus"}
+    for arm, t in swaps.items():
+        run = runs[f"swap-{arm.split('/')[1]}-kaux-0-s0"]
+        m = run.data.metrics
+        # The same model on the same held-out targets: the trained bank's figure is the run's.
+        assert m["swap/bpb_trained_bank"] == pytest.approx(
+            trained.data.metrics["heldout_bpb_windowed"], rel=1e-9
+        ), arm
+        assert m["swap/targets"] == trained.data.metrics["heldout_targets"]
+        assert m["swap/size_swapped"] == m["swap/size_trained"] == 256  # smoke's sparse bank
+        assert m["swap/overlap"] < 1.0, arm  # another vocabulary, not a superset
+        assert m["swap/delta_bpb_se"] > 0 and run.data.tags["swap_verdict"] == t["verdict"]
+        assert 0 < m["swap/coverage_swapped"] <= 1 and 0 < m["swap/coverage_trained"] <= 1
+        bank = load_bank(run.data.params["eval_bank"])
+        expected = "builtin:tiny" if arm == "swap/corpus" else CORPUS
+        assert bank.provenance["corpus"]["uri"] == expected, arm
+    assert (
+        load_bank(runs["swap-mix-kaux-0-s0"].data.params["eval_bank"]).provenance["quotas"]["word"]
+        == 1.0
+    )
+    capsys.readouterr()
+    data = str(tmp_path / "data")
+    assert main(["sweep", "report", out.run_id, "--data-dir", data, "--no-log"]) == 0
+    text = capsys.readouterr().out
+    assert "bank swap (no retraining" in text and "| swap/corpus | 0 |" in text

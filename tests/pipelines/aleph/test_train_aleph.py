@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geolip.aleph.bank import load_bank
+from geolip.paired import bits_per_byte
 from pipelines.aleph.driver import train_aleph
+from pipelines.aleph.heldout import read_target_nll
 from pipelines.aleph.job import TrainJob
 from pipelines.errors import GeolipError
 from pipelines.runtime import RunContext
@@ -84,6 +87,11 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
     tags = run.data.tags
     assert tags["head"] == "pmix" and tags["seed"] == "0" and tags["arm"] == "free"
     assert tags["bank"].endswith("(N=512)")
+    # The default lineage: the bank was cut from the corpus' atlas, built under the data dir.
+    assert tags["bank_source"] == "atlas"
+    [bank_file] = (data / "banks").glob("*-n512-default.safetensors")
+    prov = load_bank(bank_file).provenance
+    assert Path(prov["atlas"]).parent == data / "atlases" and prov["size"] == 512
     assert _steps(out.tracking_uri, out.run_id, "bpb") == [4, 8, 12]
     metrics = run.data.metrics
     for key in (
@@ -110,6 +118,11 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
     assert meta["step"] == 12 and meta["mlflow_run_id"] == out.run_id
     held = np.load(out.checkpoint.parent / "heldout.npy")
     assert bpb_windowed(model, held).bpb == pytest.approx(metrics["heldout_bpb_windowed"], abs=1e-9)
+    # Each held-out target's NLL is in the run (what sweeps pair their Δ ± SE on): float32.
+    nll = read_target_nll(out.tracking_uri, out.run_id)
+    assert len(nll) == metrics["heldout_targets"] == len(held) // 3 - 1
+    bpb = float(bits_per_byte(nll).mean())
+    assert bpb == pytest.approx(metrics["heldout_bpb_windowed"], rel=1e-6)
     verdict = json.loads((out.checkpoint.parent / "verdict.json").read_text())
     assert verdict["final"]["heldout_bpb_windowed"] == metrics["heldout_bpb_windowed"]
     # `geolip eval aleph` scores the same held-out bytes and logs into the checkpoint's run.
@@ -124,6 +137,7 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
         "--eval-bytes",
         "30000",
         "--no-compressors",
+        "--no-kn",
         "--format",
         "json",
     ]
