@@ -217,21 +217,34 @@ def graft(opts: Options) -> list[Phase]:
                     tags=tags,
                 )
             )
+            # Cold controls at the graft's budget and at the donor's whole budget (the card's
+            # "graft@2k beats its 5k donor and 5k cold").
+            cold = {**tags, "budget": "graft"}
             warm.append(
-                _train(opts, f"cold-{name}", f"{name}/cold", seed, run, "sparse", tags=tags)
+                _train(opts, f"cold-{name}", f"{name}/cold", seed, run, "sparse", tags=cold)
             )
-        warm.append(
-            _train(
-                opts,
-                "continued",
-                "continued",
-                seed,
-                warm_base,
-                "sparse",
-                donor=donor,
-                tags={"graft": "continued"},
+            full, cold = train_of(run, steps=base.train.steps), {**tags, "budget": "donor"}
+            warm.append(
+                _train(
+                    opts, f"coldfull-{name}", f"{name}/cold-full", seed, full, "sparse", tags=cold
+                )
             )
-        )
+        # The donor trained on for the graft's budget: a warm restart (fresh Adam, schedule
+        # from its warm-up) and a true continuation (its Adam state and schedule).
+        for arm, graft_op in (("warm-restart", "none"), ("continuation", "continue")):
+            warm.append(
+                _train(
+                    opts,
+                    arm,
+                    arm,
+                    seed,
+                    warm_base,
+                    "sparse",
+                    donor=donor,
+                    graft=graft_op,
+                    tags={"graft": arm},
+                )
+            )
     phases = [Phase("donors", tuple(donors))] if donors else []
     return [*phases, Phase("grafts", tuple(warm))]
 

@@ -16,12 +16,12 @@ import math
 import statistics
 from collections import Counter, defaultdict
 
-from geolip.paired import Estimate
 from pipelines.plots import bars_figure
 from pipelines.tracking import RunLogger, client, metric_history
 from tune.plots import arm_curves_figure
 from tune.ranking import attach_heldout, delta_columns, heldout_columns, noise_note, rank
 from tune.spec import SweepError
+from tune.swap_table import swap_lines, swap_table
 
 METRIC = "val_bpb"
 OPEN_NOISE = 1e-6
@@ -129,10 +129,23 @@ def arm_table(program: str, rows: list[dict]) -> list[dict]:
         t["reference"] = ref if ref in by_arm else ""
         blank = {"delta": math.nan, "delta_se": math.nan, "delta_verdict": ""}
         t.update(delta_columns(by_arm[t["arm"]], by_arm[ref]) if ref in by_arm else blank)
-        if program == "graft" and t["arm"].endswith("/graft") and "continued" in by_arm:
-            cont = delta_columns(by_arm[t["arm"]], by_arm["continued"], "delta_vs_continued")
-            t.update(cont)
+        if program == "graft" and t["arm"].endswith("/graft"):
+            for label, other in _graft_controls(t["arm"]):
+                if other in by_arm:
+                    t.update(delta_columns(by_arm[t["arm"]], by_arm[other], f"delta_vs_{label}"))
     return rank(table)
+
+
+GRAFT_CONTROLS = ("cold_full", "donor", "warm_restart", "continuation")
+"""What a graft is compared with besides its cold start at the same budget (``tune.programs``):
+a cold start at the donor's budget, the donor, and the donor trained on for the graft's budget
+as a warm restart and as a true continuation."""
+
+
+def _graft_controls(arm: str) -> list[tuple[str, str]]:
+    kind = arm.partition("/")[0]
+    arms = (f"{kind}/cold-full", "donor", "warm-restart", "continuation")
+    return list(zip(GRAFT_CONTROLS, arms))
 
 
 def contrast_table(rows: list[dict]) -> tuple[list[dict], dict]:
@@ -219,37 +232,6 @@ def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) ->
     return summary
 
 
-def swap_table(rows: list[dict]) -> list[dict]:
-    """The survey's bank swaps (spec §13.4), one row per swap trial: the eval bank's label,
-    overlap with the trained bank, coverage and bits/byte on both, Δ ± SE and its verdict."""
-    out = []
-    for r in sorted((r for r in rows if r["kind"] == "bank_swap"), key=lambda r: r["arm"]):
-        m = {k.removeprefix("swap/"): v for k, v in r["metrics"].items()}
-        se = m.get("delta_bpb_se", math.nan)
-        d = Estimate(m.get("delta_bpb", math.nan), se, se, 0.0, 0, 1)
-        out.append({"arm": r["arm"], "seed": r["seed"], **m, "verdict": d.verdict()})
-    return out
-
-
-def _swap_lines(table: list[dict]) -> list[str]:
-    lines = [
-        "",
-        "bank swap (no retraining; Δ = swapped − trained, paired over the held-out targets):",
-        "",
-        "| swap | seed | overlap | coverage trained → swapped | bpb trained → swapped | Δ ± SE "
-        "| verdict |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for t in table:
-        lines.append(
-            f"| {t['arm']} | {t['seed']} | {_fmt(t.get('overlap'), '.3f')} | "
-            f"{_fmt(t.get('coverage_trained'), '.3f')} → {_fmt(t.get('coverage_swapped'), '.3f')} | "
-            f"{_fmt(t.get('bpb_trained_bank'))} → {_fmt(t.get('bpb_swapped_bank'))} | "
-            f"{_fmt(t.get('delta_bpb'), '+.4f')} ± {_fmt(t.get('delta_bpb_se'))} | {t['verdict']} |"
-        )
-    return lines
-
-
 def employment_of(verdicts) -> str:
     """The runs' employment verdicts (the ``aleph_employment`` tag, geolip.aleph.experiments.
     employment), as one cell: ``closed loop``, or ``closed loop ×2, open loop ×1`` when seeds
@@ -287,7 +269,7 @@ def to_markdown(summary: dict) -> str:
                 f"{d['open']:+.2e}, dependence ratio {ratio}"
             )
     if summary.get("bank_swap"):
-        lines += _swap_lines(summary["bank_swap"])
+        lines += swap_lines(summary["bank_swap"])
     if summary.get("search"):
         lines += [
             "",
@@ -316,9 +298,15 @@ def _arm_lines(arms: list[dict]) -> list[str]:
     ]
     for t in arms:
         delta = _pm(t["delta"], t.get("delta_se"), "+.4f")
-        if "delta_vs_continued" in t:
-            cont = _pm(t["delta_vs_continued"], t.get("delta_vs_continued_se"), "+.4f")
-            delta += f" (vs continued {cont}, {t.get('delta_vs_continued_verdict') or '—'})"
+        also = [
+            f"vs {label.replace('_', '-')} "
+            f"{_pm(t[f'delta_vs_{label}'], t.get(f'delta_vs_{label}_se'), '+.4f')}, "
+            f"{t.get(f'delta_vs_{label}_verdict') or '—'}"
+            for label in GRAFT_CONTROLS
+            if f"delta_vs_{label}" in t
+        ]
+        if also:
+            delta += " (" + "; ".join(also) + ")"
         lines.append(
             f"| {t.get('rank') or '—'} | {t['arm']} | {t['n']} | {t['failed']} | "
             f"{_pm(t.get('heldout_bpb'), t.get('heldout_se'))} | {t['reference'] or '—'} | "

@@ -35,7 +35,7 @@ from pipelines.cli import (
 from pipelines.kn import add_kn_arguments
 from pipelines.scales import SCALE_NAMES
 
-GRAFTS = ("none", "depth", "mixture", "retrofit")
+GRAFTS = ("none", "depth", "mixture", "retrofit", "continue")
 FORMATS = ("table", "json")
 MIN_EVAL_BYTES = 6
 """The fewest held-out bytes the evaluator scores: 2 trigrams (one context, one target)."""

@@ -133,7 +133,7 @@ def _worker_config(prepared: PreparedJob, run_id: str) -> dict:
 
 def _inputs(config: dict) -> dict[str, Path]:
     """The worker config's keys that name local files (what ``publish_inputs`` uploads)."""
-    keys = ("bank", "init_dir", "eval_windows", "heldout")
+    keys = ("bank", "init_dir", "eval_windows", "heldout", "continue_state")
     return {k: Path(config[k]) for k in keys if config.get(k)}
 
 
@@ -159,14 +159,21 @@ def _finish(prepared: PreparedJob, logger: RunLogger, result, seconds: float) ->
     shutil.rmtree(tmp, ignore_errors=True)
     with result.checkpoint.as_directory() as d:
         shutil.copytree(d, tmp)
-    (tmp / TRAIN_STATE).unlink(missing_ok=True)  # optimizer state stays in Ray's storage
+    # The optimizer state stays with the final checkpoint (a donor can be continued,
+    # pipelines.aleph.continuation) but not in MLflow, where it would double the model's size.
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     history = metric_rows(logger.uri, logger.run_id)
     verdict = _verdict(prepared, history, seconds)
     (prepared.run_dir / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
     published = _publish(prepared, final, verdict, logger.run_id)
-    logger.log_artifacts(str(final), "checkpoint")
+    for item in sorted(final.iterdir()):
+        if item.name == TRAIN_STATE:
+            continue
+        if item.is_dir():
+            logger.log_artifacts(str(item), f"checkpoint/{item.name}")
+        else:
+            logger.log_artifact(item, "checkpoint")
     logger.log_dict(verdict, "verdict.json")
     _log_plots(logger, history, prepared.name)
     return TrainOutcome(

@@ -36,6 +36,8 @@ from geolip.aleph.experiments.graft import (
 )
 from geolip.aleph.model import AlephLM
 from geolip.config import config_diff, config_hash
+from pipelines.aleph.continuation import GRAFT as CONTINUE
+from pipelines.aleph.continuation import Continuation, continuation_of
 from pipelines.atlas.corpus_atlas import BANK_SOURCES, ensure_corpus_bank
 from pipelines.byte_shards import ByteShards, build_byte_shards, built_byte_shards, read_side
 from pipelines.errors import GeolipError
@@ -43,7 +45,7 @@ from pipelines.run_storage import has_checkpoint, subdirs
 from pipelines.runtime import RunContext, check_run_name
 from pipelines.storage import is_uri, readable
 
-GRAFTS = ("none", "depth", "mixture", "retrofit")
+GRAFTS = ("none", "depth", "mixture", "retrofit", "continue")
 DATA_MODES = ("shard", "replicate")
 
 
@@ -89,6 +91,8 @@ class PreparedJob:
     heldout: Path
     checkpoint_every: int
     tags: dict = field(default_factory=dict)
+    continuation: Continuation | None = None
+    """``--graft continue``: the donor's optimizer state and schedule the run picks up."""
 
     @property
     def ctx(self) -> RunContext:
@@ -114,6 +118,7 @@ class PreparedJob:
             "tracking_uri": self.ctx.tracking_uri,
             "threads": self.ctx.threads,
             "fault": dict(self.ctx.fault) if self.ctx.fault else None,
+            **_continue_config(self.continuation),
         }
 
 
@@ -132,9 +137,11 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
             "corpus or one whose documents can be split"
         )
     donor = init_donor(job) if job.init_from else None
+    cont = continuation_of(job.init_from, job.run) if job.graft == CONTINUE else None
     bank, origin = _resolve_bank(job, donor, shards)
-    model = graft_donor(donor, job.run, job.graft, bank) if donor is not None else None
-    run = dataclasses.replace(job.run, model=model.cfg) if model is not None else job.run
+    target = cont.run if cont is not None else job.run
+    model = graft_donor(donor, target, job.graft, bank) if donor is not None else None
+    run = dataclasses.replace(target, model=model.cfg) if model is not None else target
     name = job.run_name or run_name(job, run, bank)
     run_dir = data / "runs" / "aleph" / name
     ctx = job.ctx
@@ -156,7 +163,15 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
         heldout=heldout,
         checkpoint_every=job.checkpoint_every or default_checkpoint_every(run.train.steps),
         tags=_tags(job, run, bank),
+        continuation=cont,
     )
+
+
+def _continue_config(cont: Continuation | None) -> dict:
+    """The workers' keys of a continuation: the donor's train state and schedule horizon."""
+    if cont is None:
+        return {}
+    return {"continue_state": str(cont.state), "schedule_steps": cont.schedule_steps}
 
 
 def default_checkpoint_every(steps: int) -> int:
@@ -246,7 +261,9 @@ def check_files(job: TrainJob) -> None:
     model (``prepare_job`` loads them again, once the corpus' bank is known)."""
     if job.bank and job.run.model.uses_bank:
         bank_file(job.bank)
-    if job.init_from:
+    if job.init_from and job.graft == CONTINUE:
+        continuation_of(job.init_from, job.run)
+    elif job.init_from:
         graft_donor(init_donor(job), job.run, job.graft, None)
 
 

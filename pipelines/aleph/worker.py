@@ -14,6 +14,7 @@ driver created (batched), evaluates the fixed held-out windows, and writes check
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -191,13 +192,17 @@ def _restore(config: dict, device):
             state = torch.load(Path(d) / TRAIN_STATE, map_location="cpu", weights_only=True)
     elif config.get("init_dir"):
         model, _, _ = load_checkpoint(config["init_dir"])
+        if config.get("continue_state"):  # --graft continue: the donor's Adam state and step
+            state = torch.load(config["continue_state"], map_location="cpu", weights_only=True)
     else:
         torch.manual_seed(run_cfg.train.seed)
         bank = load_bank(config["bank"]) if config.get("bank") else None
         model = AlephLM(run_cfg.model, bank)
     model.to(device).train()
     opt = build_optimizer(model, run_cfg.train)
-    sched = build_scheduler(opt, run_cfg.train)
+    # A continuation keeps the donor's schedule (horizon: the donor's steps), not its own.
+    horizon = config.get("schedule_steps") or run_cfg.train.steps
+    sched = build_scheduler(opt, dataclasses.replace(run_cfg.train, steps=horizon))
     start = 0
     if state is not None:
         opt.load_state_dict(state["optimizer"])

@@ -68,7 +68,7 @@ def test_preservation_arms_set_the_codebook_treatment() -> None:
     assert trials["kernel/free"].run.head == "kernel"
 
 
-def test_graft_pairs_every_graft_with_a_cold_start_and_the_continued_donor() -> None:
+def test_graft_pairs_every_graft_with_cold_starts_and_the_donor_trained_on() -> None:
     phases = plan("graft", Options(TINY, 1))
     assert [p.name for p in phases] == ["donors", "grafts"]
     grafts = {t.arm: t for t in phases[1].trials}
@@ -79,7 +79,11 @@ def test_graft_pairs_every_graft_with_a_cold_start_and_the_continued_donor() -> 
         "mixture/cold",
         "retrofit/graft",
         "retrofit/cold",
-        "continued",
+        "depth/cold-full",
+        "mixture/cold-full",
+        "retrofit/cold-full",
+        "warm-restart",
+        "continuation",
     }
     assert grafts["depth/graft"].graft == "depth" and grafts["depth/graft"].donor == "donor-s0"
     assert grafts["depth/cold"].donor is None
@@ -87,7 +91,14 @@ def test_graft_pairs_every_graft_with_a_cold_start_and_the_continued_donor() -> 
     donor = phases[0].trials[0].run
     assert grafts["depth/graft"].run.model.n_layers == donor.model.n_layers + 2
     assert grafts["retrofit/graft"].run.head == "apmix" and donor.head == "pmix"
-    assert grafts["continued"].graft == "none" and grafts["continued"].donor == "donor-s0"
+    # Cold at the donor's whole budget: the same architecture, the donor's steps.
+    full = grafts["depth/cold-full"]
+    assert full.run.train.steps == donor.train.steps > grafts["depth/cold"].run.train.steps
+    assert full.run.model == grafts["depth/cold"].run.model and full.donor is None
+    assert grafts["warm-restart"].graft == "none" and grafts["warm-restart"].donor == "donor-s0"
+    cont = grafts["continuation"]
+    assert cont.graft == "continue" and cont.donor == "donor-s0"
+    assert cont.run.train.steps == TINY.graft_steps  # extra steps on top of the donor's
     # A given donor replaces the donor phase.
     given = plan("graft", Options(TINY, 1, donor="/some/checkpoint"))
     assert [p.name for p in given] == ["grafts"]
@@ -175,7 +186,8 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path, capsys) -> None:
     argv = ["sweep", "graft", "--dry-run", "--seeds", "1", "--data-dir", str(data)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "phase donors: 1 trial(s)" in out and "phase grafts: 7 trial(s)" in out
+    assert "phase donors: 1 trial(s)" in out and "phase grafts: 11 trial(s)" in out
+    assert "from donor-s0 (continue)" in out
     assert "graft-depth-s0" in out and "from donor-s0 (depth)" in out
     assert not data.exists()  # no store, no state: nothing ran
 

@@ -91,12 +91,22 @@ def test_graft_rows_compare_with_cold_start_and_continued_donor() -> None:
     rows = [
         _row("depth/graft", 2.4, bits=_bits(-0.3, 0.05, 1)),
         _row("depth/cold", 2.7, bits=_bits(0.0, 0.05, 2)),
-        _row("continued", 2.5, bits=_bits(-0.2, 0.05, 3)),
+        _row("depth/cold-full", 2.5, bits=_bits(-0.35, 0.05, 4)),
+        _row("donor", 2.6, bits=_bits(-0.1, 0.05, 5)),
+        _row("warm-restart", 2.5, bits=_bits(-0.2, 0.05, 3)),
+        _row("continuation", 2.5, bits=_bits(-0.3, 0.05, 6)),
     ]
     table = {t["arm"]: t for t in arm_table("graft", rows)}
-    assert table["depth/graft"]["delta"] == pytest.approx(-0.3, abs=0.005)
-    assert table["depth/graft"]["delta_vs_continued"] == pytest.approx(-0.1, abs=0.005)
-    assert table["depth/graft"]["delta_vs_continued_verdict"] == "lower"
+    graft = table["depth/graft"]
+    assert graft["delta"] == pytest.approx(-0.3, abs=0.005) and graft["reference"] == "depth/cold"
+    assert graft["delta_vs_warm_restart"] == pytest.approx(-0.1, abs=0.005)
+    assert graft["delta_vs_warm_restart_verdict"] == "lower"
+    assert graft["delta_vs_cold_full"] == pytest.approx(0.05, abs=0.005)
+    assert graft["delta_vs_cold_full_verdict"] == "higher"
+    assert graft["delta_vs_donor"] == pytest.approx(-0.2, abs=0.005)
+    assert graft["delta_vs_continuation_verdict"] == "within noise"
+    markdown = to_markdown({"sweep": "s", "program": "graft", "arms": list(table.values())})
+    assert "(vs cold-full +0.0" in markdown and "; vs continuation " in markdown
 
 
 def test_contrast_table_and_dependence_ratio() -> None:

@@ -203,3 +203,66 @@ def test_a_stopped_run_resumes_from_its_checkpoint(data: Path) -> None:
     run = client.get_run(out.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
     _assert_resumed_at_checkpoint(_steps(uri, out.run_id, "bpb"))
+
+
+def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [
+        (m.step, m.value) for m in sorted(_client(uri).get_metric_history(run_id, key), key=_order)
+    ]
+
+
+def test_a_continuation_is_the_donors_run_going_on(data: Path) -> None:
+    """--graft continue: a 6-step donor continued for 4 steps is the 10-step run, step by step
+    (a constant lr, so both have one schedule): the donor's Adam moments, step count and data
+    stream carry over. A warm restart would start Adam afresh and differ from step 7."""
+    flat = ("train.log_every=1", "train.batch_size=4", "train.eval_windows=8", "train.seed=3")
+    flat += ("train.warmup_steps=0", "train.lr_final_frac=1.0")
+    straight = train_aleph(_job(data, sets=(*flat, "train.steps=10")), progress=lambda s: None)
+    donor = train_aleph(_job(data, sets=(*flat, "train.steps=6")), progress=lambda s: None)
+    assert (donor.checkpoint / "train_state.pt").is_file()  # kept for a continuation
+    logged = {
+        a.path for a in _client(donor.tracking_uri).list_artifacts(donor.run_id, "checkpoint")
+    }
+    assert "checkpoint/model.safetensors" in logged and "checkpoint/train_state.pt" not in logged
+    job = _job(
+        data, sets=(*flat, "train.steps=4"), init_from=str(donor.checkpoint), graft="continue"
+    )
+    cont = train_aleph(job, progress=lambda s: None)
+    uri = cont.tracking_uri
+    got = _history(uri, cont.run_id, "loss_main")
+    assert [s for s, _ in got] == [7, 8, 9, 10]
+    want = [v for s, v in _history(uri, straight.run_id, "loss_main") if s > 6]
+    np.testing.assert_allclose([v for _, v in got], want, rtol=1e-5)
+    assert json.loads((cont.checkpoint / "meta.json").read_text())["step"] == 10
+    assert _client(uri).get_run(cont.run_id).data.tags["graft"] == "continue"
+
+    # Its schedule is the donor's: after a 4-step cosine donor, 2 more steps at the floor.
+    cosine = ("train.log_every=1", "train.batch_size=4", "train.eval_windows=8", "train.seed=4")
+    donor = train_aleph(_job(data, sets=(*cosine, "train.steps=4")), progress=lambda s: None)
+    job = _job(
+        data, sets=(*cosine, "train.steps=2"), init_from=str(donor.checkpoint), graft="continue"
+    )
+    cont = train_aleph(job, progress=lambda s: None)
+    run = get_scale("tiny").run_config("pmix", cosine).train
+    lrs = _history(cont.tracking_uri, cont.run_id, "lr")
+    assert [s for s, _ in lrs] == [5, 6]
+    assert [v for _, v in lrs] == pytest.approx([run.lr * run.lr_final_frac] * 2, rel=1e-6)
+
+
+def test_a_donor_that_cannot_be_continued_is_refused(data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    donor = train_aleph(
+        _job(data, sets=(*TINY, "train.steps=2", "train.seed=5")), progress=lambda s: None
+    )
+    old = tmp_path / "old"
+    shutil.copytree(donor.checkpoint, old)
+    (old / "train_state.pt").unlink()  # as written before final checkpoints kept it
+    with pytest.raises(GeolipError, match="--graft continue needs the donor's optimizer state"):
+        train_aleph(_job(data, init_from=str(old), graft="continue"), progress=lambda s: None)
+    bigger = (*TINY, "model.n_layers=3")
+    with pytest.raises(GeolipError, match="continues the donor's own model.*n_layers"):
+        train_aleph(
+            _job(data, sets=bigger, init_from=str(donor.checkpoint), graft="continue"),
+            progress=lambda s: None,
+        )

@@ -1,0 +1,42 @@
+"""The survey's bank-swap table (spec §13.4): one row per swap trial (``tune.banks``)."""
+
+from __future__ import annotations
+
+import math
+
+from geolip.paired import Estimate
+
+
+def _fmt(x, spec: str = ".4f") -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def swap_table(rows: list[dict]) -> list[dict]:
+    """The survey's bank swaps (spec §13.4), one row per swap trial: the eval bank's label,
+    overlap with the trained bank, coverage and bits/byte on both, Δ ± SE and its verdict."""
+    out = []
+    for r in sorted((r for r in rows if r["kind"] == "bank_swap"), key=lambda r: r["arm"]):
+        m = {k.removeprefix("swap/"): v for k, v in r["metrics"].items()}
+        se = m.get("delta_bpb_se", math.nan)
+        d = Estimate(m.get("delta_bpb", math.nan), se, se, 0.0, 0, 1)
+        out.append({"arm": r["arm"], "seed": r["seed"], **m, "verdict": d.verdict()})
+    return out
+
+
+def swap_lines(table: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "bank swap (no retraining; Δ = swapped − trained, paired over the held-out targets):",
+        "",
+        "| swap | seed | overlap | coverage trained → swapped | bpb trained → swapped | Δ ± SE "
+        "| verdict |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for t in table:
+        lines.append(
+            f"| {t['arm']} | {t['seed']} | {_fmt(t.get('overlap'), '.3f')} | "
+            f"{_fmt(t.get('coverage_trained'), '.3f')} → {_fmt(t.get('coverage_swapped'), '.3f')} | "
+            f"{_fmt(t.get('bpb_trained_bank'))} → {_fmt(t.get('bpb_swapped_bank'))} | "
+            f"{_fmt(t.get('delta_bpb'), '+.4f')} ± {_fmt(t.get('delta_bpb_se'))} | {t['verdict']} |"
+        )
+    return lines
