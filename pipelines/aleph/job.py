@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from atlas.corpus import encode_text, iter_split
-from geolip.aleph.bank import TrigramBank, bank_from_bytes, load_bank, save_bank
+from geolip.aleph.bank import TrigramBank, save_bank
 from geolip.aleph.checkpoint import load_checkpoint, save_checkpoint
 from geolip.aleph.config import AlephRunConfig
 from geolip.aleph.data import fixed_eval_batches
@@ -36,9 +36,10 @@ from geolip.aleph.experiments.graft import (
 )
 from geolip.aleph.model import AlephLM
 from geolip.config import config_diff, config_hash
+from pipelines.aleph.banks import bank_file, resolve_bank
 from pipelines.aleph.continuation import GRAFT as CONTINUE
 from pipelines.aleph.continuation import Continuation, continuation_of
-from pipelines.atlas.corpus_atlas import BANK_SOURCES, ensure_corpus_bank
+from pipelines.atlas.corpus_atlas import BANK_SOURCES
 from pipelines.byte_shards import ByteShards, build_byte_shards, built_byte_shards, read_side
 from pipelines.errors import GeolipError
 from pipelines.run_storage import has_checkpoint, subdirs
@@ -138,7 +139,7 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
         )
     donor = init_donor(job) if job.init_from else None
     cont = continuation_of(job.init_from, job.run) if job.graft == CONTINUE else None
-    bank, origin = _resolve_bank(job, donor, shards)
+    bank, origin = resolve_bank(job, donor, shards)
     target = cont.run if cont is not None else job.run
     model = graft_donor(donor, target, job.graft, bank) if donor is not None else None
     run = dataclasses.replace(target, model=model.cfg) if model is not None else target
@@ -267,14 +268,6 @@ def check_files(job: TrainJob) -> None:
         graft_donor(init_donor(job), job.run, job.graft, None)
 
 
-def bank_file(path: str) -> TrigramBank:
-    """The bank of ``--bank PATH``; a missing or unreadable file names the flag."""
-    try:
-        return load_bank(Path(path).expanduser().resolve())
-    except ValueError as exc:  # BankError
-        raise GeolipError(f"--bank: {exc}") from exc
-
-
 def check_corpus(job: TrainJob) -> None:
     """Each side of the corpus holds at least one window, read before any shard is written (a
     corpus too short used to fail after its shards and the tracking store were made). Shards
@@ -338,32 +331,6 @@ def init_donor(job: TrainJob) -> AlephLM:
         return load_donor(job.init_from)
     except ValueError as exc:  # CheckpointError
         raise GeolipError(f"--init-from: {exc}") from exc
-
-
-def _resolve_bank(
-    job: TrainJob, donor: AlephLM | None, shards: ByteShards
-) -> tuple[TrigramBank | None, str | None]:
-    """``(bank, where it was cut)``: ``--bank FILE``, else the donor's, else cut from the
-    corpus' atlas (or, with ``bank_source="frequency"``, from the train shards)."""
-    if not job.run.model.uses_bank:
-        return None, None
-    if job.bank:
-        return bank_file(job.bank), None
-    if donor is not None and donor.bank is not None:
-        return donor.bank, None
-    size = job.run.train.bank_size
-    if job.bank_source == "frequency":
-        return train_bank(shards, job.corpus, size), None
-    path = ensure_corpus_bank(job.corpus, job.ctx.data_dir, shards, size)
-    return load_bank(path), f"{path} (cut from the corpus' atlas)"
-
-
-def train_bank(shards: ByteShards, corpus: str, size: int) -> TrigramBank:
-    """The top-``size`` trigrams of the corpus' train side (a bank cut from the byte shards)."""
-    train = read_side(shards, "train").tobytes()
-    return bank_from_bytes(
-        train, size, {"source": "frequency", "corpus": corpus, "split": "train", "cut": "top-N"}
-    )
 
 
 def graft_donor(donor: AlephLM, run: AlephRunConfig, op: str, bank) -> AlephLM:
