@@ -6,8 +6,11 @@ Programs and what they reproduce (spec §10-§14, the model card in ``shared/see
   and each head's softmax twin (``softmax/<arm>``, ``model.attn=softmax``) on the sparse bank.
 - ``preservation`` (exp_009/010): the codebook arms of §11.1 under pmix, apmix and kernel.
 - ``survey`` (exp_010): kernel-aux dose ladder, write-head aux, bank vocabulary swap, context length.
-- ``graft`` (§13): depth L→L+2, mixture J→2J, head pmix→apmix, each against a cold start of the
-  same architecture and budget and against the donor continued for the same steps.
+- ``graft`` (§13): depth L→L+2, mixture J→2J, head pmix→apmix, each against cold starts of the
+  same architecture at its own and at the donor's budget, the donor, and the donor trained on
+  for the same steps (a warm restart and a true continuation).
+- ``hemispheres`` (the two-hemisphere law): routing-only heads (byte, pmix) and heads that
+  predict through the codebook (kernel, apmix) with streamed long context; erank slopes.
 - ``ladder`` (§12): address dimension D over the scale's ladder, with and without τ_D.
 - ``contrast`` (§10): permute/randomize Δbpb of every checkpoint of a battery (its own or a given
   sweep's).
@@ -36,6 +39,17 @@ BATTERY_HEADS = {
     "pmix8": {"kind": "pmix", "n_pointers": 8},
     "apmix": {"kind": "apmix"},
 }
+HEMISPHERE_HEADS = {
+    "routing/byte": "byte",
+    "routing/pmix": "pmix",
+    "prediction/kernel": "kernel",
+    "prediction/apmix": "apmix",
+}
+"""The two-hemisphere law's arms: heads that read the codebook only through routing, and heads
+that score candidates through it (prediction error reaches the codebook)."""
+HEMISPHERE_SEGMENTS = 4
+"""Streamed long context ``[proposed]``: each training window is 4 segments of ``seq_trigrams``
+with the hub state carried across them (``model.n_segments``)."""
 PRESERVATION_HEADS = ("pmix", "apmix", "kernel")
 PRESERVATION_ARMS = (
     "free",
@@ -187,6 +201,20 @@ def survey(opts: Options) -> list[Phase]:
     return [Phase("survey", tuple(trials)), Phase("bank-swap", tuple(swaps))]
 
 
+def hemispheres(opts: Options) -> list[Phase]:
+    """Routing-only and prediction-employing heads with streamed long context (the model card's
+    two-hemisphere law); the summary has each arm's erank trajectory and slope (``tune.erank``)."""
+    trials = []
+    for seed in range(opts.seeds):
+        for arm, kind in HEMISPHERE_HEADS.items():
+            bank = "none" if kind == "byte" else "sparse"
+            run = head_of(opts.base(bank=None if bank == "none" else bank), kind=kind)
+            run = model_of(run, n_segments=HEMISPHERE_SEGMENTS)
+            tags = {"hemisphere": arm.partition("/")[0]}
+            trials.append(_train(opts, arm.replace("/", "-"), arm, seed, run, bank, tags=tags))
+    return [Phase("hemispheres", tuple(trials))]
+
+
 def graft(opts: Options) -> list[Phase]:
     """Donors (pmix, J=4) first, unless ``--donor`` names one; then every graft and its controls."""
     base = opts.base()
@@ -318,6 +346,7 @@ PROGRAMS: dict[str, Callable[[Options], list[Phase]]] = {
     "preservation": preservation,
     "survey": survey,
     "graft": graft,
+    "hemispheres": hemispheres,
     "ladder": ladder,
     "contrast": contrast,
     "search": search,

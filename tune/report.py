@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 
 from pipelines.plots import bars_figure
 from pipelines.tracking import RunLogger, client, metric_history
+from tune.erank import erank_figure, erank_histories, erank_lines, erank_table
 from tune.plots import arm_curves_figure
 from tune.ranking import attach_heldout, delta_columns, heldout_columns, noise_note, rank
 from tune.spec import SweepError
@@ -218,6 +219,9 @@ def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) ->
         summary["contrast"], summary["dependence"] = contrast_table(rows)
     if program == "survey":
         summary["bank_swap"] = swap_table(rows)
+    if program == "hemispheres":
+        summary["erank_histories"] = erank_histories(uri, rows)
+        summary["erank"] = erank_table(summary["erank_histories"])
     if program == "search":
         summary["search"] = search_table(rows)
     markdown = to_markdown(summary)
@@ -270,6 +274,8 @@ def to_markdown(summary: dict) -> str:
             )
     if summary.get("bank_swap"):
         lines += swap_lines(summary["bank_swap"])
+    if summary.get("erank"):
+        lines += erank_lines(summary["erank"])
     if summary.get("search"):
         lines += [
             "",
@@ -364,6 +370,9 @@ def _log_plots(logger, uri: str, summary: dict, rows: list[dict]) -> None:
             ),
             "contrast.png",
         )
+    if summary.get("erank"):
+        fig = erank_figure(summary["erank_histories"], summary["erank"])
+        logger.log_figure(fig, "erank.png")
     histories = _gauge_histories(uri, rows)
     if histories:
         logger.log_figure(

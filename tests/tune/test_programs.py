@@ -147,6 +147,19 @@ def test_ladder_and_survey_and_search() -> None:
     assert set(search.search["space"]) == {"train.lr", "model.tau", "model.K", "model.chunk"}
 
 
+def test_hemispheres_pair_routing_and_prediction_heads_with_streamed_context() -> None:
+    (phase,) = plan("hemispheres", Options(TINY, 2))
+    arms = {t.arm: t for t in phase.trials}
+    assert set(arms) == {"routing/byte", "routing/pmix", "prediction/kernel", "prediction/apmix"}
+    assert len(phase.trials) == 8  # two seeds
+    assert {t.run.model.n_segments for t in phase.trials} == {4}
+    assert arms["routing/byte"].bank == "none" and arms["prediction/kernel"].bank == "sparse"
+    assert arms["prediction/apmix"].run.head == "apmix"
+    assert arms["routing/pmix"].tags["hemisphere"] == "routing"
+    base = TINY.base()
+    assert arms["routing/pmix"].run.model.seq_trigrams == base.model.seq_trigrams
+
+
 def test_user_sets_apply_last_to_every_train_trial() -> None:
     sets = (("train.lr", 0.005), ("model.head.n_pointers", 2))
     trials = [t for t in _trials("graft", sets=sets) if t.kind == "train"]

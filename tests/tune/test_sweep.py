@@ -9,6 +9,8 @@ the model card's qualitative result; ``geolip sweep report`` re-renders it from 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from pipelines.cli import main
@@ -150,3 +152,21 @@ def test_survey_bank_swap_scores_a_bank_of_other_vocabulary(ray_session, tmp_pat
     assert main(["sweep", "report", out.run_id, "--data-dir", data, "--no-log"]) == 0
     text = capsys.readouterr().out
     assert "bank swap (no retraining" in text and "| swap/corpus | 0 |" in text
+
+
+def test_hemispheres_show_erank_trajectories_and_their_slopes(ray_session, tmp_path):
+    arms = ("routing/pmix", "prediction/kernel")
+    out = run_sweep(
+        _job(tmp_path, "hemispheres", scale="smoke", arms=arms), progress=lambda s: None
+    )
+    table = {t["arm"]: t for t in out.summary["erank"]}
+    assert set(table) == set(arms)
+    for arm, t in table.items():
+        assert t["n"] == 1 and math.isfinite(t["slope"]) and t["sign"] != "—", arm
+        assert 1.0 <= t["erank_last"] <= 4.0 + 1e-6  # K=64 unit directions in D=4
+    runs = _children(out)
+    assert runs["routing-pmix-s0"].data.params["config.model.n_segments"] == "4"
+    from mlflow.tracking import MlflowClient
+
+    plots = {a.path for a in MlflowClient(out.tracking_uri).list_artifacts(out.run_id, "plots")}
+    assert "plots/erank.png" in plots
