@@ -15,7 +15,9 @@ def swap_table(rows: list[dict]) -> list[dict]:
     """The survey's bank swaps (spec §13.4), one row per swap trial: the eval bank's label,
     overlap with the trained bank, coverage and bits/byte on both, Δ ± SE and its verdict."""
     out = []
-    for r in sorted((r for r in rows if r["kind"] == "bank_swap"), key=lambda r: r["arm"]):
+    for r in sorted(
+        (r for r in rows if r["kind"] == "bank_swap"), key=lambda r: (r["arm"], r["seed"])
+    ):
         m = {k.removeprefix("swap/"): v for k, v in r["metrics"].items()}
         se = m.get("delta_bpb_se", math.nan)
         d = Estimate(m.get("delta_bpb", math.nan), se, se, 0.0, 0, 1)
