@@ -137,13 +137,19 @@ def _ranked(codes: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def select_bank(
-    scores: dict[str, tuple[np.ndarray, np.ndarray]], size: int, quotas: dict[str, float]
+    scores: dict[str, tuple[np.ndarray, np.ndarray]],
+    size: int,
+    quotas: dict[str, float],
+    clamp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """§4.2 on precomputed scores: ``(codes [N], log_prior [N], contributions)``, rows ordered by
-    pooled score (highest first)."""
+    pooled score (highest first). A ``size`` above the distinct trigrams is refused, or with
+    ``clamp`` cut down to them."""
     if not scores:
         raise AtlasError("the atlas holds no entry of 3 bytes or more: no trigram to choose")
     all_codes = np.unique(np.concatenate([c for c, _ in scores.values()]))
+    if clamp:
+        size = min(size, len(all_codes))
     if size > len(all_codes):
         raise AtlasError(
             f"bank size {size} is larger than the {len(all_codes)} distinct trigrams this atlas "
@@ -204,11 +210,7 @@ def build_bank(
             f"atlas {root} was built from split {corpus.get('split')!r}: banks come from the "
             "training split only (pass allow_split / --allow-split to override)"
         )
-    scores = trigram_scores(root)
-    requested = size
-    if clamp and scores:
-        size = min(size, len(np.unique(np.concatenate([c for c, _ in scores.values()]))))
-    codes, log_prior, contributions = select_bank(scores, size, q)
+    codes, log_prior, contributions = select_bank(trigram_scores(root), size, q, clamp)
     trigrams = np.stack([codes // 65536, (codes // 256) % 256, codes % 256], axis=1)
     provenance = {
         "format": BANK_FORMAT,
@@ -216,8 +218,8 @@ def build_bank(
         "atlas": str(root),
         "config_hash": manifest.get("config_hash"),
         "corpus": {k: corpus.get(k) for k in ("uri", "split", "fingerprint", "heldout_fraction")},
-        "size": size,
-        "requested": requested,
+        "size": len(codes),
+        "requested": size,
         "quotas": q,
         "contributions": contributions,
         "prior": "log of the pooled normalised score (1/S) sum_s c_s(x) / sum_x c_s(x)",

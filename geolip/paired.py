@@ -52,12 +52,18 @@ class Estimate:
 
     def verdict(self, z: float = Z) -> str:
         """``"within noise"``, ``"lower"`` (better) or ``"higher"`` than the reference."""
-        if not math.isfinite(self.se) or abs(self.mean) <= z * self.se:
-            return "within noise"
-        return "lower" if self.mean < 0 else "higher"
+        return verdict(self.mean, self.se, z)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def verdict(delta: float, se: float, z: float = Z) -> str:
+    """A Δ with its SE read as ``"within noise"`` (``|Δ| <= z·SE``, or no finite SE),
+    ``"lower"`` or ``"higher"``."""
+    if not math.isfinite(se) or abs(delta) <= z * se:
+        return "within noise"
+    return "lower" if delta < 0 else "higher"
 
 
 def _block_se(values: np.ndarray, blocks: int) -> tuple[float, int]:

@@ -18,6 +18,7 @@ from collections import defaultdict
 
 from pipelines.plots import new_figure
 from pipelines.tracking import metric_history
+from tune.cells import fmt
 
 ERANK = "gauge/erank"
 PER = 1000
@@ -95,10 +96,6 @@ def _sign(slope: float, se: float) -> str:
     return "rises" if slope > 0 else "falls"
 
 
-def _fmt(x, spec: str) -> str:
-    return "—" if x is None or not math.isfinite(x) else format(x, spec)
-
-
 def erank_lines(table: list[dict]) -> list[str]:
     """The table as markdown."""
     lines = [
@@ -110,9 +107,9 @@ def erank_lines(table: list[dict]) -> list[str]:
     ]
     for t in table:
         lines.append(
-            f"| {t['arm']} | {t['n']} | {_fmt(t['erank_first'], '.3f')} → "
-            f"{_fmt(t['erank_last'], '.3f')} | {_fmt(t['slope'], '+.3f')} ± "
-            f"{_fmt(t['slope_se'], '.3f')} | {t['sign']} |"
+            f"| {t['arm']} | {t['n']} | {fmt(t['erank_first'], '.3f')} → "
+            f"{fmt(t['erank_last'], '.3f')} | {fmt(t['slope'], '+.3f')} ± "
+            f"{fmt(t['slope_se'], '.3f')} | {t['sign']} |"
         )
     return lines
 
@@ -131,7 +128,7 @@ def erank_figure(histories: dict[str, list[list[tuple[int, float]]]], table: lis
         steps = sorted(by_step)
         style = "--" if arm.startswith("routing/") else "-"
         t = rows.get(arm, {})
-        label = f"{arm} ({t.get('sign', '—')}, {_fmt(t.get('slope'), '+.3f')}/{PER // 1000}k)"
+        label = f"{arm} ({t.get('sign', '—')}, {fmt(t.get('slope'), '+.3f')}/{PER // 1000}k)"
         ax.plot(
             steps, [statistics.fmean(by_step[s]) for s in steps], style, marker=".", label=label
         )

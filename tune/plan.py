@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geolip.config import Changes, config_diff, config_hash
-from pipelines.atlas.corpus_atlas import BANK_SOURCES
+from pipelines.atlas.corpus_atlas import check_bank_source
 from pipelines.paths import check_dir_path
 from pipelines.run_storage import exists
 from pipelines.runtime import RunContext
@@ -136,10 +136,7 @@ def check_options(job: SweepJob) -> tuple[SweepScale, int]:
         )
     if not job.ctx.experiment.strip():
         raise SweepError("--experiment: expected an MLflow experiment name, got ''")
-    if job.bank_source not in BANK_SOURCES:
-        raise SweepError(
-            f"--bank-source must be one of {list(BANK_SOURCES)}, got {job.bank_source!r}"
-        )
+    check_bank_source(job.bank_source)
     check_corpus(job.corpus)
     if job.program == "survey":
         _check_swap(job)

@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 
 from pipelines.plots import bars_figure
 from pipelines.tracking import RunLogger, client, metric_history
+from tune.cells import fmt
 from tune.erank import erank_figure, erank_histories, erank_lines, erank_table
 from tune.plots import arm_curves_figure
 from tune.ranking import attach_heldout, delta_columns, heldout_columns, noise_note, rank
@@ -246,10 +247,6 @@ def employment_of(verdicts) -> str:
     return ", ".join(f"{v} ×{n}" for v, n in counts.most_common())
 
 
-def _fmt(x, spec: str = ".4f") -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
 def to_markdown(summary: dict) -> str:
     lines = [f"## {summary['sweep']} ({summary['program']})", ""]
     if summary["arms"] and not summary.get("search"):
@@ -262,9 +259,9 @@ def to_markdown(summary: dict) -> str:
         ]
         for t in summary["contrast"]:
             lines.append(
-                f"| {t['arm']} | {t['n']} | {_fmt(t['base_bpb'])} | "
-                f"{_fmt(t['permute'], '+.4f')} ± {_fmt(t['permute_std'])} | "
-                f"{_fmt(t['randomize'], '+.4f')} ± {_fmt(t['randomize_std'])} |"
+                f"| {t['arm']} | {t['n']} | {fmt(t['base_bpb'])} | "
+                f"{fmt(t['permute'], '+.4f')} ± {fmt(t['permute_std'])} | "
+                f"{fmt(t['randomize'], '+.4f')} ± {fmt(t['randomize_std'])} |"
             )
         for op, d in summary.get("dependence", {}).items():
             ratio = "∞ (open loop at fp noise)" if math.isinf(d["ratio"]) else f"{d['ratio']:.1f}"
@@ -285,15 +282,15 @@ def to_markdown(summary: dict) -> str:
             "|---|---|---:|",
         ]
         lines += [
-            f"| {t['sample']} | {t['status']} | {_fmt(t['val_bpb'])} |" for t in summary["search"]
+            f"| {t['sample']} | {t['status']} | {fmt(t['val_bpb'])} |" for t in summary["search"]
         ]
     return "\n".join(lines)
 
 
 def _pm(mean, se, spec: str = ".4f") -> str:
     """``2.6000 ± 0.0031`` (the ± part only where there is an SE)."""
-    text = _fmt(mean, spec)
-    return text if se is None or math.isnan(se) else f"{text} ± {_fmt(se)}"
+    text = fmt(mean, spec)
+    return text if se is None or math.isnan(se) else f"{text} ± {fmt(se)}"
 
 
 def _arm_lines(arms: list[dict]) -> list[str]:
@@ -316,8 +313,8 @@ def _arm_lines(arms: list[dict]) -> list[str]:
         lines.append(
             f"| {t.get('rank') or '—'} | {t['arm']} | {t['n']} | {t['failed']} | "
             f"{_pm(t.get('heldout_bpb'), t.get('heldout_se'))} | {t['reference'] or '—'} | "
-            f"{delta} | {t.get('delta_verdict') or '—'} | {_fmt(t['val_bpb'])} ± {_fmt(t['std'])} | "
-            f"{_fmt(t.get('dev'), '+.4f')} | {_fmt(t.get('erank'), '.2f')} | "
+            f"{delta} | {t.get('delta_verdict') or '—'} | {fmt(t['val_bpb'])} ± {fmt(t['std'])} | "
+            f"{fmt(t.get('dev'), '+.4f')} | {fmt(t.get('erank'), '.2f')} | "
             f"{t.get('employment') or '—'} |"
         )
     return [*lines, "", noise_note(arms)]

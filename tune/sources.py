@@ -22,8 +22,9 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def check_corpus(corpus: str, flag: str = "--corpus") -> None:
-    """``--corpus`` (or ``flag``): a malformed URI or a ``file:`` corpus naming no file is refused before
-    anything is loaded or written (``hf:`` and ``builtin:`` data is fetched later)."""
+    """``--corpus`` (or ``flag``): a malformed URI or a ``file:`` corpus naming no file is
+    refused before anything is loaded or written (``hf:`` and ``builtin:`` data is fetched
+    later)."""
     from atlas.corpus import parse_uri
     from atlas.corpus.files import resolve_paths
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import math
 
-from geolip.paired import Estimate
-
-
-def _fmt(x, spec: str = ".4f") -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+from geolip.paired import verdict
+from tune.cells import fmt
 
 
 def swap_table(rows: list[dict]) -> list[dict]:
@@ -19,9 +16,8 @@ def swap_table(rows: list[dict]) -> list[dict]:
         (r for r in rows if r["kind"] == "bank_swap"), key=lambda r: (r["arm"], r["seed"])
     ):
         m = {k.removeprefix("swap/"): v for k, v in r["metrics"].items()}
-        se = m.get("delta_bpb_se", math.nan)
-        d = Estimate(m.get("delta_bpb", math.nan), se, se, 0.0, 0, 1)
-        out.append({"arm": r["arm"], "seed": r["seed"], **m, "verdict": d.verdict()})
+        v = verdict(m.get("delta_bpb", math.nan), m.get("delta_bpb_se", math.nan))
+        out.append({"arm": r["arm"], "seed": r["seed"], **m, "verdict": v})
     return out
 
 
@@ -36,9 +32,9 @@ def swap_lines(table: list[dict]) -> list[str]:
     ]
     for t in table:
         lines.append(
-            f"| {t['arm']} | {t['seed']} | {_fmt(t.get('overlap'), '.3f')} | "
-            f"{_fmt(t.get('coverage_trained'), '.3f')} → {_fmt(t.get('coverage_swapped'), '.3f')} | "
-            f"{_fmt(t.get('bpb_trained_bank'))} → {_fmt(t.get('bpb_swapped_bank'))} | "
-            f"{_fmt(t.get('delta_bpb'), '+.4f')} ± {_fmt(t.get('delta_bpb_se'))} | {t['verdict']} |"
+            f"| {t['arm']} | {t['seed']} | {fmt(t.get('overlap'), '.3f')} | "
+            f"{fmt(t.get('coverage_trained'), '.3f')} → {fmt(t.get('coverage_swapped'), '.3f')} | "
+            f"{fmt(t.get('bpb_trained_bank'))} → {fmt(t.get('bpb_swapped_bank'))} | "
+            f"{fmt(t.get('delta_bpb'), '+.4f')} ± {fmt(t.get('delta_bpb_se'))} | {t['verdict']} |"
         )
     return lines

@@ -171,7 +171,6 @@ def _trial_context(
         corpus=job.corpus,
         bank_source=job.bank_source,
         eval_bytes=sweep.scale.eval_bytes,
-        banks=dict(sweep.scale.banks),
         swap_banks=dict(swap_banks),
         external=external,
         faults=dict(job.faults),

@@ -52,7 +52,6 @@ class TrialContext:
     corpus: str = "builtin:python-docs"
     bank_source: str = "atlas"
     eval_bytes: int = 1_000_000
-    banks: dict = field(default_factory=dict)
     swap_banks: dict = field(default_factory=dict)
     """The survey's swap bank files, ``{tune.banks.swap_key: path}`` (cut before the trials)."""
     phase: str = ""
@@ -149,8 +148,8 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
 
 
 def _source(spec: TrialSpec, ctx: TrialContext):
-    """``(model, windows, inputs)``: the source trial's model, the fixed held-out windows it was
-    scored on, and the local directory of its run's inputs (``heldout.npy``...)."""
+    """``(model, inputs)``: the source trial's model and the local directory of its run's
+    inputs (``eval_windows.safetensors``, ``heldout.npy``...)."""
     location = checkpoint_of(ctx, spec.source)
     if is_uri(location):  # published with its run's inputs beside it (pipelines.run_storage)
         path = Path(readable(location, "--data-dir"))
@@ -159,8 +158,12 @@ def _source(spec: TrialSpec, ctx: TrialContext):
         path = Path(location)
         inputs = path.parent
     model, _, _ = load_checkpoint(path)
-    windows = load_file(str(inputs / "eval_windows.safetensors"))["windows"]
-    return model, list(windows.split(16)), inputs
+    return model, inputs
+
+
+def _windows(inputs: Path) -> list:
+    """The fixed held-out windows the source trial was scored on, in batches of 16."""
+    return list(load_file(str(inputs / "eval_windows.safetensors"))["windows"].split(16))
 
 
 def _child_logger(spec: TrialSpec, ctx: TrialContext, params: dict) -> RunLogger:
@@ -176,7 +179,8 @@ def _child_logger(spec: TrialSpec, ctx: TrialContext, params: dict) -> RunLogger
 
 
 def _contrast(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
-    model, batches, _ = _source(spec, ctx)
+    model, inputs = _source(spec, ctx)
+    batches = _windows(inputs)
     report = controller_contrast(model, batches, CONTRAST_OPS, CONTRAST_SEEDS)
     metrics = {"contrast/base_bpb": report.base_bpb}
     for row in report.rows():
@@ -192,7 +196,7 @@ def _contrast(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
 def _bank_swap(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
     """§13.4: the trained model on a bank of other vocabulary (``tune.banks``), no parameter
     changes; both banks scored on the source's held-out bytes, Δ paired over its targets."""
-    model, _, inputs = _source(spec, ctx)
+    model, inputs = _source(spec, ctx)
     path = ctx.swap_banks[swap_key(spec.bank, model.bank.size)]
     other = load_bank(path)
     held = np.load(inputs / "heldout.npy", allow_pickle=False)  # what its training scored

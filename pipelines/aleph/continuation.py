@@ -20,6 +20,7 @@ from pathlib import Path
 
 from geolip.aleph.checkpoint import load_checkpoint
 from geolip.aleph.config import AlephRunConfig
+from geolip.aleph.model import AlephLM
 from geolip.config import config_diff
 from pipelines.errors import GeolipError
 from pipelines.run_storage import TRAIN_STATE
@@ -41,6 +42,8 @@ class Continuation:
     """The donor's schedule horizon (its ``train.steps``), which the continuation keeps."""
     run: AlephRunConfig
     """The continued run's config: the donor's, with ``steps = step + extra``."""
+    donor: AlephLM
+    """The donor's model (its weights are the run's start)."""
 
 
 def continuation_of(init_from: str, run: AlephRunConfig) -> Continuation:
@@ -70,6 +73,5 @@ def continuation_of(init_from: str, run: AlephRunConfig) -> Continuation:
         log_every=run.train.log_every,
         eval_windows=run.train.eval_windows,
     )
-    return Continuation(
-        state, step, donor_run.train.steps, dataclasses.replace(donor_run, train=train)
-    )
+    continued = dataclasses.replace(donor_run, train=train)
+    return Continuation(state, step, donor_run.train.steps, continued, donor)

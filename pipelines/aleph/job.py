@@ -39,7 +39,7 @@ from geolip.config import config_diff, config_hash
 from pipelines.aleph.banks import bank_file, resolve_bank
 from pipelines.aleph.continuation import GRAFT as CONTINUE
 from pipelines.aleph.continuation import Continuation, continuation_of
-from pipelines.atlas.corpus_atlas import BANK_SOURCES
+from pipelines.atlas.corpus_atlas import check_bank_source
 from pipelines.byte_shards import ByteShards, build_byte_shards, built_byte_shards, read_side
 from pipelines.errors import GeolipError
 from pipelines.run_storage import has_checkpoint, subdirs
@@ -137,8 +137,8 @@ def prepare_job(job: TrainJob, progress=print) -> PreparedJob:
             f"corpus {job.corpus!r} has no validation split (0 held-out bytes); use a larger "
             "corpus or one whose documents can be split"
         )
-    donor = init_donor(job) if job.init_from else None
     cont = continuation_of(job.init_from, job.run) if job.graft == CONTINUE else None
+    donor = cont.donor if cont is not None else init_donor(job) if job.init_from else None
     bank, origin = resolve_bank(job, donor, shards)
     target = cont.run if cont is not None else job.run
     model = graft_donor(donor, target, job.graft, bank) if donor is not None else None
@@ -197,10 +197,7 @@ def check_flags(job: TrainJob) -> None:
     job.ctx.check_workers()
     if job.data_mode not in DATA_MODES:
         raise GeolipError(f"data mode must be one of {list(DATA_MODES)}, got {job.data_mode!r}")
-    if job.bank_source not in BANK_SOURCES:
-        raise GeolipError(
-            f"--bank-source must be one of {list(BANK_SOURCES)}, got {job.bank_source!r}"
-        )
+    check_bank_source(job.bank_source)
     if job.graft not in GRAFTS:
         raise GeolipError(f"--graft must be one of {list(GRAFTS)}, got {job.graft!r}")
     if job.graft != "none" and not job.init_from:

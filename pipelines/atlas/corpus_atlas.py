@@ -32,6 +32,12 @@ BANK_SOURCES = ("atlas", "frequency")
 (spec §4.2, the default) or the plain top-N frequency of the train side's aligned trigrams."""
 
 
+def check_bank_source(value: str) -> None:
+    """``--bank-source``: one of ``BANK_SOURCES``."""
+    if value not in BANK_SOURCES:
+        raise GeolipError(f"--bank-source must be one of {list(BANK_SOURCES)}, got {value!r}")
+
+
 def bank_atlas_config(shards: ByteShards) -> AtlasConfig:
     """The atlas banks are cut from: the default build (spec §4.2) on the shards' split."""
     from atlas.config import AtlasConfig
