@@ -10,6 +10,7 @@ which imports Ray, is imported at all.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from pipelines.atlas.corpus_atlas import BANK_SOURCES
 from pipelines.capacity import add_capacity_arguments, capacity_settings
@@ -31,6 +32,7 @@ PROGRAM_HELP = {
     "ladder": "address dimension D ladder, with and without the tau_D control (§12)",
     "contrast": "controller contrast (permute/randomize) over a battery's checkpoints (§10)",
     "search": "ASHA search over lr, tau, K and chunk on held-out bits/byte",
+    "svae": "SVAE lens rungs (D_lens) x 3 seeds on structured patches and their shuffled control: mechanism A/B verdict (svae.md §14)",
 }
 
 
@@ -66,6 +68,12 @@ def _add(p: argparse.ArgumentParser) -> None:
         default=SWAP_QUOTAS,
         help=f"survey: stratum quotas of the 'mix' swap bank (default {SWAP_QUOTAS})",
     )
+    p.add_argument(
+        "--svae-data",
+        default="images:structured",
+        help="svae: the data (features:DIR | images:structured | text:CORPUS_URI), each run's "
+        "control its patch-shuffled copy",
+    )
     p.add_argument("--donor", default=None, help="graft: donor checkpoint dir or MLflow run id")
     p.add_argument(
         "--from",
@@ -99,7 +107,7 @@ def job_from_args(program: str, args: argparse.Namespace):
     """The ``SweepJob`` of ``geolip sweep PROGRAM``: ``--set`` is parsed here, once."""
     from geolip.config import parse_overrides
     from pipelines.runtime import RunContext
-    from tune.plan import SweepJob
+    from tune.plan import SweepJob, svae_base
     from tune.spec import sweep_scale
 
     ctx = RunContext.create(
@@ -112,13 +120,12 @@ def job_from_args(program: str, args: argparse.Namespace):
         max_failures=0,
         resume=args.resume,
     )
-    return SweepJob(
+    job = SweepJob(
         program=program,
         ctx=ctx,
         scale=args.scale,
         seeds=args.seeds,
         arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
-        sets=parse_overrides(sweep_scale(args.scale).base(), args.overrides),
         corpus=args.corpus,
         bank_source=args.bank_source,
         swap_corpus=args.swap_corpus,
@@ -128,7 +135,11 @@ def job_from_args(program: str, args: argparse.Namespace):
         name=args.name,
         dry_run=args.dry_run,
         max_failures=args.max_failures,
+        svae_data=args.svae_data,
     )
+    # --set keys are the program's config's: an AlephRunConfig's, or the SVAE run's.
+    base = svae_base(job) or sweep_scale(args.scale).base()
+    return dataclasses.replace(job, sets=parse_overrides(base, args.overrides))
 
 
 def _runner(program: str):

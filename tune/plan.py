@@ -1,7 +1,8 @@
 """Planning ``geolip sweep PROGRAM``: every check that needs no cluster, then the plan.
 
 Nothing here imports Ray or torch at module level (MLflow is read only for ``--from`` and
-``--donor`` lookups, torch loaded only for a graft's donor), so bad input is refused in about a
+``--donor`` lookups, torch loaded only for a graft's donor and the ``svae`` program's data
+spec), so bad input is refused in about a
 second and a dry run prints its plan without starting anything.
 
 Order: the options alone (scale, seeds, workers, name, corpus, the programs that take ``--donor``
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from geolip.config import Changes, config_diff, config_hash
 from pipelines.atlas.corpus_atlas import check_bank_source
+from pipelines.errors import GeolipError
 from pipelines.paths import check_dir_path
 from pipelines.run_storage import exists
 from pipelines.runtime import RunContext
@@ -63,6 +65,9 @@ class SweepJob:
     builtin one, ``tune.banks.default_swap_corpus``)."""
     swap_quotas: str = SWAP_QUOTAS
     """The stratum quotas of the survey's ``mix`` swap bank (``atlas.bank.parse_quotas``)."""
+    svae_data: str = "images:structured"
+    """The ``svae`` program's data (``geolip train svae --data``): the structured patches whose
+    patch-shuffled copy is each run's control."""
     donor: str | None = None
     source: str | None = None
     driver_cpus: float = 0.5
@@ -101,7 +106,9 @@ def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
         source = last_battery(uri, job.ctx.experiment, job.corpus)
         if source is not None:
             progress(f"contrast: the checkpoints of the last seed battery, {source['name']}")
-    opts = Options(sc, seeds, tuple(job.arms), job.sets, donor and str(donor), source)
+    opts = Options(
+        sc, seeds, tuple(job.arms), job.sets, donor and str(donor), source, svae_base(job)
+    )
     phases = plan(job.program, opts)
     check_batches(phases, job.ctx.workers)
     name = job.name or sweep_name(job, seeds, source and source["name"])
@@ -121,7 +128,8 @@ def check_options(job: SweepJob) -> tuple[SweepScale, int]:
     if job.program not in PROGRAMS:
         raise SweepError(f"unknown program {job.program!r}; programs: {', '.join(PROGRAMS)}")
     sc = sweep_scale(job.scale)
-    seeds = sc.seeds if job.seeds is None else job.seeds
+    default = sc.svae.seeds if job.program == "svae" else sc.seeds
+    seeds = default if job.seeds is None else job.seeds
     if seeds < 1:
         raise SweepError(f"--seeds must be >= 1, got {seeds}")
     job.ctx.check_workers()
@@ -140,7 +148,27 @@ def check_options(job: SweepJob) -> tuple[SweepScale, int]:
     check_corpus(job.corpus)
     if job.program == "survey":
         _check_swap(job)
+    if job.program == "svae" and job.ctx.storage:
+        raise SweepError(
+            f"geolip sweep svae: --data-dir {job.ctx.storage} is on object storage; SVAE runs "
+            "keep their data and checkpoints on a local data directory (a shared filesystem "
+            "on a cluster)"
+        )
     return sc, seeds
+
+
+def svae_base(job: SweepJob):
+    """The config ``--set`` changes of the ``svae`` program apply to: ``job.svae_data``'s
+    (``pipelines.svae.data.run_config``) at the scale's budget; None for other programs."""
+    if job.program != "svae":
+        return None
+    from pipelines.svae.data import run_config  # torch: only for this program
+
+    try:
+        run = run_config(job.svae_data)
+    except GeolipError as exc:  # its messages name `train svae`'s flag
+        raise SweepError(str(exc).replace("--data ", "--svae-data ", 1)) from None
+    return sweep_scale(job.scale).svae.base(run)
 
 
 def _check_swap(job: SweepJob) -> None:
@@ -156,11 +184,12 @@ def _check_swap(job: SweepJob) -> None:
 
 
 def check_batches(phases: list[Phase], workers: int) -> None:
-    """Every train trial's global batch must split evenly over ``--workers``."""
-    for t in (t for p in phases for t in p.trials if t.run is not None):
-        if t.run.train.batch_size % workers:
+    """Every train and svae trial's global batch must split evenly over ``--workers``."""
+    for t in (t for p in phases for t in p.trials):
+        run = t.run or t.svae
+        if run is not None and run.train.batch_size % workers:
             raise SweepError(
-                f"train.batch_size {t.run.train.batch_size} of trial {t.key} (the global batch) "
+                f"train.batch_size {run.train.batch_size} of trial {t.key} (the global batch) "
                 f"must be divisible by --workers {workers}"
             )
 
@@ -192,6 +221,8 @@ def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:
         "source": source or job.source,
         "workers": job.ctx.workers,
     }
+    if job.program == "svae":
+        identity["svae_data"] = job.svae_data
     if job.program == "survey":  # the swap banks are part of its results
         identity["swap"] = [job.swap_corpus or default_swap_corpus(job.corpus), job.swap_quotas]
     return f"sweep-{job.program}-{job.scale}-{config_hash(identity, 8)}"
@@ -199,28 +230,33 @@ def sweep_name(job: SweepJob, seeds: int, source: str | None = None) -> str:
 
 def plan_text(sweep: PlannedSweep) -> str:
     """The plan as text: per phase, each trial's kind, head and how its config differs from
-    the scale's base config."""
+    the scale's base config (the ``svae`` program's: its data's at the scale's budget)."""
     base, lines = sweep.scale.base(), []
+    svae = svae_base(sweep.job)
+    hidden = ("train.seed", "model.head.kind", "model.seed")
     for p in sweep.phases:
         lines.append(
             f"phase {p.name}: {len(p.trials)} trial(s)"
             + (f", ASHA over {sorted(p.search['space'])}" if p.search else "")
         )
         for t in p.trials:
-            diff = config_diff(base, t.run) if t.run is not None else {}
-            shown = {
-                k: b for k, (_, b) in diff.items() if k not in ("train.seed", "model.head.kind")
-            }
+            diff = {}
+            if t.run is not None or t.svae is not None:
+                diff = config_diff(base, t.run) if t.run is not None else config_diff(svae, t.svae)
+            shown = {k: b for k, (_, b) in diff.items() if k not in hidden}
             extra = " ".join(f"{k}={short(b)}" for k, b in shown.items())
             dep = f" from {t.donor} ({t.graft})" if t.donor else ""
             dep = dep or (f" of {t.source}" if t.source else "")
             lines.append(f"  {t.key:<28} {t.kind:<9} {t.head:<6} {extra}{dep}")
     total = sum(len(p.trials) for p in sweep.phases)
     sets = " ".join(f"{k}={v}" for k, v in sweep.job.sets)
-    lines.append(
-        f"{total} trials; preset {sweep.scale.preset}, {sweep.scale.steps} steps per "
-        f"cold run" + (f", --set {sets}" if sets else "")
-    )
+    what = f"preset {sweep.scale.preset}, {sweep.scale.steps} steps per cold run"
+    if svae is not None:
+        what = (
+            f"SVAE on {sweep.job.svae_data}, {svae.train.steps} steps at batch "
+            f"{svae.train.batch_size} per fit, each with its patch-shuffled control"
+        )
+    lines.append(f"{total} trials; {what}" + (f", --set {sets}" if sets else ""))
     return "\n".join(lines)
 
 

@@ -15,6 +15,9 @@ Programs and what they reproduce (spec §10-§14, the model card in ``shared/see
 - ``contrast`` (§10): permute/randomize Δbpb of every checkpoint of a battery (its own or a given
   sweep's).
 - ``search``: learning rate, τ, K and chunk with ASHA on held-out bits/byte.
+- ``svae`` (svae.md §12, §14): the companion's lens rungs (``model.D_lens`` over the scale's
+  ladder) over 3 seeds, each fit on structured patches and on their patch-shuffled control: the
+  mechanism A/B verdict per rung (``tune.svae_table``).
 
 Every train trial's config is derived from the scale's base config with ``dataclasses.replace``
 (the helpers ``model``, ``head``, ``train`` below), then the user's ``--set`` changes apply last.
@@ -28,7 +31,8 @@ from dataclasses import dataclass, field
 
 from geolip.aleph.config import AlephRunConfig
 from geolip.aleph.experiments.preservation import arm_config
-from geolip.config import Changes, apply_changes
+from geolip.config import Changes, ConfigError, apply_changes
+from geolip.svae.config import SVAERunConfig
 from tune.spec import SWAP_LABELS, Phase, SweepError, SweepScale, TrialSpec
 
 # The seed battery's heads: arm name -> (head kind, other head fields); pmix8 is J = 8.
@@ -78,6 +82,9 @@ class Options:
     sets: Changes = ()
     donor: str | None = None
     source_sweep: dict | None = None
+    svae_base: SVAERunConfig | None = None
+    """The ``svae`` program's config: its data's (``pipelines.svae.data.run_config``) at the
+    scale's budget (``tune.plan.svae_base``); None: ``images:structured``'s."""
     extra: dict = field(default_factory=dict)
 
     def base(self, head: str = "pmix", bank: str | None = "sparse") -> AlephRunConfig:
@@ -341,6 +348,28 @@ def search(opts: Options) -> list[Phase]:
     ]
 
 
+def svae(opts: Options) -> list[Phase]:
+    """Every lens rung × seed: one SVAE run on the data and its patch-shuffled control (§14)."""
+    budget, trials = opts.scale.svae, []
+    base = opts.svae_base or budget.base(SVAERunConfig())  # images:structured's config
+    for seed in range(opts.seeds):
+        for D in budget.rungs:
+            arm = f"lens/d{D}"
+            try:
+                run = dataclasses.replace(
+                    base,
+                    model=dataclasses.replace(base.model, D_lens=D, seed=seed),
+                    train=dataclasses.replace(base.train, seed=seed),
+                )
+                run = apply_changes(run, opts.sets)
+            except ConfigError as exc:
+                raise SweepError(f"lens rung {arm}: {exc}") from None
+            tags = {"arm": arm, "D_lens": str(run.model.D_lens), "seed": str(seed)}
+            key = f"lens-d{D}-s{seed}"
+            trials.append(TrialSpec(key=key, arm=arm, kind="svae", svae=run, seed=seed, tags=tags))
+    return [Phase("lens", tuple(trials))]
+
+
 PROGRAMS: dict[str, Callable[[Options], list[Phase]]] = {
     "seed-battery": seed_battery,
     "preservation": preservation,
@@ -350,6 +379,7 @@ PROGRAMS: dict[str, Callable[[Options], list[Phase]]] = {
     "ladder": ladder,
     "contrast": contrast,
     "search": search,
+    "svae": svae,
 }
 
 

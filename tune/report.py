@@ -3,7 +3,8 @@
 Per arm: mean ± std over seeds of the final held-out bits/byte (``val_bpb``, on the fixed
 windows every trial of a sweep shares), trials finished / failed, and the program's deltas
 against its reference arm (the ones the model card reports). The ``contrast`` program gets its
-own table: permute / randomize Δbpb per head and the closed-loop / open-loop dependence ratio.
+own table: permute / randomize Δbpb per head and the closed-loop / open-loop dependence ratio;
+the ``svae`` program its mechanism A/B table (``tune.svae_table``).
 Markdown, CSV and JSON go to the parent run with PNG plots (bars with the seed spread, gauge
 trajectories per arm), and the table is printed.
 """
@@ -23,6 +24,7 @@ from tune.erank import erank_figure, erank_histories, erank_lines, erank_table
 from tune.plots import arm_curves_figure
 from tune.ranking import attach_heldout, delta_columns, heldout_columns, noise_note, rank
 from tune.spec import SweepError
+from tune.svae_table import svae_figure, svae_lines, svae_table, svae_verdicts
 from tune.swap_table import swap_lines, swap_table
 
 METRIC = "val_bpb"
@@ -81,6 +83,8 @@ def _rows(runs: list) -> list[dict]:
                 "metrics": dict(metrics),
                 "sample": tags.get("sample", ""),
                 "employment": tags.get("aleph_employment", ""),
+                "mechanism": tags.get("mechanism", ""),
+                "control_mechanism": tags.get("control_mechanism", ""),
             }
         )
     return rows
@@ -225,6 +229,9 @@ def summarize(uri: str, parent_run_id: str, progress=print, log: bool = True) ->
         summary["erank"] = erank_table(summary["erank_histories"])
     if program == "search":
         summary["search"] = search_table(rows)
+    if program == "svae":
+        summary["svae"] = svae_table(rows)
+        summary["svae_verdicts"] = svae_verdicts(summary["svae"])
     markdown = to_markdown(summary)
     progress(markdown)
     if log:
@@ -273,6 +280,8 @@ def to_markdown(summary: dict) -> str:
         lines += swap_lines(summary["bank_swap"])
     if summary.get("erank"):
         lines += erank_lines(summary["erank"])
+    if summary.get("svae"):
+        lines += svae_lines(summary["svae"], summary["svae_verdicts"])
     if summary.get("search"):
         lines += [
             "",
@@ -370,6 +379,8 @@ def _log_plots(logger, uri: str, summary: dict, rows: list[dict]) -> None:
     if summary.get("erank"):
         fig = erank_figure(summary["erank_histories"], summary["erank"])
         logger.log_figure(fig, "erank.png")
+    if summary.get("svae"):
+        logger.log_figure(svae_figure(summary["svae"]), "svae_alpha.png")
     histories = _gauge_histories(uri, rows)
     if histories:
         logger.log_figure(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from geolip.aleph.config import AlephRunConfig
 from geolip.aleph.presets import get_preset
+from geolip.svae.config import SVAERunConfig
 from pipelines.errors import GeolipError
 from pipelines.scales import SCALES, Scale
 
@@ -57,12 +58,39 @@ def json_kind(value) -> str:
 
 
 @dataclass(frozen=True)
+class SVAEBudget:
+    """The ``svae`` program at one scale: each fit's steps and batch, the lens rungs
+    (``model.D_lens``; the default ``n_heads=4`` must divide each) and the seeds per rung (the
+    §14 rule reads g's spread over 3)."""
+
+    steps: int
+    batch_size: int
+    rungs: tuple[int, ...]
+    seeds: int = 3
+
+    def base(self, run: SVAERunConfig) -> SVAERunConfig:
+        """``run`` (the data's config, ``pipelines.svae.data.run_config``) at this budget."""
+        train = dataclasses.replace(
+            run.train,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            eval_every=max(1, self.steps // 10),
+        )
+        return dataclasses.replace(run, train=train)
+
+
+SVAE_WIDE = (4, 8, 16, 32, 64)
+# The seed's image run (run_image(D_lens=16, epochs=8)): 8 epochs of 1000 steps at batch 512.
+SVAE_GPU = SVAEBudget(steps=8000, batch_size=512, rungs=SVAE_WIDE)
+
+
+@dataclass(frozen=True)
 class SweepScale:
     """What the programs need at one ``--scale`` (``pipelines.scales`` names the preset).
 
     A sweep runs many trials, so its trials have their own budget: ``steps`` for a cold run,
     ``graft_steps`` for a warm start (and the donor continued for as long). ``banks`` are the
-    sizes of the ``dense`` and ``sparse`` banks.
+    sizes of the ``dense`` and ``sparse`` banks; ``svae`` is the ``svae`` program's budget.
     """
 
     name: str
@@ -77,6 +105,7 @@ class SweepScale:
     context: tuple[int, ...]
     search_samples: int
     search_chunks: tuple[int, ...]
+    svae: SVAEBudget
 
     @property
     def scale(self) -> Scale:
@@ -112,6 +141,7 @@ SWEEP_SCALES: dict[str, SweepScale] = {
         context=(16, 32),
         search_samples=2,
         search_chunks=(8, 16),
+        svae=SVAEBudget(steps=4, batch_size=16, rungs=(4, 8), seeds=1),
     ),
     # Minutes on 2 CPU cores: the tiny preset, short runs, small banks.
     "tiny": SweepScale(
@@ -129,6 +159,7 @@ SWEEP_SCALES: dict[str, SweepScale] = {
         context=(16, 32, 64),
         search_samples=4,
         search_chunks=(8, 16, 32),
+        svae=SVAEBudget(steps=600, batch_size=64, rungs=(4, 16, 64)),
     ),
     # The survey's 6.75M arms (exp_010): the small preset, 5k cold / 2k warm-start steps.
     "small": SweepScale(
@@ -144,6 +175,7 @@ SWEEP_SCALES: dict[str, SweepScale] = {
         context=(128, 256, 512),
         search_samples=16,
         search_chunks=(64, 128, 256),
+        svae=SVAEBudget(steps=4000, batch_size=256, rungs=SVAE_WIDE),
     ),
     # The model card's budgets (exp_007: 10k steps; grafts 2k from 5k donors), on GPUs.
     "full": SweepScale(
@@ -159,6 +191,7 @@ SWEEP_SCALES: dict[str, SweepScale] = {
         context=(128, 256, 512, 1024),
         search_samples=32,
         search_chunks=(64, 128, 256),
+        svae=SVAE_GPU,
     ),
     # The 23M calibration model's arms at its 8k-step budget.
     "calib23m": SweepScale(
@@ -174,6 +207,7 @@ SWEEP_SCALES: dict[str, SweepScale] = {
         context=(128, 256),
         search_samples=16,
         search_chunks=(64, 128, 256),
+        svae=SVAE_GPU,
     ),
 }
 
@@ -192,7 +226,8 @@ SWAP_LABELS = ("mix", "corpus")
 class TrialSpec:
     """One trial. ``arm`` groups trials over seeds in the summary; ``key`` is unique in a sweep.
 
-    ``kind``: ``train`` (a training run of ``run``), ``contrast`` (controller contrast of the
+    ``kind``: ``train`` (a training run of ``run``), ``svae`` (an SVAE companion run of
+    ``svae`` with its patch-shuffled control), ``contrast`` (controller contrast of the
     checkpoint of trial ``source``) or ``bank_swap`` (the checkpoint of ``source`` scored on
     another bank, no retraining). ``donor`` names a trial of an earlier phase (or a checkpoint
     directory) to warm-start from with ``graft``.
@@ -203,6 +238,8 @@ class TrialSpec:
     kind: str = "train"
     run: AlephRunConfig | None = None
     """The whole run config of a ``train`` trial (None for evaluations)."""
+    svae: SVAERunConfig | None = None
+    """The whole run config of an ``svae`` trial."""
     seed: int = 0
     bank: str = "none"
     """Bank label: none | dense | sparse (its size is in ``run.train.bank_size``); a
@@ -220,6 +257,7 @@ class TrialSpec:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["run"] = self.run.to_dict() if self.run is not None else None
+        d["svae"] = self.svae.to_dict() if self.svae is not None else None
         return d
 
     @classmethod
@@ -230,6 +268,7 @@ class TrialSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["run"] = AlephRunConfig.from_dict(d["run"]) if d.get("run") else None
+        d["svae"] = SVAERunConfig.from_dict(d["svae"]) if d.get("svae") else None
         return cls(**d)
 
 

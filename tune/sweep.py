@@ -87,8 +87,10 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
     uri, data = ctx.tracking_uri, ctx.data_dir
     resources = _resources(job)  # too small a cluster fails before anything
     check_tracking(uri)  # creates a SQLite store: after the cluster has admitted the sweep
-    shards = build_byte_shards(job.corpus, data, progress=progress)  # once, before trials
-    swap_banks = prepare_banks(sweep, shards, progress)  # atlas, banks: before the trials
+    swap_banks = {}
+    if any(t.run is not None for p in sweep.phases for t in p.trials):  # AlephLM trials
+        shards = build_byte_shards(job.corpus, data, progress=progress)  # once, before trials
+        swap_banks = prepare_banks(sweep, shards, progress)  # atlas, banks: before the trials
     experiment = ensure_experiment(uri, ctx.experiment, artifact_root(uri, data))
 
     tags = {
@@ -107,6 +109,7 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
         "arms": list(job.arms),
         "sets": [f"{k}={v}" for k, v in job.sets],
         "corpus": job.corpus,
+        **({"svae_data": job.svae_data} if job.program == "svae" else {}),
         "workers": ctx.workers,
         "donor": job.donor or "",
         "source": job.source or "",
@@ -171,6 +174,7 @@ def _trial_context(
         corpus=job.corpus,
         bank_source=job.bank_source,
         eval_bytes=sweep.scale.eval_bytes,
+        svae_data=job.svae_data,
         swap_banks=dict(swap_banks),
         external=external,
         faults=dict(job.faults),

@@ -4,8 +4,9 @@ A ``train`` trial is a whole AlephLM training run (``pipelines.aleph.driver``) o
 program built: its own ``TorchTrainer`` with ``TuneReportCallback``, so every Ray Train report
 reaches Tune (ASHA sees ``val_bpb``), and its own MLflow run, a child of the sweep's run. Its name
 is fixed by the sweep and the trial key, so a restored sweep resumes an interrupted trial from its
-last checkpoint. The ``contrast`` and ``bank_swap`` trials evaluate the final checkpoint of an
-earlier trial.
+last checkpoint. An ``svae`` trial is a whole SVAE companion run (``pipelines.svae.driver``)
+with its patch-shuffled control, its verdict reported to Tune at the end. The ``contrast`` and
+``bank_swap`` trials evaluate the final checkpoint of an earlier trial.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pipelines.aleph.job import TrainJob
 from pipelines.run_storage import exists, has_checkpoint
 from pipelines.runtime import RunContext, one_line
 from pipelines.storage import MARKER, is_uri, parse_root, readable
+from pipelines.svae.driver import SVAEJob, train_svae_job, verdict_metrics
 from pipelines.tracking import RunLogger, find_run, open_run, start_run
 from tune.banks import swap_key
 from tune.spec import TrialSpec
@@ -52,6 +54,8 @@ class TrialContext:
     corpus: str = "builtin:python-docs"
     bank_source: str = "atlas"
     eval_bytes: int = 1_000_000
+    svae_data: str = "images:structured"
+    """The ``svae`` trials' data (``geolip train svae --data``)."""
     swap_banks: dict = field(default_factory=dict)
     """The survey's swap bank files, ``{tune.banks.swap_key: path}`` (cut before the trials)."""
     phase: str = ""
@@ -95,7 +99,8 @@ def run_trial(config: dict, specs: dict, ctx: TrialContext) -> None:
     sampled = {k: v for k, v in config.items() if k != "key"}
     # Tune's trial table is the sweep's progress display; per-trial dataset bars would bury it.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    run = {"train": _train, "contrast": _contrast, "bank_swap": _bank_swap}[spec.kind]
+    kinds = {"train": _train, "svae": _svae, "contrast": _contrast, "bank_swap": _bank_swap}
+    run = kinds[spec.kind]
     try:
         run(spec, ctx, sampled)
     except Exception as exc:
@@ -145,6 +150,26 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
         run_name=name,
     )
     train_aleph(job, progress=print, train_callbacks=[TuneReportCallback()])
+
+
+def _svae(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
+    """The SVAE run and its patch-shuffled control (§14) in one child run; the verdict's
+    numbers (``verdict/...``, ``verdict/control/...``) go to Tune when both are done."""
+    name = trial_run_name(ctx.sweep, _key(spec, sampled))
+    resume = has_checkpoint(ctx.run.results(name))
+    run_ctx = ctx.run.replace(
+        tags=_tags(spec, ctx, sampled), fault=ctx.faults.get(spec.key), resume=resume
+    )
+    job = SVAEJob(
+        data=ctx.svae_data,
+        run=apply_changes(spec.svae, sampled),
+        ctx=run_ctx,
+        control=True,
+        run_name=name,
+    )
+    out = train_svae_job(job, progress=print)
+    metrics = verdict_metrics(out["verdict"])
+    ray.tune.report({k.replace("/", "_"): v for k, v in metrics.items()})
 
 
 def _source(spec: TrialSpec, ctx: TrialContext):

@@ -172,9 +172,11 @@ def verdict(model, final: dict, control: dict | None = None, steps: int = 0) -> 
     if control is not None:
         c_delta = control["mean_alpha"] - ALPHA0
         out["control"] = {
+            "alpha_final": control["mean_alpha"],
             "alpha_delta": c_delta,
             "ablation_gain": control["ablation_gain"],
             "recon_cos_external": control["cos_ext"],
+            "mse_external": control["mse_ext"],
             "mechanism": classify_mechanism(
                 c_delta, control["ablation_gain"], mse_trained=control["mse_ext"]
             ),

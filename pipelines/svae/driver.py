@@ -43,6 +43,8 @@ class SVAEJob:
     ctx: RunContext
     control: bool = True
     """Also fit the patch-shuffled control (§14)."""
+    run_name: str | None = None
+    """The run's name (a sweep's trial); None: from the data kind, config hash and seed."""
 
 
 def train_svae_job(job: SVAEJob, progress=print) -> dict:
@@ -52,7 +54,7 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     data = load_svae_data(job.data)
     _check(job, data)
     ident = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "data": job.data, "w": ctx.workers}
-    name = f"svae-{data.kind}-{config_hash(ident, 8)}-s{tcfg.seed}"
+    name = job.run_name or f"svae-{data.kind}-{config_hash(ident, 8)}-s{tcfg.seed}"
     run_dir = ctx.data_dir / "runs" / "svae" / name
     train_dir = ctx.results(name)  # the main fit's
     # The name is checked first: a run in use is refused without waiting for Ray to start.
@@ -103,6 +105,20 @@ def _check(job: SVAEJob, data: SVAEData) -> None:
             f"--data {job.data}: its tokens cut into patches of {data.patch_dim}, but the "
             f"model's patch_dim is {geo.P}"
         )
+
+
+def verdict_metrics(verdict: dict) -> dict[str, float]:
+    """The verdict's numbers as MLflow metrics: ``verdict/KEY``, and the control's
+    ``verdict/control/KEY`` (what a sweep's summary reads, ``tune.svae_table``)."""
+
+    def numbers(d: dict, prefix: str) -> dict[str, float]:
+        return {
+            f"{prefix}{k}": float(v)
+            for k, v in d.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+
+    return numbers(verdict, "verdict/") | numbers(verdict.get("control", {}), "verdict/control/")
 
 
 def _tensors(data: SVAEData, geo: GeoConfig, seed: int) -> dict:
@@ -175,12 +191,7 @@ def _finish(
     (tmp / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    numbers = {
-        k: float(v)
-        for k, v in verdict.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-    logger.log_metrics({f"verdict/{k}": v for k, v in numbers.items()}, steps)
+    logger.log_metrics(verdict_metrics(verdict), steps)
     logger.set_tags(
         {
             "mechanism": verdict["mechanism"],

@@ -26,6 +26,9 @@ def test_every_program_plans_unique_trials_with_tags(program: str) -> None:
         if t.kind == "train":
             assert t.run.train.seed == t.seed and t.run.preset == TINY.preset
             assert t.run.train.steps in (TINY.steps, TINY.graft_steps)
+        elif t.kind == "svae":
+            assert t.run is None and t.svae.train.seed == t.seed == t.svae.model.seed
+            assert t.svae.train.steps == TINY.svae.steps
         else:
             assert t.run is None
         # A dependency is a trial of an earlier phase.
@@ -223,3 +226,33 @@ def test_a_donor_whose_shapes_cannot_be_grafted_is_refused_before_any_trial(tmp_
     job = SweepJob("graft", ctx, seeds=1, donor=str(donor), dry_run=True)
     with pytest.raises(SweepError, match="cannot be grafted for graft-depth-s0"):
         run_sweep(job, progress=lambda s: None)
+
+
+def test_svae_rungs_the_lens_over_seeds_and_parses_its_own_set_keys(tmp_path, capsys) -> None:
+    from pipelines.cli import main
+
+    trials = _trials("svae", seeds=3)
+    assert {t.kind for t in trials} == {"svae"}
+    assert sorted({t.svae.model.D_lens for t in trials}) == list(TINY.svae.rungs)
+    assert {t.arm for t in trials} == {f"lens/d{d}" for d in TINY.svae.rungs}
+    assert len(trials) == 3 * len(TINY.svae.rungs)
+    assert {t.svae.train.batch_size for t in trials} == {TINY.svae.batch_size}
+    # Every rung keeps the 4 heads (they must divide D_lens): d4 has one mode per head.
+    assert {t.svae.model.n_heads for t in trials} == {4}
+
+    data = tmp_path / "data"
+    base = ["sweep", "svae", "--dry-run", "--data-dir", str(data)]
+    assert main([*base, "--set", "model.V=16", "--set", "train.lr=0.002"]) == 0
+    out = capsys.readouterr().out
+    assert "lens-d64-s2" in out and "model.V=16" in out and "train.lr=0.002" in out
+    assert "600 steps at batch 64 per fit, each with its patch-shuffled control" in out
+    # An AlephLM key is not an SVAE key; a rung the heads cannot divide is named.
+    assert main([*base, "--set", "model.head.kind=pmix"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.head.kind" in err[0], err
+    assert main([*base, "--set", "model.n_heads=8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lens rung lens/d4" in err[0], err
+    assert main([*base, "--svae-data", "images:nope"]) == 2
+    assert "--svae-data 'images:nope'" in capsys.readouterr().err
+    assert not data.exists()

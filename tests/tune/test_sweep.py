@@ -170,3 +170,35 @@ def test_hemispheres_show_erank_trajectories_and_their_slopes(ray_session, tmp_p
 
     plots = {a.path for a in MlflowClient(out.tracking_uri).list_artifacts(out.run_id, "plots")}
     assert "plots/erank.png" in plots
+
+
+def test_svae_lens_rung_fits_data_and_shuffled_control_with_a_verdict(
+    ray_session, tmp_path, capsys
+):
+    out = run_sweep(
+        _job(tmp_path, "svae", scale="smoke", arms=("lens/d8",)),
+        progress=lambda s: None,
+    )
+    (run,) = _children(out).values()
+    tags, metrics = run.data.tags, run.data.metrics
+    assert run.info.status == "FINISHED" and tags["kind"] == "svae" and tags["arm"] == "lens/d8"
+    assert tags["mechanism"] in ("A", "B", "indeterminate") and tags["control_mechanism"]
+    assert run.data.params["geo.D_lens"] == "8"
+    # Both fits in the one run: the data's curve and the shuffled control's, then the verdict.
+    for key in ("mean_alpha", "control/mean_alpha", "verdict/alpha_delta"):
+        assert key in metrics, key
+    assert "verdict/control/alpha_delta" in metrics and "verdict/control/ablation_gain" in metrics
+    table = {t["patches"]: t for t in out.summary["svae"]}
+    assert set(table) == {"data", "shuffled"} and all(t["n"] == 1 for t in table.values())
+    assert table["data"]["alpha_delta"] == pytest.approx(metrics["verdict/alpha_delta"])
+    assert table["data"]["mechanism"] and out.summary["svae_verdicts"][0]["arm"] == "lens/d8"
+    assert out.summary["arms"] == []  # no AlephLM trial
+    from mlflow.tracking import MlflowClient
+
+    plots = {a.path for a in MlflowClient(out.tracking_uri).list_artifacts(out.run_id, "plots")}
+    assert "plots/svae_alpha.png" in plots
+
+    capsys.readouterr()
+    data = str(tmp_path / "data")
+    assert main(["sweep", "report", out.run_id, "--data-dir", data, "--no-log"]) == 0
+    assert "| lens/d8 | data | 1 | 0 |" in capsys.readouterr().out
