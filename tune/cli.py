@@ -150,14 +150,19 @@ def _runner(program: str):
         from tune.plan import plan_sweep, plan_text
 
         console = Console()
+
+        def progress(text) -> None:
+            # Unwrapped: the summary's Markdown tables are read (and copied) line by line.
+            console.print(text, soft_wrap=True)
+
         job = job_from_args(program, args)
-        sweep = plan_sweep(job, progress=console.print)
+        sweep = plan_sweep(job, progress=progress)
         if args.dry_run:
             print(plan_text(sweep))  # a plan is read (and copied) line by line: no wrapping
             return 0
         from tune.sweep import launch  # Ray: only once every check has passed
 
-        outcome = launch(sweep, progress=console.print)
+        outcome = launch(sweep, progress=progress)
         console.print(
             f"sweep {outcome.name}: MLflow run {outcome.run_id} in {outcome.tracking_uri}"
         )
