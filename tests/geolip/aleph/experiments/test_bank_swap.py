@@ -40,8 +40,10 @@ def test_a_row_permuted_bank_gives_the_same_loss(make_model, english) -> None:
         b = model.bank
         shuffled = TrigramBank(b.trigrams[perm], b.log_prior[perm], b.provenance)
         out = bank_swap(model, shuffled, _held(english))
-        assert out.overlap == 1.0 and abs(out.delta.mean) < 1e-9, head
-        assert out.bpb_swapped == pytest.approx(out.bpb_trained, rel=1e-9), head
+        # Equal up to the fp32 summation order over the permuted rows (seen: 2.4e-9 bits for
+        # pmix); a bank whose rows and priors part company moves the loss by ~1e-2 or more.
+        assert out.overlap == 1.0 and abs(out.delta.mean) < 1e-7, head
+        assert out.bpb_swapped == pytest.approx(out.bpb_trained, rel=1e-8), head
 
 
 def test_another_vocabulary_is_scored_with_its_coverage_and_overlap(make_model, english) -> None:
