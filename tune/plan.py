@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geolip.config import Changes, config_diff, config_hash
+from geolip.svae.config import SVAERunConfig
 from pipelines.atlas.corpus_atlas import check_bank_source
 from pipelines.errors import GeolipError
 from pipelines.paths import check_dir_path
@@ -92,6 +93,8 @@ class PlannedSweep:
     state: Path
     source: dict | None
     donor: Path | None
+    svae: SVAERunConfig | None = None
+    """The ``svae`` program's base config (``svae_base``), read once here."""
 
 
 def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
@@ -106,9 +109,8 @@ def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
         source = last_battery(uri, job.ctx.experiment, job.corpus)
         if source is not None:
             progress(f"contrast: the checkpoints of the last seed battery, {source['name']}")
-    opts = Options(
-        sc, seeds, tuple(job.arms), job.sets, donor and str(donor), source, svae_base(job)
-    )
+    svae = svae_base(job)
+    opts = Options(sc, seeds, tuple(job.arms), job.sets, donor and str(donor), source, svae)
     phases = plan(job.program, opts)
     check_batches(phases, job.ctx.workers)
     name = job.name or sweep_name(job, seeds, source and source["name"])
@@ -120,7 +122,7 @@ def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
         check_grafts(phases, donor, job.donor)
     if not job.dry_run and sqlite_path(uri) is None:
         check_tracking(uri)  # a server is only asked; a SQLite store is made once admitted
-    return PlannedSweep(job, sc, seeds, phases, name, state, source, donor)
+    return PlannedSweep(job, sc, seeds, phases, name, state, source, donor, svae)
 
 
 def check_options(job: SweepJob) -> tuple[SweepScale, int]:
@@ -232,7 +234,7 @@ def plan_text(sweep: PlannedSweep) -> str:
     """The plan as text: per phase, each trial's kind, head and how its config differs from
     the scale's base config (the ``svae`` program's: its data's at the scale's budget)."""
     base, lines = sweep.scale.base(), []
-    svae = svae_base(sweep.job)
+    svae = sweep.svae
     hidden = ("train.seed", "model.head.kind", "model.seed")
     for p in sweep.phases:
         lines.append(

@@ -131,14 +131,25 @@ def _tags(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> dict:
     return tags
 
 
-def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
-    """The trial's run config with a search sample's values (``train.lr``...) on top."""
+def _run_context(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> tuple[str, RunContext]:
+    """A training trial's run name and ``RunContext``: its tags and test fault, resuming where
+    a restored sweep finds the run's last checkpoint."""
     name = trial_run_name(ctx.sweep, _key(spec, sampled))
-    # A restored sweep continues an interrupted trial from its last checkpoint.
     resume = has_checkpoint(ctx.run.results(name))
     run_ctx = ctx.run.replace(
         tags=_tags(spec, ctx, sampled), fault=ctx.faults.get(spec.key), resume=resume
     )
+    return name, run_ctx
+
+
+def _tune_report(metrics: dict) -> None:
+    """``metrics`` to Tune, whose result keys take no ``/``."""
+    ray.tune.report({k.replace("/", "_"): v for k, v in metrics.items()})
+
+
+def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
+    """The trial's run config with a search sample's values (``train.lr``...) on top."""
+    name, run_ctx = _run_context(spec, ctx, sampled)
     job = TrainJob(
         run=apply_changes(spec.run, sampled),
         corpus=ctx.corpus,
@@ -155,11 +166,7 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
 def _svae(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
     """The SVAE run and its patch-shuffled control (§14) in one child run; the verdict's
     numbers (``verdict/...``, ``verdict/control/...``) go to Tune when both are done."""
-    name = trial_run_name(ctx.sweep, _key(spec, sampled))
-    resume = has_checkpoint(ctx.run.results(name))
-    run_ctx = ctx.run.replace(
-        tags=_tags(spec, ctx, sampled), fault=ctx.faults.get(spec.key), resume=resume
-    )
+    name, run_ctx = _run_context(spec, ctx, sampled)
     job = SVAEJob(
         data=ctx.svae_data,
         run=apply_changes(spec.svae, sampled),
@@ -168,8 +175,7 @@ def _svae(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
         run_name=name,
     )
     out = train_svae_job(job, progress=print)
-    metrics = verdict_metrics(out["verdict"])
-    ray.tune.report({k.replace("/", "_"): v for k, v in metrics.items()})
+    _tune_report(verdict_metrics(out["verdict"]))
 
 
 def _source(spec: TrialSpec, ctx: TrialContext):
@@ -215,7 +221,7 @@ def _contrast(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
     with _child_logger(spec, ctx, params) as logger:
         logger.log_metrics(metrics, 0)
         logger.log_dict({"rows": report.rows(), "base_bpb": report.base_bpb}, "contrast.json")
-    ray.tune.report({k.replace("/", "_"): v for k, v in metrics.items()})
+    _tune_report(metrics)
 
 
 def _bank_swap(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
@@ -237,4 +243,4 @@ def _bank_swap(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
     with _child_logger(spec, ctx, params) as logger:
         logger.log_metrics(metrics, 0)
         logger.set_tags({"swap_verdict": result.delta.verdict()})
-    ray.tune.report({k.replace("/", "_"): v for k, v in metrics.items()})
+    _tune_report(metrics)
