@@ -64,6 +64,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.kn",
     "pipelines.features.cli",
     "pipelines.svae.cli",
+    "pipelines.config_show",
 )
 
 ENTRY_POINT_GROUP = "geolip.commands"
@@ -102,9 +103,20 @@ def add_common_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_set_argument(p: argparse.ArgumentParser, text: str, dest: str = "overrides") -> None:
-    """``--set SECTION.KEY=VALUE`` (repeatable): the command line's config override syntax."""
+    """``--set SECTION.KEY=VALUE`` (repeatable): the command line's config override syntax; and
+    ``--config FILE`` (``args.config_file``), the same keys from a YAML or JSON file
+    (``pipelines.config_file``), applied before ``--set``."""
     p.add_argument(
         "--set", dest=dest, action="append", default=[], metavar="SECTION.KEY=VALUE", help=text
+    )
+    p.add_argument(
+        "--config",
+        dest="config_file",
+        default=None,
+        metavar="FILE",
+        help="a .yaml/.yml or .json file of the same keys, nested (train: {steps: 500}) or "
+        "dotted (train.steps: 500), applied before --set, which wins; `geolip config show "
+        "--format yaml` writes one",
     )
 
 

@@ -105,7 +105,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def job_from_args(program: str, args: argparse.Namespace):
     """The ``SweepJob`` of ``geolip sweep PROGRAM``: ``--set`` is parsed here, once."""
-    from geolip.config import parse_overrides
+    from pipelines.config_file import config_changes
     from pipelines.runtime import RunContext
     from tune.plan import SweepJob, svae_base
     from tune.spec import sweep_scale
@@ -137,9 +137,10 @@ def job_from_args(program: str, args: argparse.Namespace):
         max_failures=args.max_failures,
         svae_data=args.svae_data,
     )
-    # --set keys are the program's config's: an AlephRunConfig's, or the SVAE run's.
+    # --config and --set keys are the program's config's: an AlephRunConfig's, or the SVAE run's.
     base = svae_base(job) or sweep_scale(args.scale).base()
-    return dataclasses.replace(job, sets=parse_overrides(base, args.overrides))
+    sets = config_changes(base, args.config_file, args.overrides)
+    return dataclasses.replace(job, sets=sets)
 
 
 def _runner(program: str):

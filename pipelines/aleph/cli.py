@@ -102,11 +102,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 def job_from_args(args: argparse.Namespace):
     """The ``TrainJob`` of ``geolip train aleph``: the run config is built here, once (before
     torch is imported: a bad ``--set`` is refused at once)."""
+    from pipelines.config_file import apply_config
     from pipelines.runtime import RunContext
     from pipelines.scales import get_scale
 
     scale = get_scale(args.scale)
-    run = scale.run_config(args.head, args.overrides)
+    run = apply_config(scale.run_config(args.head), args.config_file, args.overrides)
     ctx = RunContext.create(
         args.experiment,
         args.data_dir,

@@ -63,6 +63,7 @@ def check_resume(ctx) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pipelines.config_file import apply_config
     from pipelines.runtime import RunContext
     from pipelines.svae.data import run_config
 
@@ -75,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         resume=args.resume,
     )
-    run = run_config(args.data, args.overrides)
+    run = apply_config(run_config(args.data), args.config_file, args.overrides)
     check_resume(ctx)
     from pipelines.svae.driver import SVAEJob, train_svae_job  # Ray: after the checks above
 
