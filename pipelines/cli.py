@@ -64,6 +64,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.kn",
     "pipelines.features.cli",
     "pipelines.svae.cli",
+    "pipelines.export",
     "pipelines.config_show",
 )
 

@@ -3,15 +3,12 @@
 Two fits share one MLflow run: the model on the data, then the same config on the patch-shuffled
 data (§14's control, run automatically; its metrics carry the ``control/`` prefix). The driver
 then evaluates both final checkpoints with the library (``geolip.svae.train.evaluate``), writes
-the self-describing checkpoint (``model.safetensors``, ``geo_config.json``, ``host_config.json``,
-``verdict.json``) and logs the verdict and plots.
+the self-describing checkpoint (``geolip.svae.checkpoint``: ``model.safetensors``, ``config.json``,
+``meta.json``, ``host_config.json``, ``verdict.json``) and logs the verdict and plots.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from geolip.config import config_hash
 from geolip.svae.adapters import extract_patches, shuffle_patches, stitch_patches
+from geolip.svae.checkpoint import save_svae_checkpoint
 from geolip.svae.config import GeoConfig, SVAERunConfig
 from geolip.svae.model import SVAECompanion
 from geolip.svae.train import evaluate
@@ -180,17 +178,15 @@ def _finish(
     main, control = finals["main"], finals.get("control")
     verdict = make_verdict(main["model"], main["eval"], control and control["eval"], steps)
     verdict.update(data=job.data, wall_seconds=round(seconds, 1))
-    final = run_dir / "final"
-    tmp = run_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    state = {k: v.detach().contiguous() for k, v in main["model"].state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    (tmp / "geo_config.json").write_text(json.dumps(geo.to_dict(), indent=1) + "\n")
-    (tmp / "host_config.json").write_text(json.dumps(data.source, indent=1) + "\n")
-    (tmp / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    # A resumed run that finishes again replaces its own final checkpoint.
+    final = save_svae_checkpoint(
+        run_dir / "final",
+        main["model"],
+        geo,
+        meta={"data": job.data, "steps": steps, "run_name": name, "mlflow_run_id": logger.run_id},
+        extra_json={"host_config.json": data.source, "verdict.json": verdict},
+        overwrite=True,
+    )
     logger.log_metrics(verdict_metrics(verdict), steps)
     logger.set_tags(
         {

@@ -8,15 +8,15 @@ state with ``torch.save`` read back with ``weights_only=True``) that Ray Train p
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import ray.train
 import ray.train.torch
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from geolip.svae.checkpoint import save_svae_checkpoint
 from geolip.svae.model import SVAECompanion
 from geolip.svae.train import build_optimizers, evaluate, svae_step
 from pipelines.run_storage import TRAIN_STATE
@@ -84,13 +84,9 @@ def _report(model, opts, scheds, step: int, config: dict, rank: int) -> None:
 
 
 def _save(tmp: Path, model, opts, scheds, step: int, config: dict):
-    path = tmp / "checkpoint"
-    path.mkdir()
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path / "model.safetensors"))
-    geo = config["run"].model.to_dict()
-    (path / "geo_config.json").write_text(json.dumps(geo, indent=1) + "\n")
-    (path / "meta.json").write_text(json.dumps({"step": step, "prefix": config["prefix"]}) + "\n")
+    # The layout of a final checkpoint (geolip.svae.checkpoint), plus the optimizer state.
+    meta = {"step": step, "prefix": config["prefix"]}
+    path = save_svae_checkpoint(tmp / "checkpoint", model, config["run"].model, meta=meta)
     state = {
         "optimizers": [o.state_dict() for o in opts],
         "schedulers": [s.state_dict() for s in scheds],

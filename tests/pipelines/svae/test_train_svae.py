@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from geolip.svae.checkpoint import load_svae_checkpoint
 from pipelines.cli import main
 from pipelines.errors import GeolipError
 
@@ -40,8 +41,11 @@ def test_structured_images_train_with_control_and_verdict(tmp_path, ray_session,
     assert verdict["control"]["mechanism"] in ("A", "B", "indeterminate")
     assert 0 < verdict["alpha_final"] < 0.2 and verdict["lens_isometry_err"] < 1e-4
     assert -1 <= verdict["recon_cos_external"] <= 1
-    for name in ("model.safetensors", "geo_config.json", "host_config.json", "verdict.json"):
-        assert (final / name).exists(), name
+    names = ("model.safetensors", "config.json", "meta.json", "host_config.json", "verdict.json")
+    assert sorted(p.name for p in final.iterdir()) == sorted(names)
+    model, geo, meta = load_svae_checkpoint(final)  # the shared layout: family, hash, shapes
+    assert meta["family"] == "svae" and meta["steps"] == 30 and model.cfg == geo
+    assert json.loads((final / "verdict.json").read_text()) == verdict
     client = MlflowClient(default_tracking_uri(tmp_path))
     exp = client.get_experiment_by_name("geolip-svae")
     [run] = client.search_runs([exp.experiment_id])
