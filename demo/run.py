@@ -68,7 +68,9 @@ class Demo:
     def log_run(self, name, tags, params, metrics, *, dicts=None, texts=None, figures=None):
         """A finished run of the demo experiment; returns its id."""
         tags = {"demo": self.scale.name, **tags}
-        logger = start_run(self.uri, self.experiment_id, name, tags=tags, params=params)
+        logger = start_run(
+            self.uri, self.experiment_id, name, tags=tags, params=params, config=params
+        )
         with logger:
             logger.log_metrics(metrics, 0)
             for fname, d in (dicts or {}).items():

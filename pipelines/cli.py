@@ -288,6 +288,9 @@ def main(argv: Sequence[str] | None = None, commands: Sequence[Command] | None =
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits on --help, --version and usage errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    from pipelines.run_context import record_source
+
+    record_source(args._command.name.split())  # the MLflow runs' source: the command, no flags
     with watch_sigint() as interrupted:
         return _run(args, interrupted)
 

@@ -13,33 +13,18 @@ does not load is never written, and an existing ``DIR`` is replaced only with ``
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.cli import Command, geolip_version
+from pipelines.cli import Command, add_common_run_arguments, geolip_version
 from pipelines.errors import GeolipError
 
 MODEL_TYPES = {"aleph": ("geolip-aleph", "AlephLM"), "svae": ("geolip-svae", "SVAECompanion")}
 """family -> (config.json ``model_type``, the class in ``architectures``)."""
 
 EXTRA_FILES = ("verdict.json", "host_config.json")
-URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
-
-
-def local_checkpoint(value: str, flag: str) -> Path:
-    """The local checkpoint directory that ``value`` (given as ``flag``) names.
-
-    The one place a command turns what the user typed into a directory: run and registry URIs
-    (``runs:/``, ``models:/``) are to be resolved here, and are refused until they are.
-    """
-    if URI.match(value):
-        raise GeolipError(
-            f"{flag} {value}: only local checkpoint directories can be exported for now"
-        )
-    return Path(value).expanduser()
 
 
 @dataclass(frozen=True)
@@ -165,13 +150,21 @@ def load_export(path: Path, family: str):
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt", metavar="CKPT", help="a checkpoint directory (AlephLM or SVAE)")
+    p.add_argument(
+        "ckpt",
+        metavar="CKPT",
+        help="an AlephLM or SVAE checkpoint: a directory, s3://..., runs:/ID/model or "
+        "models:/NAME/VERSION",
+    )
     p.add_argument("dir", metavar="DIR", help="the folder to write (must not exist)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    add_common_run_arguments(p)  # where a runs:/ or models:/ URI is looked up
 
 
 def _run(args: argparse.Namespace) -> int:
-    src = local_checkpoint(args.ckpt, "CKPT")
+    from pipelines.model_uri import checkpoint_arg
+
+    src = checkpoint_arg(args, args.ckpt, "CKPT")
     out = export_checkpoint(src, Path(args.dir).expanduser(), overwrite=args.overwrite)
     print(f"exported {src} -> {out}")
     return 0

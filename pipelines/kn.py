@@ -183,7 +183,9 @@ def _log_kn(uri: str, data: Path, result: dict) -> str:
 
     experiment = ensure_experiment(uri, EVAL_EXPERIMENT, artifact_root(uri, data))
     tags = {"corpus": result["corpus"], "baseline": "kneser-ney"}
-    logger = start_run(uri, experiment, f"kn-{corpus_slug(result['corpus'])}", tags=tags)
+    config = {k: v for k, v in result.items() if not isinstance(v, list | dict)}
+    name = f"kn-{corpus_slug(result['corpus'])}"
+    logger = start_run(uri, experiment, name, tags=tags, config=config)
     metrics = kn_metrics(result["kneser_ney"]) | row_metrics(result.get("compressors", []))
     logger.log_metrics(metrics, 0)
     logger.log_dict(result, "eval_kn.json")

@@ -186,3 +186,19 @@ def read_file(root: Root, name: str) -> bytes | None:
         return read_bytes(root, name)
     except OSError as exc:
         raise describe(exc, root.child(name), FLAG) from None
+
+
+def checkpoint_run_id(train: Root) -> str | None:
+    """The MLflow run id recorded in the newest checkpoint of a run (``train``: its directory
+    under ``ray_results``): a resumed run continues that run, never one found by its name."""
+    for ckpt in reversed(checkpoints(train)):
+        raw = read_file(ckpt, "meta.json")
+        if raw is None:
+            continue
+        try:
+            run_id = json.loads(raw).get("mlflow_run_id")
+        except (ValueError, AttributeError):
+            continue  # a checkpoint being written, or not ours: an older one says it
+        if isinstance(run_id, str) and run_id:
+            return run_id
+    return None

@@ -9,6 +9,7 @@ mlflow takes seconds to import and the CLI imports this module at start-up, so i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,6 +25,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
+from geolip.config import config_hash
 from pipelines.errors import GeolipError
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,26 @@ def client(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+@contextlib.contextmanager
+def fluent_store(uri: str):
+    """MLflow's global tracking URI set to ``uri`` for the block, then put back as it was (an
+    unset one stays unset, and ``$MLFLOW_TRACKING_URI``, which MLflow rewrites, is restored):
+    for the one MLflow call geolip makes that takes no explicit store, ``Model.log``."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    explicit, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(explicit)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
@@ -418,9 +440,21 @@ def start_run(
     tags: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     parent_run_id: str | None = None,
+    config: Any = None,
+    device: str | None = None,
 ) -> RunLogger:
-    """Create a run (a child of ``parent_run_id`` if given), log ``params``, return its logger."""
-    all_tags = {str(k): str(v)[:MAX_TAG_VALUE] for k, v in (tags or {}).items()}
+    """Create a run (a child of ``parent_run_id`` if given), log ``params``, return its logger.
+
+    Every run gets the context tags of ``pipelines.run_context`` (source, user, git commit,
+    versions, ``device``); with ``config`` (a config dataclass or dict) also its hash as the
+    ``geolip.config_hash`` tag and the resolved config as the ``config.json`` artifact.
+    """
+    from pipelines.run_context import CONFIG_ARTIFACT, CONFIG_HASH_TAG, context_tags
+
+    all_tags = context_tags(device)
+    if config is not None:
+        all_tags[CONFIG_HASH_TAG] = config_hash(config)
+    all_tags.update({str(k): str(v)[:MAX_TAG_VALUE] for k, v in (tags or {}).items()})
     all_tags["mlflow.runName"] = run_name
     if parent_run_id is not None:
         all_tags["mlflow.parentRunId"] = parent_run_id
@@ -428,7 +462,18 @@ def start_run(
     logger = RunLogger(uri, run.info.run_id)
     if params:
         logger.log_params(params)
+    if config is not None:
+        logger.log_dict(config_dict(config), CONFIG_ARTIFACT)
     return logger
+
+
+def config_dict(config: Any) -> dict:
+    """A config as the JSON-ready dict that ``from_dict`` reads back (its ``to_dict`` if any)."""
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    return json.loads(json.dumps(config, default=str))
 
 
 def open_run(
@@ -437,27 +482,62 @@ def open_run(
     run_name: str,
     *,
     resume: bool,
+    run_id: str | None = None,
     tags: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
+    config: Any = None,
+    device: str | None = None,
 ) -> RunLogger:
-    """A new run, or with ``resume`` the latest run named ``run_name`` continued (tagged
-    ``resumed``; its params stay as first logged, MLflow params being write-once)."""
-    run_id = find_run(uri, experiment_id, run_name) if resume else None
-    if run_id is None:
-        return start_run(uri, experiment_id, run_name, tags=tags, params=params)
+    """A new run, or with ``resume`` the run ``run_id`` continued (tagged ``resumed``; its
+    params stay as first logged, MLflow params being write-once).
+
+    The run to continue is named by its id, which the run's checkpoint records, never found
+    by its name: on a shared server two users' runs may share a name. A ``run_id`` that is
+    not in ``experiment_id`` or is deleted is a ``TrackingError``; no ``run_id`` starts a new run.
+    """
+    if not resume or run_id is None:
+        return start_run(
+            uri, experiment_id, run_name, tags=tags, params=params, config=config, device=device
+        )
+    check_resumable(uri, experiment_id, run_id)
     logger = RunLogger(uri, run_id)
     logger.set_tags({"resumed": "true"})
     return logger
 
 
-def find_run(uri: str, experiment_id: str, run_name: str) -> str | None:
-    """The id of the most recent (non-deleted) run named ``run_name``, to resume into it."""
+def check_resumable(uri: str, experiment_id: str, run_id: str) -> None:
+    """The run ``run_id`` exists in ``experiment_id`` and is not deleted, else one line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client(uri).get_run(run_id)
+    except MlflowException:
+        raise TrackingError(
+            f"cannot resume MLflow run {run_id}: the store {redacted(uri)} has no such run"
+        ) from None
+    if run.info.experiment_id != experiment_id:
+        raise TrackingError(
+            f"cannot resume MLflow run {run_id}: it belongs to experiment "
+            f"{run.info.experiment_id}, not {experiment_id} (pass the run's --experiment)"
+        )
+    if run.info.lifecycle_stage == "deleted":
+        raise TrackingError(f"cannot resume MLflow run {run_id}: it is deleted")
+
+
+def find_run(
+    uri: str, experiment_id: str, run_name: str, parent_run_id: str | None = None
+) -> str | None:
+    """The id of the most recent (non-deleted) run named ``run_name`` (a child of
+    ``parent_run_id`` when given: a sweep's trial, whose name is unique under its parent)."""
     quote = "'" if "'" not in run_name else '"'  # the filter grammar has no escapes
     if quote in run_name:
         raise TrackingError(f"run name {run_name!r} contains both quote characters")
+    query = f"attributes.run_name = {quote}{run_name}{quote}"
+    if parent_run_id is not None:
+        query += f" and tags.mlflow.parentRunId = '{parent_run_id}'"
     runs = client(uri).search_runs(
         [experiment_id],
-        filter_string=f"attributes.run_name = {quote}{run_name}{quote}",
+        filter_string=query,
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )

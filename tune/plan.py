@@ -101,7 +101,7 @@ def plan_sweep(job: SweepJob, progress=print) -> PlannedSweep:
     """Every check that needs no cluster, and the plan (see the module's docstring)."""
     sc, seeds = check_options(job)
     uri, data = job.ctx.tracking_uri, job.ctx.data_dir
-    donor, donor_run = check_donor(job.donor, uri) if job.donor else (None, None)
+    donor, donor_run = check_donor(job.donor, uri, data) if job.donor else (None, None)
     if donor_run is not None:
         donor = donor_download_dir(data, donor_run)
     source = source_sweep(uri, job.source) if job.source else None

@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from pipelines.model_uri import is_mlflow_uri, local_checkpoint
 from pipelines.run_storage import read_file
 from pipelines.storage import is_uri, parse_root, readable
 from pipelines.tracking import check_tracking, client, sqlite_path
@@ -113,9 +114,12 @@ def plan_file(run) -> dict | None:
     return doc
 
 
-def check_donor(donor: str, uri: str) -> tuple[Path | None, str | None]:
-    """``--donor``: ``(checkpoint directory, None)`` for a path, ``(None, run id)`` for an MLflow
-    run whose checkpoint is downloaded later (``fetch_donor``). Nothing is read but metadata."""
+def check_donor(donor: str, uri: str, data: Path) -> tuple[Path | None, str | None]:
+    """``--donor``: ``(checkpoint directory, None)`` for a path, a ``runs:/`` or ``models:/``
+    URI (downloaded here), ``(None, run id)`` for an MLflow run whose checkpoint is downloaded
+    later (``fetch_donor``). Nothing is read but metadata."""
+    if is_mlflow_uri(donor):
+        return donor_dir(donor, local_checkpoint(donor, "--donor", uri, data)), None
     if is_uri(donor):  # a final checkpoint on object storage: checked in a local copy
         return donor_dir(donor, Path(readable(donor, "--donor"))), None
     path = Path(donor).expanduser()

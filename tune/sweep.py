@@ -114,7 +114,16 @@ def launch(sweep: PlannedSweep, progress=print) -> SweepOutcome:
         "donor": job.donor or "",
         "source": job.source or "",
     }
-    parent = open_run(uri, experiment, sweep.name, resume=ctx.resume, tags=tags, params=params)
+    parent = open_run(
+        uri,
+        experiment,
+        sweep.name,
+        resume=ctx.resume,
+        run_id=_planned_parent(sweep) if ctx.resume else None,
+        tags=tags,
+        params=params,
+        config={"sweep": params, "trials": [t.to_dict() for p in sweep.phases for t in p.trials]},
+    )
     n_trials = sum(len(p.trials) for p in sweep.phases)
     progress(
         f"sweep {sweep.name}: {n_trials} trial{'s' if n_trials != 1 else ''} in {len(sweep.phases)} phase(s); MLflow "
@@ -347,6 +356,16 @@ def _tune_config(phase: Phase, res: TrialResources):
         num_samples=phase.search["samples"],
         max_concurrent_trials=res.concurrent,
     )
+
+
+def _planned_parent(sweep: PlannedSweep) -> str | None:
+    """The parent run id that the resumed sweep's ``sweep.json`` recorded (None: none yet)."""
+    try:
+        doc = json.loads((sweep.state / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    run_id = doc.get("parent_run_id") if isinstance(doc, dict) else None
+    return run_id if isinstance(run_id, str) and run_id else None
 
 
 def _write_plan(sweep: PlannedSweep, doc: dict) -> None:

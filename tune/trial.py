@@ -113,7 +113,7 @@ def _record_failure(spec: TrialSpec, ctx: TrialContext, sampled: dict, exc: Exce
     the summary (read from MLflow alone) counts it."""
     name = trial_run_name(ctx.sweep, _key(spec, sampled))
     uri = ctx.run.tracking_uri
-    if find_run(uri, ctx.experiment_id, name) is not None:
+    if find_run(uri, ctx.experiment_id, name, ctx.parent_run_id) is not None:
         return  # the run's own code marked it FAILED
     logger = start_run(uri, ctx.experiment_id, name, tags=_tags(spec, ctx, sampled))
     logger.finish("FAILED", error=one_line(exc))
@@ -199,13 +199,16 @@ def _windows(inputs: Path) -> list:
 
 def _child_logger(spec: TrialSpec, ctx: TrialContext, params: dict) -> RunLogger:
     name = trial_run_name(ctx.sweep, spec.key)
-    return open_run(
-        ctx.run.tracking_uri,
+    uri = ctx.run.tracking_uri
+    return open_run(  # a retried trial continues its run under this sweep's parent
+        uri,
         ctx.experiment_id,
         name,
         resume=True,
+        run_id=find_run(uri, ctx.experiment_id, name, ctx.parent_run_id),
         tags=_tags(spec, ctx, {}),
         params=params,
+        config=params,
     )
 
 

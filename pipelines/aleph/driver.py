@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,9 +26,11 @@ from geolip.aleph.experiments.employment import Employment
 from pipelines.aleph.job import PreparedJob, TrainJob, check_job, prepare_job
 from pipelines.aleph.worker import train_loop_per_worker
 from pipelines.capacity import claim
+from pipelines.logged_model import LoggedModel, log_checkpoint_model
 from pipelines.plots import curves_figure, gauge_figure
 from pipelines.run_storage import (
     TRAIN_STATE,
+    checkpoint_run_id,
     checkpoints,
     publish_checkpoint,
     publish_inputs,
@@ -58,6 +61,8 @@ class TrainOutcome:
     seconds: float
     published: str | None = None
     """The final checkpoint's URI on object storage (``--data-dir s3://...``), else None."""
+    model: LoggedModel | None = None
+    """The final checkpoint as the run's logged MLflow model (``runs:/RUN_ID/model``)."""
 
 
 def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutcome:
@@ -77,13 +82,17 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
         ctx.tracking_uri, ctx.experiment, artifact_root(ctx.tracking_uri, ctx.data_dir, ctx.storage)
     )
     params = {"config": prepared.run.to_dict(), "job": _job_params(prepared)}
+    train_dir = ctx.results(prepared.name)
     logger = open_run(
         ctx.tracking_uri,
         experiment,
         prepared.name,
         resume=prepared.ctx.resume,
+        run_id=checkpoint_run_id(train_dir) if prepared.ctx.resume else None,
         tags=prepared.tags,
         params=params,
+        config=prepared.run,
+        device=ctx.device_name(),
     )
     progress(
         f"run {prepared.name}: MLflow {ctx.tracking_uri} (experiment {ctx.experiment}, "
@@ -176,9 +185,25 @@ def _finish(prepared: PreparedJob, logger: RunLogger, result, seconds: float) ->
             logger.log_artifact(item, "checkpoint")
     logger.log_dict(verdict, "verdict.json")
     _log_plots(logger, history, prepared.name)
+    model = _log_model(prepared, final, logger)
     return TrainOutcome(
-        prepared.name, logger.run_id, logger.uri, final, verdict, seconds, published
+        prepared.name, logger.run_id, logger.uri, final, verdict, seconds, published, model
     )
+
+
+def _log_model(prepared: PreparedJob, final: Path, logger: RunLogger) -> LoggedModel:
+    """The final checkpoint (without its optimizer state) as the run's MLflow model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "checkpoint"
+        shutil.copytree(final, ckpt, ignore=shutil.ignore_patterns(TRAIN_STATE))
+        return log_checkpoint_model(
+            logger.uri,
+            logger.run_id,
+            ckpt,
+            "aleph",
+            register=prepared.job.register,
+            step=prepared.run.train.steps,
+        )
 
 
 def _publish(prepared: PreparedJob, final: Path, verdict: dict, run_id: str) -> str | None:

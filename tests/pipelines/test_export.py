@@ -213,7 +213,7 @@ BAD = {
     ),
     "uri": (
         lambda tmp: "runs:/0123abcd/checkpoint",
-        "CKPT runs:/0123abcd/checkpoint: only local checkpoint directories can be exported",
+        "CKPT runs:/0123abcd/checkpoint: no MLflow run '0123abcd'",
     ),
 }
 

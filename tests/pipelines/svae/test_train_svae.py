@@ -31,10 +31,12 @@ def test_structured_images_train_with_control_and_verdict(tmp_path, ray_session,
         "train.eval_every=15",
         "--set",
         "train.batch_size=32",
+        "--register",
+        "tiny-svae",
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "checkpoint:" in out
+    assert "checkpoint:" in out and "registered as models:/tiny-svae/1" in out
     [final] = list((tmp_path / "runs" / "svae").glob("*/final"))
     verdict = json.loads((final / "verdict.json").read_text())
     assert verdict["mechanism"] in ("A", "B", "indeterminate")
@@ -58,6 +60,31 @@ def test_structured_images_train_with_control_and_verdict(tmp_path, ray_session,
         "plots/deviation_hist.png",
         "plots/reconstructions.png",
     } <= plots
+    _check_logged_model(client, run, model, tmp_path)
+
+
+def _check_logged_model(client, run, model, data) -> None:
+    """The registered pyfunc reconstructs as the checkpoint's model does; the run records
+    its config, hash and source."""
+    import mlflow.pyfunc
+    import numpy as np
+    import torch
+
+    from pipelines.tracking import default_tracking_uri, fluent_store
+
+    assert run.data.tags["mlflow.source.name"] == "geolip train svae"
+    assert run.data.tags["geolip.config_hash"]
+    [output] = run.outputs.model_outputs
+    assert client.get_logged_model(output.model_id).source_run_id == run.info.run_id
+    with fluent_store(default_tracking_uri(data)):
+        pyfunc = mlflow.pyfunc.load_model("models:/tiny-svae/1")
+    torch.manual_seed(0)
+    g = model.cfg
+    x = torch.rand(2, g.channels, g.img_size, g.img_size)
+    got = pyfunc.predict(x.numpy())
+    with torch.no_grad():
+        want = model(x)["external_recon"].numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
 def test_bad_data_spec_is_refused(tmp_path):
