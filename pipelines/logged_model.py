@@ -91,7 +91,11 @@ def _register(uri: str, name: str, model_id: str, run_id: str) -> str:
     # The source is the model's own location: MLflow would resolve ``models:/m-ID`` in its
     # global store, not in ``uri``.
     source = store.get_logged_model(model_id).artifact_location
-    version = store.create_model_version(name, source, run_id=run_id, model_id=model_id)
+    run = store.get_run(run_id)
+    note = f"{run.info.run_name} (run {run_id}): {run.data.tags.get('mlflow.note.content', '')}"
+    version = store.create_model_version(
+        name, source, run_id=run_id, model_id=model_id, description=note.strip().rstrip(":")
+    )
     return f"models:/{name}/{version.version}"
 
 

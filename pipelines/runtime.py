@@ -66,6 +66,9 @@ class RunContext:
     """Resume if the run has a checkpoint, else start it (``geolip demo``'s re-runs)."""
     threads: int | None = None
     """torch threads per worker (None: the node's cores shared by its workers)."""
+    system_metrics: bool = True
+    """Log each node's CPU, memory, disk, network and GPU use into the training run
+    (``pipelines.system_metrics``; off: ``--no-system-metrics``)."""
     tags: dict = field(default_factory=dict)
     """MLflow tags added to the run's own (a sweep's arm, seed, ...: the caller's win)."""
     fault: dict | None = None
@@ -102,6 +105,12 @@ class RunContext:
         data = resolve_data_dir(None if data_dir is None else str(data_dir))
         uri = resolve_tracking_uri(tracking_uri, data)
         return cls(experiment, data, uri, **settings)
+
+    def device_name(self) -> str:
+        """Where the workers compute, for the run's ``geolip.device`` tag: ``N x cuda`` or
+        ``N x cpu`` (decided by ``capacity.claim``; ``auto`` before it)."""
+        kind = {True: "cuda", False: "cpu", None: "auto"}[self.use_gpu]
+        return f"{self.workers} x {kind}"
 
     def root(self) -> Root:
         """The data directory as a ``Root`` (the store's prefix with ``storage``)."""

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,6 +89,18 @@ def server_url(host: str, port: int) -> str:
 def experiment_url(url: str, experiment_id: str) -> str:
     """The runs table of an experiment."""
     return f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def run_url(url: str, experiment_id: str, run_id: str, tab: str = "") -> str:
+    """A run's page (``tab``: ``""`` its overview, or ``model-metrics``, ``system-metrics``,
+    ``artifacts``)."""
+    route = f"experiments/{experiment_id}/runs/{run_id}" + (f"/{tab}" if tab else "")
+    return f"{url}/#/{route}"
+
+
+def registered_model_url(url: str, name: str) -> str:
+    """A registered model's page: its versions and where each came from."""
+    return f"{url}/#/models/{urllib.parse.quote(name, safe='')}"
 
 
 def artifact_url(url: str, experiment_id: str, run_id: str, path: str) -> str:

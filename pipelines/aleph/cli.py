@@ -34,6 +34,7 @@ from pipelines.cli import (
 )
 from pipelines.kn import add_kn_arguments
 from pipelines.scales import SCALE_NAMES
+from pipelines.system_metrics import add_system_metrics_argument, system_metrics_setting
 
 GRAFTS = ("none", "depth", "mixture", "retrofit", "continue")
 FORMATS = ("table", "json")
@@ -84,7 +85,19 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "--max-failures", type=int_at_least(0), default=2, help="worker-group restarts allowed"
     )
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
-    p.add_argument("--init-from", default=None, help="warm-start from this donor checkpoint")
+    add_system_metrics_argument(p)
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="warm-start from this donor checkpoint: a directory, s3://..., runs:/ID/model or "
+        "models:/NAME/VERSION",
+    )
+    p.add_argument(
+        "--register",
+        default=None,
+        metavar="NAME",
+        help="register the logged model as a new version of the MLflow registered model NAME",
+    )
     p.add_argument("--graft", choices=GRAFTS, default="none", help="how the donor maps")
     p.add_argument("--experiment", default="geolip-aleph", help="MLflow experiment name")
     p.add_argument(
@@ -117,9 +130,11 @@ def job_from_args(args: argparse.Namespace):
         **capacity_settings(args),
         max_failures=args.max_failures,
         resume=args.resume,
+        system_metrics=system_metrics_setting(args),
         tags={"scale": scale.name},
     )
     from pipelines.aleph.job import TrainJob
+    from pipelines.model_uri import model_arg
 
     return TrainJob(
         run=run,
@@ -127,8 +142,9 @@ def job_from_args(args: argparse.Namespace):
         ctx=ctx,
         bank=args.bank,
         bank_source=args.bank_source,
-        init_from=args.init_from,
+        init_from=model_arg(args.init_from, "--init-from", ctx.tracking_uri, ctx.data_dir),
         graft=args.graft,
+        register=args.register,
         checkpoint_every=args.checkpoint_every,
         run_name=args.name,
         eval_bytes=scale.eval_bytes if args.eval_bytes is None else args.eval_bytes,
@@ -157,11 +173,21 @@ def _run_train(args: argparse.Namespace) -> int:
         console.print(f"  aleph employment       {used.summary()}", markup=False)
     console.print(f"checkpoint: {outcome.checkpoint}")
     console.print(f"MLflow run {outcome.run_id} in {outcome.tracking_uri}")
+    if outcome.model is not None:
+        registered = (
+            f", registered as {outcome.model.registered}" if outcome.model.registered else ""
+        )
+        console.print(f"logged model: {outcome.model.run_uri}{registered}", markup=False)
     return 0
 
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint: a directory, s3://..., runs:/ID/model or models:/NAME/VERSION",
+    )
+    add_common_run_arguments(p)  # where a runs:/ or models:/ URI is looked up
     p.add_argument("--prompt", type=utf8_text, default="", help="text to continue (UTF-8)")
     p.add_argument(
         "--bytes",
@@ -184,8 +210,9 @@ def _run_sample(args: argparse.Namespace) -> int:
 
     from geolip.aleph.checkpoint import load_checkpoint
     from geolip.aleph.generate import stream
+    from pipelines.model_uri import checkpoint_arg
 
-    model, _, _ = load_checkpoint(args.checkpoint)
+    model, _, _ = load_checkpoint(checkpoint_arg(args, args.checkpoint, "--checkpoint"))
     prompt = args.prompt.encode("utf-8")
     chunks = stream(model, prompt, args.bytes, temperature=args.temperature, seed=args.seed)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -226,7 +253,11 @@ def _quiet_stdout() -> None:
 
 
 def _add_eval_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="checkpoint directory (e.g. runs/aleph/NAME/final)")
+    p.add_argument(
+        "checkpoint",
+        help="checkpoint: a directory (e.g. runs/aleph/NAME/final), s3://..., runs:/ID/model "
+        "or models:/NAME/VERSION",
+    )
     p.add_argument("--corpus", required=True, help="corpus URI whose validation split is scored")
     p.add_argument(
         "--eval-bytes",
@@ -259,10 +290,11 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from pipelines.aleph.evaluate import eval_checkpoint
+    from pipelines.model_uri import checkpoint_arg
     from pipelines.paths import data_dir
 
     result = eval_checkpoint(
-        args.checkpoint,
+        checkpoint_arg(args, args.checkpoint, "CHECKPOINT"),
         args.corpus,
         data_dir(args.data_dir),
         eval_bytes=args.eval_bytes,
@@ -317,10 +349,11 @@ def _add_contrast(p: argparse.ArgumentParser) -> None:
 
 def _run_contrast(args: argparse.Namespace) -> int:
     from pipelines.aleph.evaluate import contrast_checkpoint
+    from pipelines.model_uri import checkpoint_arg
     from pipelines.paths import data_dir
 
     result, report = contrast_checkpoint(
-        args.checkpoint,
+        checkpoint_arg(args, args.checkpoint, "CHECKPOINT"),
         args.corpus,
         data_dir(args.data_dir),
         eval_bytes=args.eval_bytes,

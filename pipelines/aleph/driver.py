@@ -26,6 +26,7 @@ from geolip.aleph.experiments.employment import Employment
 from pipelines.aleph.job import PreparedJob, TrainJob, check_job, prepare_job
 from pipelines.aleph.worker import train_loop_per_worker
 from pipelines.capacity import claim
+from pipelines.lineage import bank_lineage, corpus_input, log_lineage
 from pipelines.logged_model import LoggedModel, log_checkpoint_model
 from pipelines.plots import curves_figure, gauge_figure
 from pipelines.run_storage import (
@@ -37,6 +38,7 @@ from pipelines.run_storage import (
     write_file,
 )
 from pipelines.runtime import fit, init_ray, interrupted_run, one_line
+from pipelines.system_metrics import is_training_metric
 from pipelines.tracking import (
     RunLogger,
     artifact_root,
@@ -94,6 +96,8 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
         config=prepared.run,
         device=ctx.device_name(),
     )
+    if not prepared.ctx.resume:  # a resumed run has its inputs
+        _log_lineage(prepared, logger)
     progress(
         f"run {prepared.name}: MLflow {ctx.tracking_uri} (experiment {ctx.experiment}, "
         f"run {logger.run_id})"
@@ -120,6 +124,15 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
         raise
     logger.finish()
     return outcome
+
+
+def _log_lineage(prepared: PreparedJob, logger: RunLogger) -> None:
+    """The run's inputs: its corpus, the atlas its bank was cut from, and the bank."""
+    ctx = prepared.ctx
+    items = [corpus_input(prepared.job.corpus, prepared.shards)]
+    if prepared.bank_path is not None:
+        items += bank_lineage(prepared.bank_path, items[0])
+    log_lineage(ctx.tracking_uri, ctx.data_dir, logger.run_id, items, ctx.storage)
 
 
 def _worker_config(prepared: PreparedJob, run_id: str) -> dict:
@@ -172,7 +185,7 @@ def _finish(prepared: PreparedJob, logger: RunLogger, result, seconds: float) ->
     # pipelines.aleph.continuation) but not in MLflow, where it would double the model's size.
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    history = metric_rows(logger.uri, logger.run_id)
+    history = metric_rows(logger.uri, logger.run_id, is_training_metric)
     verdict = _verdict(prepared, history, seconds)
     (prepared.run_dir / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
     published = _publish(prepared, final, verdict, logger.run_id)

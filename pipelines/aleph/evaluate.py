@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geolip.aleph.bpb import bpb_streamed, bpb_windowed
+from geolip.aleph.bpb import bpb_streamed, bpb_windowed, segment_count, window_count
 from geolip.aleph.checkpoint import load_checkpoint
 from geolip.aleph.data import fixed_eval_batches
 from geolip.aleph.experiments.contrast import ContrastReport, controller_contrast
@@ -22,6 +22,7 @@ from pipelines.compress import compressor_baselines, results_table, row_metrics
 from pipelines.errors import GeolipError
 from pipelines.kn import DEFAULT_ORDERS, kn_metrics, kn_rows
 from pipelines.plots import bars_figure
+from pipelines.progress import bar
 from pipelines.tracking import (
     RunLogger,
     artifact_root,
@@ -92,8 +93,12 @@ def heldout_bytes(corpus: str, data: Path, limit: int) -> tuple[np.ndarray, Byte
 
 def evaluate_aleph(model, held, train=None, streams: int = 8, compressors: bool = True) -> dict:
     """Windowed and streamed bits/byte of ``model`` on ``held`` and the compressors' figures."""
-    out = {"bytes": len(held)}
-    for result in (bpb_windowed(model, held), bpb_streamed(model, held, n_streams=streams)):
+    out, T = {"bytes": len(held)}, model.cfg.seq_trigrams
+    with bar(window_count(len(held), T), "bpb windowed", "window") as b:
+        windowed = bpb_windowed(model, held, progress=b.update)
+    with bar(segment_count(len(held), streams, T), "bpb streamed", "segment") as b:
+        streamed = bpb_streamed(model, held, n_streams=streams, progress=b.update)
+    for result in (windowed, streamed):
         out[result.regime] = result.as_dict()
     if compressors:
         out["compressors"] = results_table(compressor_baselines(held.tobytes(), train))
@@ -162,7 +167,11 @@ def contrast_checkpoint(
         )
     held, _ = heldout_bytes(corpus, data, eval_bytes)
     batches = fixed_eval_batches(held, windows, run_cfg.model.seq_trigrams, batch=16)
-    report = controller_contrast(model, batches, tuple(ops), tuple(range(seeds)), scope)
+    scored = sum(len(w) for w in batches) * (1 + len(ops) * seeds)  # the base and each ablation
+    with bar(scored, "controller contrast", "window") as b:
+        report = controller_contrast(
+            model, batches, tuple(ops), tuple(range(seeds)), scope, progress=b.update
+        )
     result = {
         "checkpoint": str(checkpoint),
         "corpus": corpus,
@@ -205,7 +214,8 @@ def _eval_logger(tracking_uri: str | None, meta: dict, data: Path, checkpoint: s
         return RunLogger(uri, run_id)
     experiment = ensure_experiment(uri, EVAL_EXPERIMENT, artifact_root(uri, data))
     name = f"eval-{Path(checkpoint).parent.name}"
-    return start_run(uri, experiment, name, tags={"checkpoint": checkpoint})
+    config = {"checkpoint": checkpoint, "model_config_hash": meta.get("config_hash")}
+    return start_run(uri, experiment, name, tags={"checkpoint": checkpoint}, config=config)
 
 
 def _log_eval(logger: RunLogger, meta: dict, result: dict) -> None:

@@ -45,6 +45,7 @@ from pipelines.errors import GeolipError
 from pipelines.run_storage import has_checkpoint, subdirs
 from pipelines.runtime import RunContext, check_run_name
 from pipelines.storage import is_uri, readable
+from pipelines.system_metrics import settings as system_metrics_settings
 
 GRAFTS = ("none", "depth", "mixture", "retrofit", "continue")
 DATA_MODES = ("shard", "replicate")
@@ -65,6 +66,8 @@ class TrainJob:
     data directory) or ``frequency`` (the train side's top-N aligned trigrams)."""
     init_from: str | None = None
     """Donor checkpoint directory to warm-start from."""
+    register: str | None = None
+    """Register the final logged model under this MLflow registered-model name."""
     graft: str = "none"
     """How the donor maps onto ``run.model``: none | depth | mixture | retrofit."""
     checkpoint_every: int = 0
@@ -119,6 +122,7 @@ class PreparedJob:
             "tracking_uri": self.ctx.tracking_uri,
             "threads": self.ctx.threads,
             "fault": dict(self.ctx.fault) if self.ctx.fault else None,
+            "system_metrics": system_metrics_settings(self.ctx.system_metrics),
             **_continue_config(self.continuation),
         }
 

@@ -36,15 +36,22 @@ from geolip.aleph.model import AlephLM
 from geolip.aleph.train.optim import build_optimizer, build_scheduler
 from geolip.aleph.train.step import train_step
 from pipelines.aleph.heldout import write_target_nll
+from pipelines.progress import duration, eta
 from pipelines.run_storage import TRAIN_STATE, fetch_inputs
 from pipelines.runtime import maybe_fail, quiet_ray_train_logs, seed_of, worker_threads
 from pipelines.storage import is_uri, parse_root
+from pipelines.system_metrics import node_monitor
 from pipelines.tracking import RunLogger
 
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config`` is ``PreparedJob.worker_config`` (pipelines.aleph.job)."""
     quiet_ray_train_logs()
+    with node_monitor(config, ray.train.get_context()):  # the node's CPU, memory and GPUs
+        _train(config)
+
+
+def _train(config: dict) -> None:
     config = fetch_inputs(config)  # from the store where the data directory is there
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -75,6 +82,7 @@ class _Loop:
         n_tri = cfg.seq_trigrams * cfg.n_segments
         per_rank = tcfg.batch_size // self.world
         tokens, t_log = 0, time.perf_counter()
+        self.since = (start, t_log)  # the console's ETA: the pace of this (re)start's steps
         if self.logger is not None:  # a restart redoes steps the run may have logged
             self.logger.skip_logged_steps()
         try:
@@ -131,9 +139,12 @@ class _Loop:
             out.update(read_gauge(self.model, self.eval_windows[0][:4]).as_metrics())
             self.logger.log_metrics(out, step)
             # Progress on the console too (Ray forwards worker output to the driver).
+            first, elapsed = self.since[0], time.perf_counter() - self.since[1]
+            left = eta(step - first, self.tcfg.steps - first, elapsed)
             print(
                 f"step {step}/{self.tcfg.steps}  bpb {out['bpb']:.3f}  "
-                f"lr {out['lr']:.2e}  {out['tokens_per_s']:,.0f} tok/s",
+                f"lr {out['lr']:.2e}  {out['tokens_per_s']:,.0f} tok/s  "
+                f"elapsed {duration(elapsed)}  eta {left}",
                 flush=True,
             )
 

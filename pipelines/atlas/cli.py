@@ -12,7 +12,7 @@ import time
 
 from atlas.config import AtlasConfig, parse_quotas, parse_size
 from pipelines.atlas.query import json_value, print_table
-from pipelines.cli import Command, int_at_least
+from pipelines.cli import Command, add_common_run_arguments, int_at_least
 from pipelines.paths import check_dir_path, check_file_path
 
 SIZE_UNITS = "k, M, G = x1000 and Ki, Mi, Gi = x1024: 64k = 64000, 64Ki = 65536"
@@ -107,6 +107,7 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing atlas in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress and no summary table")
+    add_common_run_arguments(p)  # a store named here records the build (geolip-data)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -153,7 +154,7 @@ def _run_build(args: argparse.Namespace) -> int:
         build, out = build_atlas_at, check_root(args.out, "--out")
     else:
         build, out = build_atlas, check_dir_path(args.out, "--out")
-    build(
+    result = build(
         args.corpus,
         out,
         config_from_args(args),
@@ -161,7 +162,19 @@ def _run_build(args: argparse.Namespace) -> int:
         init_ray=lambda: _start_ray(args.cpus),
         progress=not args.quiet,
     )
+    if not is_uri(args.out):
+        from pipelines.lineage import atlas_input
+
+        _record(args, lambda: [atlas_input(result.path)])
     return 0
+
+
+def _record(args: argparse.Namespace, items) -> None:
+    """The build as a run of ``geolip-data``, when the command names a store."""
+    from pipelines.lineage import DATA_EXPERIMENT, record_named_store
+
+    if (run_id := record_named_store(args.tracking_uri, args.data_dir, items)) is not None:
+        print(f"recorded in MLflow: run {run_id} of experiment {DATA_EXPERIMENT}")
 
 
 def _build_interrupted(args: argparse.Namespace) -> str:
@@ -189,6 +202,7 @@ def _add_bank_build(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-split", action="store_true", help="accept an atlas of a non-train split"
     )
+    add_common_run_arguments(p)  # a store named here records the build (geolip-data)
 
 
 def _run_bank_build(args: argparse.Namespace) -> int:
@@ -216,6 +230,10 @@ def _run_bank_build(args: argparse.Namespace) -> int:
     rows.append(["backfill", "", "", "", contributions["backfill"]])
     title = f"bank {out}: {len(trigrams)} trigrams in {time.perf_counter() - start:.1f} s"
     print_table(title, ["stratum", "quota rows", "distinct", "taken", "new rows"], rows)
+    if not is_uri(args.atlas):
+        from pipelines.lineage import bank_lineage
+
+        _record(args, lambda: bank_lineage(out))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli import Command, int_at_least
+from pipelines.cli import Command, add_common_run_arguments, int_at_least
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -17,6 +17,7 @@ def _add(p: argparse.ArgumentParser) -> None:
         "--max-length", type=int_at_least(3), default=128, help="tokens per sentence (>= 3)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    add_common_run_arguments(p)  # a store named here records the extraction (geolip-data)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -36,7 +37,22 @@ def _run(args: argparse.Namespace) -> int:
         f"layer {req.layer}: train {splits['train']['tokens']:,} tokens, "
         f"validation {splits['validation']['tokens']:,} tokens -> {_shown(args.out)}"
     )
+    _record(args)
     return 0
+
+
+def _record(args: argparse.Namespace) -> None:
+    """The extraction as a run of ``geolip-data``, when the command names a store."""
+    from pathlib import Path
+
+    from pipelines.lineage import DATA_EXPERIMENT, features_input, record_named_store
+    from pipelines.storage import is_uri
+
+    if is_uri(args.out):
+        return  # recorded by the run that reads it, from its local copy
+    items = lambda: [features_input(Path(args.out))]  # noqa: E731
+    if (run_id := record_named_store(args.tracking_uri, args.data_dir, items)) is not None:
+        print(f"recorded in MLflow: run {run_id} of experiment {DATA_EXPERIMENT}")
 
 
 def _shown(out: str) -> str:

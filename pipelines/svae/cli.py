@@ -15,6 +15,7 @@ from pipelines.cli import (
     add_set_argument,
     int_at_least,
 )
+from pipelines.system_metrics import add_system_metrics_argument, system_metrics_setting
 
 VERDICT_KEYS = (
     "recon_cos_external",
@@ -43,7 +44,14 @@ def _add(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-control", action="store_true", help="skip the patch-shuffled control")
     p.add_argument("--resume", action="store_true", help="continue an existing run")
+    add_system_metrics_argument(p)
     p.add_argument("--experiment", default="geolip-svae", help="MLflow experiment name")
+    p.add_argument(
+        "--register",
+        default=None,
+        metavar="NAME",
+        help="register the logged model as a new version of the MLflow registered model NAME",
+    )
     add_common_run_arguments(p)
 
 
@@ -75,15 +83,20 @@ def _run(args: argparse.Namespace) -> int:
         **capacity_settings(args),
         max_failures=args.max_failures,
         resume=args.resume,
+        system_metrics=system_metrics_setting(args),
     )
     run = apply_config(run_config(args.data), args.config_file, args.overrides)
     check_resume(ctx)
     from pipelines.svae.driver import SVAEJob, train_svae_job  # Ray: after the checks above
 
-    out = train_svae_job(SVAEJob(args.data, run, ctx, control=not args.no_control))
+    job = SVAEJob(args.data, run, ctx, control=not args.no_control, register=args.register)
+    out = train_svae_job(job)
     v = out["verdict"]
     print(json.dumps({k: v[k] for k in VERDICT_KEYS} | {"control": v.get("control")}, indent=1))
     print(f"checkpoint: {out['checkpoint']}\nMLflow run {out['run_id']}")
+    model = out["model"]
+    registered = f", registered as {model.registered}" if model.registered else ""
+    print(f"logged model: {model.run_uri}{registered}")
     return 0
 
 

@@ -24,10 +24,14 @@ from geolip.svae.train import evaluate
 from geolip.svae.train import verdict as make_verdict
 from pipelines.capacity import claim
 from pipelines.errors import GeolipError
+from pipelines.lineage import features_input, file_input, log_lineage
+from pipelines.logged_model import log_checkpoint_model
+from pipelines.run_storage import checkpoint_run_id
 from pipelines.runtime import RunContext, check_run_name, fit, interrupted_run, one_line
 from pipelines.svae.data import SVAEData, load_svae_data
 from pipelines.svae.plots import log_svae_plots
 from pipelines.svae.worker import svae_loop_per_worker
+from pipelines.system_metrics import settings as system_metrics_settings
 from pipelines.tracking import RunLogger, artifact_root, check_tracking, ensure_experiment, open_run
 
 
@@ -43,10 +47,13 @@ class SVAEJob:
     """Also fit the patch-shuffled control (§14)."""
     run_name: str | None = None
     """The run's name (a sweep's trial); None: from the data kind, config hash and seed."""
+    register: str | None = None
+    """Register the final logged model under this MLflow registered-model name."""
 
 
 def train_svae_job(job: SVAEJob, progress=print) -> dict:
-    """Run ``job``; returns ``{"name", "run_id", "checkpoint", "verdict"}``."""
+    """Run ``job``; returns ``{"name", "run_id", "checkpoint", "verdict", "model"}`` (the
+    final checkpoint's ``pipelines.logged_model.LoggedModel``)."""
     ctx, geo, tcfg = job.ctx, job.run.model, job.run.train
     ctx.check_workers()
     data = load_svae_data(job.data)
@@ -69,8 +76,18 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     params = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "job.workers": ctx.workers}
     # Resumed: the same MLflow run continues; Ray Train resumes both fits from their checkpoints.
     logger = open_run(
-        ctx.tracking_uri, experiment, name, resume=ctx.resume, tags=tags, params=params
+        ctx.tracking_uri,
+        experiment,
+        name,
+        resume=ctx.resume,
+        run_id=checkpoint_run_id(train_dir) if ctx.resume else None,
+        tags=tags,
+        params=params,
+        config=job.run,
+        device=ctx.device_name(),
     )
+    if not ctx.resume:  # a resumed run has its inputs
+        _log_lineage(job, data, run_dir, ctx, logger)
     progress(f"run {name}: MLflow {ctx.tracking_uri} (run {logger.run_id})")
     started = time.perf_counter()
     try:
@@ -92,6 +109,17 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
         raise
     logger.finish()
     return out
+
+
+def _log_lineage(job: SVAEJob, data: SVAEData, run_dir: Path, ctx, logger: RunLogger) -> None:
+    """The run's inputs: the feature shards (``features:DIR``, with their extraction's build
+    run) and the exact tensors both fits read (``data.safetensors``)."""
+    items = []
+    if data.kind == "features" and (Path(data.source["dir"]) / "manifest.json").is_file():
+        items.append(features_input(Path(data.source["dir"])))
+    profile = {"train": len(data.train), "validation": len(data.val)}
+    items.append(file_input("data", job.data, run_dir / "data.safetensors", profile))
+    log_lineage(ctx.tracking_uri, ctx.data_dir, logger.run_id, items, ctx.storage)
 
 
 def _check(job: SVAEJob, data: SVAEData) -> None:
@@ -142,6 +170,7 @@ def _worker_config(job, run_dir: Path, key: str, prefix: str, logger, text: bool
         "threads": job.ctx.threads,
         "text": text,
         "fault": None if prefix else job.ctx.fault,
+        "system_metrics": system_metrics_settings(job.ctx.system_metrics),
     }
 
 
@@ -197,4 +226,13 @@ def _finish(
     logger.log_dict(verdict, "verdict.json")
     logger.log_artifacts(str(final), "checkpoint")
     log_svae_plots(logger, main["model"], data, finals)
-    return {"name": name, "run_id": logger.run_id, "checkpoint": final, "verdict": verdict}
+    model = log_checkpoint_model(
+        logger.uri, logger.run_id, final, "svae", register=job.register, step=steps
+    )
+    return {
+        "name": name,
+        "run_id": logger.run_id,
+        "checkpoint": final,
+        "verdict": verdict,
+        "model": model,
+    }

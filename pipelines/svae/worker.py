@@ -9,6 +9,7 @@ state with ``torch.save`` read back with ``weights_only=True``) that Ray Train p
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import ray.train
@@ -19,15 +20,22 @@ from safetensors.torch import load_file
 from geolip.svae.checkpoint import save_svae_checkpoint
 from geolip.svae.model import SVAECompanion
 from geolip.svae.train import build_optimizers, evaluate, svae_step
+from pipelines.progress import duration, eta
 from pipelines.run_storage import TRAIN_STATE
 from pipelines.runtime import maybe_fail, quiet_ray_train_logs, seed_of, worker_threads
+from pipelines.system_metrics import node_monitor
 from pipelines.tracking import RunLogger
 
 
 def svae_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config`` is the driver's ``_worker_config`` (run config object,
-    data file, which tensors, MLflow run)."""
+    data file, which tensors, MLflow run, system metrics)."""
     quiet_ray_train_logs()
+    with node_monitor(config, ray.train.get_context()):  # the node's CPU, memory and GPUs
+        _fit(config)
+
+
+def _fit(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     # The companion's small layers run fastest on one thread unless the job asks for more.
@@ -41,6 +49,7 @@ def svae_loop_per_worker(config: dict) -> None:
     ddp = ray.train.torch.prepare_model(model) if world > 1 else model
     logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
     prefix, mean, per_rank = config["prefix"], train_x.mean(0), tcfg.batch_size // world
+    t0 = time.perf_counter()  # the console's ETA: the pace of this (re)start's steps
     for step in range(start, tcfg.steps):
         gen = torch.Generator().manual_seed(seed_of(tcfg.seed, step, rank))
         idx = torch.randint(0, len(train_x), (per_rank,), generator=gen)
@@ -51,9 +60,12 @@ def svae_loop_per_worker(config: dict) -> None:
                 metrics.update(evaluate(model, val_x, mean, text=config.get("text", False)))
                 logger.log_metrics({prefix + k: v for k, v in metrics.items()}, done)
                 logger.flush()
+                elapsed = time.perf_counter() - t0
                 print(
                     f"{prefix or 'main/'}step {done}/{tcfg.steps}  cos_ext "
-                    f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}",
+                    f"{metrics['cos_ext']:.3f}  α {metrics['mean_alpha']:.4f}  "
+                    f"elapsed {duration(elapsed)}  "
+                    f"eta {eta(done - start, tcfg.steps - start, elapsed)}",
                     flush=True,
                 )
             _report(model, opts, scheds, done, config, rank)
@@ -85,7 +97,7 @@ def _report(model, opts, scheds, step: int, config: dict, rank: int) -> None:
 
 def _save(tmp: Path, model, opts, scheds, step: int, config: dict):
     # The layout of a final checkpoint (geolip.svae.checkpoint), plus the optimizer state.
-    meta = {"step": step, "prefix": config["prefix"]}
+    meta = {"step": step, "prefix": config["prefix"], "mlflow_run_id": config["run_id"]}
     path = save_svae_checkpoint(tmp / "checkpoint", model, config["run"].model, meta=meta)
     state = {
         "optimizers": [o.state_dict() for o in opts],

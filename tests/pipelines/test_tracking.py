@@ -4,6 +4,7 @@ a real ``mlflow server``)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -253,6 +254,54 @@ def test_find_run_returns_most_recent(experiment):
     second = start_run(uri, eid, "again")
     second.finish()
     assert find_run(uri, eid, "again") == second.run_id
+
+
+def test_resume_continues_the_run_by_its_id_never_by_name(experiment):
+    """Two runs share a name (two users on one server): a resume continues the one whose id
+    the checkpoint recorded; an id from another experiment or a deleted run is one line."""
+    from pipelines.tracking import ensure_experiment, open_run
+
+    uri, eid = experiment
+    mine = start_run(uri, eid, "shared-name")
+    mine.finish()
+    theirs = start_run(uri, eid, "shared-name")  # newer: a by-name search would pick it
+    theirs.finish()
+    again = open_run(uri, eid, "shared-name", resume=True, run_id=mine.run_id)
+    assert again.run_id == mine.run_id
+    assert _client(uri).get_run(mine.run_id).data.tags["resumed"] == "true"
+    other = ensure_experiment(uri, "someone-elses")
+    with pytest.raises(TrackingError, match=f"belongs to experiment {eid}, not {other}"):
+        open_run(uri, other, "shared-name", resume=True, run_id=mine.run_id)
+    with pytest.raises(TrackingError, match="has no such run"):
+        open_run(uri, eid, "x", resume=True, run_id="0123456789abcdef0123456789abcdef")
+    _client(uri).delete_run(theirs.run_id)
+    with pytest.raises(TrackingError, match="is deleted"):
+        open_run(uri, eid, "shared-name", resume=True, run_id=theirs.run_id)
+    # Children are found under their parent: the same name under another parent is not theirs.
+    parent = start_run(uri, eid, "sweep")
+    child = start_run(uri, eid, "trial", parent_run_id=parent.run_id)
+    start_run(uri, eid, "trial").finish()
+    assert find_run(uri, eid, "trial", parent.run_id) == child.run_id
+
+
+def test_every_run_records_its_context_and_config(experiment):
+    from pipelines.run_context import git_commit, versions
+
+    uri, eid = experiment
+    config = {"model": {"d": 64}, "train": {"steps": 3}}
+    run = start_run(uri, eid, "ctx", config=config, device="2 x cuda")
+    run.finish()
+    got = _client(uri).get_run(run.run_id)
+    tags = got.data.tags
+    assert tags["geolip.device"] == "2 x cuda" and tags["mlflow.user"]
+    assert tags["geolip.version.mlflow"] == versions()["mlflow"]
+    if git_commit():
+        assert tags["mlflow.source.git.commit"] == git_commit()
+    from geolip.config import config_hash
+
+    assert tags["geolip.config_hash"] == config_hash(config)
+    path = _client(uri).download_artifacts(run.run_id, "config.json")
+    assert json.loads(Path(path).read_text()) == config
 
 
 @pytest.mark.slow

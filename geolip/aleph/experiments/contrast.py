@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from geolip.aleph.bpb import bpb_batches
+from geolip.aleph.bpb import Progress, bpb_batches
 from geolip.aleph.experiments.names import OPS, SCOPES
 from geolip.geometry.sphere import rownorm
 
@@ -229,22 +229,26 @@ def controller_contrast(
     ops: Sequence[str] = ("permute", "randomize", "rotate"),
     seeds: Sequence[int] = (0, 1, 2),
     scope: str = "all",
+    progress: Progress | None = None,
 ) -> ContrastReport:
     """Score ``model`` and every (op, seed) ablation on the same fixed windows ``[B, T+1, 3]``.
 
     The batches must be pre-materialised (``geolip.aleph.data.fixed_eval_batches``): resampling them
     between base and ablation would add noise the size of the index-free signal (§10.2 (iv)).
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. ``progress`` gets each scored batch's
+    window count: ``(1 + len(ops) * len(seeds))`` times the windows in all.
     """
     for op in ops:
         if op not in OPS:
             raise AblationError(f"unknown ablation op {op!r}; valid ops: {list(OPS)}")
     if scope not in SCOPES:
         raise AblationError(f"unknown ablation scope {scope!r}; valid scopes: {list(SCOPES)}")
-    base = bpb_batches(model, batches).bpb  # restores the model's train/eval mode
+    base = bpb_batches(model, batches, progress).bpb  # restores the model's train/eval mode
     results = []
     for op in ops:
-        deltas = tuple(bpb_batches(ablate(model, op, s, scope), batches).bpb - base for s in seeds)
+        deltas = tuple(
+            bpb_batches(ablate(model, op, s, scope), batches, progress).bpb - base for s in seeds
+        )
         results.append(ContrastRow(op, deltas))
     return ContrastReport(base, scope, tuple(seeds), tuple(results))
 

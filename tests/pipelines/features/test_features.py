@@ -54,5 +54,22 @@ def test_extract_writes_queryable_shards_and_a_manifest(tmp_path, corpus, ray_se
     assert float(np.abs(x[0] - x[1]).max()) > 1e-3
     # Idempotent; an existing directory is never replaced without --overwrite.
     assert main(argv) == 0 and "already extracted" in capsys.readouterr().out
+    # A named store records the extraction as a geolip-data run holding its manifest.
+    assert main([*argv, "--data-dir", str(tmp_path / "data")]) == 0
+    assert "recorded in MLflow" in capsys.readouterr().out
+    _check_recorded(tmp_path / "data", manifest)
     other = argv[:-1] + ["20"]
     assert main(other) == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def _check_recorded(data, manifest: dict) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(data))
+    experiment = client.get_experiment_by_name("geolip-data").experiment_id
+    [run] = client.search_runs([experiment], "tags.`geolip.kind` = 'features'")
+    assert run.data.tags["geolip.digest"] == manifest["key"]
+    assert run.data.tags["mlflow.source.name"] == "geolip features extract"
+    assert run.data.metrics["train_tokens"] == manifest["splits"]["train"]["tokens"]

@@ -74,6 +74,8 @@ def _check_logged_model(client, run, model, data) -> None:
 
     assert run.data.tags["mlflow.source.name"] == "geolip train svae"
     assert run.data.tags["geolip.config_hash"]
+    [read] = run.inputs.dataset_inputs  # the tensors both fits read, by their bytes' digest
+    assert read.dataset.name == "images:structured" and len(read.dataset.digest) == 16
     [output] = run.outputs.model_outputs
     assert client.get_logged_model(output.model_id).source_run_id == run.info.run_id
     with fluent_store(default_tracking_uri(data)):
