@@ -1,5 +1,7 @@
 """System metrics of training runs (``pipelines.system_metrics``): the settings, the monitor of
-one node against a real SQLite store, and real tiny runs on the session's local Ray."""
+one node against a real SQLite store, and the switch. Real runs logging them on the session's
+Ray: tests/pipelines/aleph/test_train_aleph.py (two workers, one node) and
+tests/pipelines/svae/test_train_svae.py."""
 
 from __future__ import annotations
 
@@ -13,16 +15,7 @@ from pipelines.system_metrics import ENABLE_ENV, INTERVAL_ENV, SAMPLES_ENV, node
 from pipelines.tracking import check_tracking, default_tracking_uri, ensure_experiment, start_run
 
 CORPUS = "builtin:python-docs"
-TINY = ("train.steps=8", "train.log_every=4", "train.batch_size=4", "train.eval_windows=8")
 KEYS = ("cpu_utilization_percentage", "system_memory_usage_megabytes")
-
-
-@pytest.fixture
-def fast(monkeypatch):
-    """A sample a second, each logged (read on the driver, which puts them in the config)."""
-    monkeypatch.setenv(INTERVAL_ENV, "1")
-    monkeypatch.setenv(SAMPLES_ENV, "1")
-    monkeypatch.delenv(ENABLE_ENV, raising=False)
 
 
 def _client(uri: str):
@@ -114,47 +107,15 @@ def test_a_monitor_stops_and_logs_when_the_loop_raises(tmp_path) -> None:
     run.finish()
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_two_workers_on_one_node_log_its_metrics_once(tmp_path, ray_session, fast) -> None:
-    from pipelines.aleph.driver import train_aleph
-    from pipelines.aleph.job import TrainJob
-    from pipelines.runtime import RunContext
-    from pipelines.scales import get_scale
+def test_no_system_metrics_flag_turns_the_monitor_off() -> None:
+    """``--no-system-metrics`` reaches the run context, whose workers then get no monitor
+    settings (a real run with metrics on: tests/pipelines/aleph/test_train_aleph.py and
+    tests/pipelines/svae/test_train_svae.py)."""
+    from pipelines.aleph.cli import job_from_args
+    from pipelines.cli import build_parser, load_commands
 
-    ctx = RunContext.create("geolip-aleph", tmp_path, workers=2, threads=1)
-    run = get_scale("tiny").run_config("pmix", TINY)
-    job = TrainJob(run=run, corpus=CORPUS, ctx=ctx, eval_bytes=30_000)
-    out = train_aleph(job, progress=lambda s: None)
-    _assert_node_metrics(_system(out.tracking_uri, out.run_id))
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_no_system_metrics_flag_logs_none(tmp_path, ray_session, fast) -> None:
-    from pipelines.cli import main
-
-    argv = ["train", "aleph", "--corpus", CORPUS, "--data-dir", str(tmp_path), "--head", "pmix"]
-    argv += [x for s in TINY for x in ("--set", s)]
-    assert main([*argv, "--eval-bytes", "30000", "--no-system-metrics"]) == 0
-    [run] = _runs(default_tracking_uri(tmp_path), "geolip-aleph")
-    assert "bpb" in run.data.metrics
-    assert not [k for k in run.data.metrics if k.startswith("system/")]
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_svae_run_logs_its_node_metrics(tmp_path, ray_session, fast) -> None:
-    from pipelines.cli import main
-
-    argv = ["train", "svae", "--data", "images:structured", "--data-dir", str(tmp_path)]
-    argv += ["--set", "train.steps=10", "--set", "train.eval_every=10", "--no-control"]
-    assert main(argv) == 0
-    uri = default_tracking_uri(tmp_path)
-    [run] = _runs(uri, "geolip-svae")
-    _assert_node_metrics(_system(uri, run.info.run_id))
-
-
-def _runs(uri: str, experiment: str) -> list:
-    client = _client(uri)
-    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parser = build_parser(load_commands())
+    argv = ["train", "aleph", "--corpus", CORPUS]
+    assert job_from_args(parser.parse_args(argv)).ctx.system_metrics is True
+    off = job_from_args(parser.parse_args([*argv, "--no-system-metrics"]))
+    assert off.ctx.system_metrics is False and settings(off.ctx.system_metrics) is None

@@ -107,6 +107,11 @@ def test_two_workers_train_log_and_evaluate_like_the_library(data: Path) -> None
         "heldout_bpb_streamed",
     ):
         assert key in metrics, key
+    # System metrics: one monitor for the node its two workers share, named by node rank.
+    system = [k for k in metrics if k.startswith("system/")]
+    assert "system/node_0/cpu_utilization_percentage" in system
+    assert "system/node_0/system_memory_usage_megabytes" in system
+    assert all(k.startswith("system/node_0/") for k in system)
     artifacts = {a.path for a in client.list_artifacts(out.run_id)}
     assert {"checkpoint", "plots", "verdict.json"} <= artifacts
     plots = {a.path for a in client.list_artifacts(out.run_id, "plots")}

@@ -53,6 +53,7 @@ def test_structured_images_train_with_control_and_verdict(tmp_path, ray_session,
     [run] = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["mechanism"] == verdict["mechanism"]
     assert "cos_ext" in run.data.metrics and "control/cos_ext" in run.data.metrics
+    assert "system/node_0/cpu_utilization_percentage" in run.data.metrics  # the node's use
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {
         "plots/omega.png",
