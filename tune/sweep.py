@@ -24,7 +24,7 @@ from ray.tune.schedulers import ASHAScheduler
 from pipelines import capacity
 from pipelines.byte_shards import build_byte_shards
 from pipelines.capacity import cluster_capacity
-from pipelines.run_storage import exists, storage_kwargs, write_file
+from pipelines.run_storage import exists, read_file, storage_kwargs, write_file
 from pipelines.runtime import init_ray, one_line
 from pipelines.storage import Root, is_uri
 from pipelines.tracking import artifact_root, check_tracking, ensure_experiment, open_run
@@ -360,8 +360,10 @@ def _tune_config(phase: Phase, res: TrialResources):
 
 def _planned_parent(sweep: PlannedSweep) -> str | None:
     """The parent run id that the resumed sweep's ``sweep.json`` recorded (None: none yet)."""
+    # On a fresh node the plan is only on the store: read it where the sweep keeps its state.
+    raw = read_file(sweep_store(sweep), "sweep.json") if sweep.job.ctx.storage else None
     try:
-        doc = json.loads((sweep.state / "sweep.json").read_text(encoding="utf-8"))
+        doc = json.loads(raw or (sweep.state / "sweep.json").read_bytes())
     except (OSError, ValueError):
         return None
     run_id = doc.get("parent_run_id") if isinstance(doc, dict) else None

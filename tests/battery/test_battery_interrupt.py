@@ -77,7 +77,10 @@ def test_train_aleph_interrupted(tmp_path):
     assert "run the same command" in message
     runs = tmp_path / "data" / "runs" / "aleph"
     assert not list(runs.glob("*/final")), "an interrupted run published a final checkpoint"
-    assert _run_status(tmp_path / "data" / "mlflow" / "mlflow.db") == ["KILLED"]
+    db = tmp_path / "data" / "mlflow" / "mlflow.db"
+    assert _run_status(db, "geolip-aleph") == ["KILLED"]
+    # The atlas and bank it built before training are finished builds, kept as such.
+    assert _run_status(db, "geolip-data") == ["FINISHED", "FINISHED"]
 
 
 def test_train_svae_interrupted(tmp_path):
@@ -94,9 +97,13 @@ def test_train_svae_interrupted(tmp_path):
     assert list((tmp_path / "data" / "ray_results").glob("svae-*/checkpoint_*"))
 
 
-def _run_status(db: Path) -> list[str]:
-    """The status of every MLflow run in the SQLite store ``db``."""
+def _run_status(db: Path, experiment: str) -> list[str]:
+    """The status of every MLflow run of ``experiment`` in the SQLite store ``db``."""
     import sqlite3
 
+    query = (
+        "SELECT runs.status FROM runs JOIN experiments"
+        " ON runs.experiment_id = experiments.experiment_id WHERE experiments.name = ?"
+    )
     with sqlite3.connect(db) as con:
-        return [row[0] for row in con.execute("SELECT status FROM runs")]
+        return [row[0] for row in con.execute(query, (experiment,))]
