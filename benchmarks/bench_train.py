@@ -15,11 +15,13 @@ WikiText-2 sample's train split), in one process. Target: Ray Train at 1 worker 
 
     python benchmarks/bench_train.py            # small preset, pmix head, ~60 s per case (~5 min)
     python benchmarks/bench_train.py --quick    # tiny preset, ~5 s of steps per case (~2 min)
+    python benchmarks/bench_train.py --compile --workers ''   # eager vs train.compile only
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -84,15 +86,22 @@ def seconds_per_step(run_cfg, bank, data: np.ndarray, budget: float = 2.0) -> fl
     return statistics.median(times)
 
 
-def run_plain(run_cfg, bank, data: np.ndarray, threads: int) -> dict:
+def run_plain(run_cfg, bank, data: np.ndarray, threads: int, compile: bool = False) -> dict:
+    """The single-process loop; ``compile``: with ``train.compile`` (its compile time and
+    parity check are in fit and overhead, not in tokens/s)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    tcfg = dataclasses.replace(run_cfg.train, compile=compile)
     try:
-        result = train(make_model(run_cfg, bank), data, run_cfg.train)
+        result = train(make_model(run_cfg, bank), data, tcfg)
     finally:
         torch.set_num_threads(previous)
     rates = [row["tokens_per_s"] for row in result.history]
-    return case("plain", run_cfg, rates, result.seconds, result.seconds, threads)
+    name = "compiled" if compile else "plain"
+    if compile and not result.compile.used:
+        print(f"  [compiled] {result.compile.line()}")
+        name = "eager!"
+    return case(name, run_cfg, rates, result.seconds, result.seconds, threads)
 
 
 def run_ray(args, run_cfg, workers: int, tmp: Path, threads: int) -> dict:
@@ -182,7 +191,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=8, help="global batch (train.batch_size)")
     ap.add_argument("--steps", type=int, help="steps per case (default: from --seconds-per-case)")
     ap.add_argument("--seconds-per-case", type=float, default=60.0)
-    ap.add_argument("--workers", default="1,2", help="Ray Train worker counts")
+    ap.add_argument("--workers", default="1,2", help="Ray Train worker counts ('' for none)")
+    ap.add_argument(
+        "--compile", action="store_true", help="add the plain loop under train.compile=true"
+    )
     ap.add_argument("--eval-bytes", type=int, default=20_000, help="final held-out evaluation")
     ap.add_argument("--quick", action="store_true", help="tiny preset, ~5 s of steps per case")
     ap.add_argument("--save", type=Path, help="also write the measurements as JSON here")
@@ -196,7 +208,7 @@ def main() -> None:
     import ray
 
     args = parse_args()
-    workers = [int(w) for w in args.workers.split(",")]
+    workers = [int(w) for w in args.workers.split(",") if w]
     if not VALID.exists():
         raise SystemExit(f"corpus not found: {VALID} (set GEOLIP_SHARED)")
     print(
@@ -225,6 +237,8 @@ def main() -> None:
         )
         print(f"plain loop threads = the 1-worker Ray count: {plain_threads} (cores // workers)")
         rows = [run_plain(run_cfg, bank, train_bytes, plain_threads)]
+        if args.compile:
+            rows.append(run_plain(run_cfg, bank, train_bytes, plain_threads, compile=True))
         for w in workers:
             rows.append(run_ray(args, run_cfg, w, tmp, max(1, cores // w)))
     finally:

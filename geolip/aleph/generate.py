@@ -118,7 +118,7 @@ def _decode(
             return
         if pos == T:  # segment rollover: positions restart, the state carries the past
             pos = 0
-        h, state = model.step(nxt, pos, state)
+        h, state = model.step(nxt, pos, state, inplace=True)  # the loop owns the state
         pos += 1
 
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from geolip.aleph.softmax_hub import SoftmaxAttention
 from geolip.geometry.address import oriented_address
-from geolip.ops.aleph_attention import AttentionState, aleph_attention, aleph_attention_step
+from geolip.ops.aleph_attention import AttentionState, aleph_attention, aleph_decode_step
 
 
 class AlephAttention(nn.Module):
@@ -50,12 +50,23 @@ class AlephAttention(nn.Module):
         return y, state, g
 
     def step(
-        self, x: torch.Tensor, axes: torch.Tensor, state: AttentionState | None
+        self,
+        x: torch.Tensor,
+        axes: torch.Tensor,
+        state: AttentionState | None,
+        inplace: bool = False,
     ) -> tuple[torch.Tensor, AttentionState]:
-        """One decode position. x: [B, d] -> (y: [B, d], new state); constant memory."""
-        f, g, v = self.addresses(x.unsqueeze(1), axes)
-        o, state = aleph_attention_step(f[:, :, 0], g[:, :, 0], v[:, :, 0], state)
-        return self.W_o(o.reshape(x.shape[0], -1).to(x.dtype)), state
+        """One decode position. x: [B, d] -> (y: [B, d], new state); constant memory.
+
+        The fused step (one address for q and k, one write, one read); ``inplace`` lets it
+        update ``state`` where it lies (generation, under ``no_grad``).
+        """
+        B = x.shape[0]
+        q = self.W_q(x).view(B, self.n_heads, self.D)
+        k = self.W_k(x).view(B, self.n_heads, self.D)
+        v = self.W_v(x).view(B, self.n_heads, self.head_dim)
+        o, state = aleph_decode_step(q, k, v, axes, self.tau, state, inplace=inplace)
+        return self.W_o(o.reshape(B, -1).to(x.dtype)), state
 
 
 class Block(nn.Module):
@@ -79,7 +90,7 @@ class Block(nn.Module):
         x = x + y
         return x + self.mlp(self.ln2(x)), state, g
 
-    def step(self, x, axes, state):
-        y, state = self.hub.step(self.ln1(x), axes, state)
+    def step(self, x, axes, state, inplace: bool = False):
+        y, state = self.hub.step(self.ln1(x), axes, state, inplace)
         x = x + y
         return x + self.mlp(self.ln2(x)), state

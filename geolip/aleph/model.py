@@ -132,13 +132,17 @@ class AlephLM(nn.Module):
         return self.ln_f(x), new_state, keys
 
     def step(
-        self, ids_t: torch.Tensor, pos: int, state: State | None
+        self, ids_t: torch.Tensor, pos: int, state: State | None, inplace: bool = False
     ) -> tuple[torch.Tensor, State]:
-        """Decode one position. ids_t: [B, 3] -> (h: [B, d], state); memory constant in context."""
+        """Decode one position. ids_t: [B, 3] -> (h: [B, d], state); memory constant in context.
+
+        ``inplace``: the aleph hubs update ``state`` where it lies (under ``no_grad``; the
+        caller gives up the old state), saving a copy of every layer's ``M`` per token."""
         x = self.embed(ids_t.unsqueeze(1), pos)[:, 0]
         new_state = []
         for layer, block in enumerate(self.blocks):
-            x, st = block.step(x, self.hub_axes(layer), None if state is None else state[layer])
+            prev = None if state is None else state[layer]
+            x, st = block.step(x, self.hub_axes(layer), prev, inplace)
             new_state.append(st)
         return self.ln_f(x), new_state
 

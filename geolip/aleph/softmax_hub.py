@@ -60,8 +60,14 @@ class SoftmaxAttention(nn.Module):
         return self.W_o(o.transpose(1, 2).reshape(B, T, -1)), KVState(k, v), None
 
     def step(
-        self, x: torch.Tensor, axes: torch.Tensor | None, state: KVState | None
+        self,
+        x: torch.Tensor,
+        axes: torch.Tensor | None,
+        state: KVState | None,
+        inplace: bool = False,
     ) -> tuple[torch.Tensor, KVState]:
-        """One decode position. x: [B, d] -> (y: [B, d], the cache one position longer)."""
+        """One decode position. x: [B, d] -> (y: [B, d], the cache one position longer).
+
+        ``inplace`` is the aleph hub's option; a growing cache is always a new tensor here."""
         y, state, _ = self.forward(x.unsqueeze(1), axes, state)
         return y[:, 0], state

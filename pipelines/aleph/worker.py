@@ -33,6 +33,7 @@ from geolip.aleph.data import sample_chunk_windows
 from geolip.aleph.experiments.employment import employment
 from geolip.aleph.instruments import read_gauge
 from geolip.aleph.model import AlephLM
+from geolip.aleph.train.compiled import compile_for_training
 from geolip.aleph.train.optim import build_optimizer, build_scheduler
 from geolip.aleph.train.step import train_step
 from pipelines.aleph.heldout import write_target_nll
@@ -64,6 +65,8 @@ def _train(config: dict) -> None:
     ddp = ray.train.torch.prepare_model(model) if world > 1 else model
     buf, bounds = _collect_chunks(ray.train.get_dataset_shard("train"))
     loop = _Loop(config, run_cfg, model, ddp, opt, sched, rank, world, device)
+    if run_cfg.train.compile and start < run_cfg.train.steps:
+        loop.ddp = _compiled(loop, buf, bounds, start)
     loop.run(start, buf, bounds)
 
 
@@ -188,6 +191,20 @@ def _final_eval(model, config: dict, logger: RunLogger) -> dict:
         out[f"heldout_bytes_scored_{result.regime}"] = float(result.bytes_scored)
         out[f"heldout_bytes_dropped_{result.regime}"] = float(result.bytes_dropped)
     return out
+
+
+def _compiled(loop: _Loop, buf: np.ndarray, bounds: np.ndarray, start: int):
+    """The module to train with under ``train.compile``: compiled once it has reproduced eager
+    mode on the first step's own windows (every rank checks: DDP's reductions stay in step)."""
+    cfg = loop.run_cfg.model
+    per_rank = loop.tcfg.batch_size // loop.world
+    window = loop._windows(buf, bounds, start, 0, cfg.seq_trigrams * cfg.n_segments, per_rank)
+    module, report = compile_for_training(loop.ddp, window, loop.tcfg)
+    if loop.rank == 0:
+        print(f"run {loop.config['name']}: {report.line()}", flush=True)
+        if loop.logger is not None:
+            loop.logger.set_tags({"compile": "on" if report.used else "eager"})
+    return module
 
 
 def _restore(config: dict, device):

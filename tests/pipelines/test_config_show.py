@@ -47,7 +47,7 @@ def test_text_lists_every_key_with_its_value_and_docstring(capsys) -> None:
     assert title.endswith(f"config hash {run.hash()}") and "--scale smoke --head apmix" in title
     keys = config_keys(run)
     assert [line.split()[0] for line in lines] == [k.path for k in keys]
-    assert [k.path for k in keys] == _leaves(run.to_dict()) and len(keys) == 45
+    assert [k.path for k in keys] == _leaves(run.to_dict()) and len(keys) == 46
     row = dict((line.split()[0], line) for line in lines)
     assert row["model.d_model"].split()[1:4] == ["64", "int", "Model"]
     assert "Model width d." in row["model.d_model"]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from geolip.aleph.data import sample_windows
+from geolip.aleph.train.compiled import CompileReport, compile_for_training
 from geolip.aleph.train.optim import build_optimizer, build_scheduler
 from geolip.aleph.train.step import train_step
 
@@ -20,6 +21,8 @@ class TrainResult:
     """One dict of float metrics per logged step (includes ``step`` and ``tokens_per_s``)."""
     steps: int = 0
     seconds: float = 0.0
+    compile: CompileReport | None = None
+    """Under ``train.compile``: whether the compiled module trained, and why not."""
 
 
 def train(
@@ -33,6 +36,7 @@ def train(
     """Train ``model`` in-process for ``train_cfg.steps`` steps (or until ``max_seconds``).
 
     Windows are drawn uniformly (seeded by ``train_cfg.seed``) from ``train_bytes`` (uint8 array).
+    ``max_seconds`` counts compiling under ``train.compile`` (equal wall-clock is equal).
     """
     cfg = model.cfg
     torch.manual_seed(train_cfg.seed)
@@ -41,12 +45,16 @@ def train(
     sched = build_scheduler(opt, train_cfg)
     n_tri = cfg.seq_trigrams * cfg.n_segments
     result, t0, tokens, t_log = TrainResult(), time.perf_counter(), 0, time.perf_counter()
+    module = model
     for step in range(train_cfg.steps):
         micro = [
             sample_windows(train_bytes, train_cfg.batch_size, n_tri, gen)
             for _ in range(train_cfg.accum)
         ]
-        metrics = train_step(model, opt, sched, micro, train_cfg, step)
+        if step == 0 and train_cfg.compile:  # checked on the first step's own windows
+            module, result.compile = compile_for_training(model, micro[0], train_cfg)
+            t_log = time.perf_counter()  # compiling is not training throughput
+        metrics = train_step(module, opt, sched, micro, train_cfg, step)
         tokens += train_cfg.batch_size * train_cfg.accum * n_tri
         result.steps = step + 1
         last = step + 1 == train_cfg.steps

@@ -4,7 +4,9 @@ Three implementations of one operator, all taking and returning the streaming st
 
 - ``naive``: the test oracle, both as prefix sums (``cumsum``) and as the quadratic masked product;
 - ``chunk``: the exact chunked causal scan, fully parallel over chunks or looped with carried state;
-- ``recurrent``: the one-token step used for decoding (constant memory in context length).
+- ``recurrent``: the one-token step (constant memory in context length), the reference for
+- ``fused_step``: the decode step from raw q/k directions in a few batched kernels (in place
+  when decoding without autograd).
 
 Shapes throughout: ``f, g: [B, H, T, 2K]`` (oriented addresses of queries and keys, positive rows),
 ``v: [B, H, T, d_h]``, state ``M: [B, H, 2K, d_h]``, ``z: [B, H, 2K]``.
@@ -12,6 +14,7 @@ Shapes throughout: ``f, g: [B, H, T, 2K]`` (oriented addresses of queries and ke
 
 from geolip.ops.aleph_attention.chunk import aleph_attention_chunk
 from geolip.ops.aleph_attention.common import AttentionState, denominator_floor, zero_state
+from geolip.ops.aleph_attention.fused_step import aleph_decode_step
 from geolip.ops.aleph_attention.naive import aleph_attention_cumsum, aleph_attention_quadratic
 from geolip.ops.aleph_attention.recurrent import aleph_attention_recurrent, aleph_attention_step
 
@@ -40,6 +43,7 @@ __all__ = [
     "aleph_attention_quadratic",
     "aleph_attention_recurrent",
     "aleph_attention_step",
+    "aleph_decode_step",
     "denominator_floor",
     "zero_state",
 ]

@@ -121,6 +121,28 @@ def test_full_pass_equals_prefill_and_decode(make_model, random_ids, impl):
         assert _max_diff(h_rest, h_full[:, 11:]) <= 1e-5
 
 
+@pytest.mark.parametrize("head", ["byte", "pmix"])
+def test_in_place_decode_equals_the_copying_decode(make_model, random_ids, head):
+    """Generation's in-place step (the loop owns the state) gives the copying step's outputs
+    and final state, from a prefill's state as from none."""
+    model = make_model(head, seed=4).eval()
+    ids = random_ids(2, 24, seed=5)
+    with torch.no_grad():
+        for t0 in (0, 9):
+            runs = []
+            for inplace in (False, True):
+                state = model.backbone(ids[:, :t0])[1] if t0 else None
+                hs = []
+                for t in range(t0, 24):
+                    h_t, state = model.step(ids[:, t], t, state, inplace=inplace)
+                    hs.append(h_t)
+                runs.append((torch.stack(hs, 1), state))
+            (h0, s0), (h1, s1) = runs
+            assert _max_diff(h0, h1) <= 1e-6
+            for a, b in zip(s0, s1):
+                assert torch.allclose(a.M, b.M, atol=1e-6) and torch.allclose(a.z, b.z, atol=1e-6)
+
+
 def test_streamed_segments_match_decode_and_train_step(make_model, text_windows):
     model = make_model("pmix", seed=2, n_segments=2)
     T = model.cfg.seq_trigrams
