@@ -18,7 +18,8 @@ from geolip.aleph.train.step import train_step
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
-    """One dict of float metrics per logged step (includes ``step`` and ``tokens_per_s``)."""
+    """One dict of float metrics per logged step (with ``step``, ``tokens_per_s`` and the
+    training ``seconds`` so far)."""
     steps: int = 0
     seconds: float = 0.0
     compile: CompileReport | None = None
@@ -36,7 +37,8 @@ def train(
     """Train ``model`` in-process for ``train_cfg.steps`` steps (or until ``max_seconds``).
 
     Windows are drawn uniformly (seeded by ``train_cfg.seed``) from ``train_bytes`` (uint8 array).
-    ``max_seconds`` counts compiling under ``train.compile`` (equal wall-clock is equal).
+    ``max_seconds`` and each log point's ``seconds`` count training time: compiling under
+    ``train.compile`` included (equal wall-clock is equal), time spent in ``on_log`` not.
     """
     cfg = model.cfg
     torch.manual_seed(train_cfg.seed)
@@ -45,7 +47,7 @@ def train(
     sched = build_scheduler(opt, train_cfg)
     n_tri = cfg.seq_trigrams * cfg.n_segments
     result, t0, tokens, t_log = TrainResult(), time.perf_counter(), 0, time.perf_counter()
-    module = model
+    module, paused = model, 0.0
     for step in range(train_cfg.steps):
         micro = [
             sample_windows(train_bytes, train_cfg.batch_size, n_tri, gen)
@@ -58,15 +60,20 @@ def train(
         tokens += train_cfg.batch_size * train_cfg.accum * n_tri
         result.steps = step + 1
         last = step + 1 == train_cfg.steps
-        out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+        elapsed = time.perf_counter() - t0 - paused
+        out_of_time = max_seconds is not None and elapsed > max_seconds
         if (step + 1) % train_cfg.log_every == 0 or last or out_of_time:
             now = time.perf_counter()
-            metrics.update(step=step + 1, tokens_per_s=tokens / max(now - t_log, 1e-9))
-            tokens, t_log = 0, now
+            metrics.update(
+                step=step + 1, tokens_per_s=tokens / max(now - t_log, 1e-9), seconds=elapsed
+            )
             result.history.append(metrics)
             if on_log:
                 on_log(metrics)
+            # What on_log spends (a held-out evaluation) is neither training time nor rate.
+            paused += time.perf_counter() - now
+            tokens, t_log = 0, time.perf_counter()
         if out_of_time:
             break
-    result.seconds = time.perf_counter() - t0
+    result.seconds = time.perf_counter() - t0 - paused
     return result
