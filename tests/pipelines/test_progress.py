@@ -145,8 +145,12 @@ def _checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "ck", model, run_cfg), run_cfg.model.seq_trigrams
 
 
-def _bar_totals(err: str, desc: str) -> list[str]:
-    return re.findall(rf"{desc}: 100%\|[^|]*\| (\d+)/(\d+)", err)
+def _bar_totals(err: str, desc: str) -> list[tuple[str, str]]:
+    """(done, total) of each bar ``desc`` that started and reached 100%. A bar may draw its
+    final state twice (an update past ``mininterval``, then ``close``): drawn once is one bar."""
+    started = len(re.findall(rf"{desc}:   0%\|", err))
+    done = sorted(set(re.findall(rf"{desc}: 100%\|[^|]*\| (\d+)/(\d+)", err)))
+    return done * started
 
 
 def test_eval_commands_show_bars_only_when_asked(tmp_path, monkeypatch, capsys) -> None:
