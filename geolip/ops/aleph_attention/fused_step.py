@@ -41,11 +41,17 @@ def aleph_decode_step(
     ``z: [B, H, 2K]``. ``inplace`` updates the given state's tensors in place (the caller gives
     the old state up; ignored while autograd records, where it may be saved for backward).
     """
+    # All of it outside autocast: the address and the running sums stay fp32 (fp64), as in the
+    # scan; autocast would run the write and read matmuls, and so the state, in half precision.
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return _step(q, k, v, axes, tau, state, inplace)
+
+
+def _step(q, k, v, axes, tau, state, inplace):
     dt = compute_dtype(v)
     B, H, _ = q.shape
     W, dh = 2 * axes.shape[0], v.shape[-1]
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        phi = _addresses(torch.stack([q, k]).to(dt), axes.to(dt), tau)  # [2, B·H, 2K]
+    phi = _addresses(torch.stack([q, k]).to(dt), axes.to(dt), tau)  # [2, B·H, 2K]
     f, g = phi[0].unsqueeze(1), phi[1].unsqueeze(2)  # [B·H, 1, 2K], [B·H, 2K, 1]
     vv = v.to(dt).reshape(B * H, 1, dh)
     if state is None:

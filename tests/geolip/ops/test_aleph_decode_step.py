@@ -132,3 +132,17 @@ def test_bf16_values_keep_an_fp32_address_and_state():
     assert o.dtype == torch.bfloat16 and s.M.dtype == torch.float32
     o_ref, _ = reference(q[:, :, 0], k[:, :, 0], vb, axes, None)
     torch.testing.assert_close(o.float(), o_ref.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_under_autocast_the_state_still_accumulates_in_fp32():
+    """bf16 autocast (what GPU training runs) must not move the write and read matmuls, and so
+    the running state, to half precision."""
+    state, axes = carried()
+    q, k, v, _ = directions(1, seed=9, dtype=torch.float32)
+    s32 = AttentionState(state.M.float(), state.z.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        o, s = aleph_decode_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], axes.float(), TAU, s32)
+    assert s.M.dtype == torch.float32 and o.dtype == torch.float32
+    o_ref, s_ref = reference(q[:, :, 0], k[:, :, 0], v[:, :, 0], axes.float(), s32)
+    torch.testing.assert_close(s.M, s_ref.M, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(o, o_ref, rtol=1e-5, atol=1e-5)
