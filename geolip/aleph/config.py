@@ -21,7 +21,7 @@ APMIX_MODES = ("through", "free")
 CODEBOOK_INITS = ("random", "fibonacci", "spread", "frozen_random")
 CODEBOOK_SHARING = ("all", "layer")
 PRESERVATION = ("free", "div", "frozen", "slowlane", "spread", "frozen_random")
-ATTN_IMPLS = ("chunk", "chunk_loop", "cumsum", "recurrent")
+ATTN_IMPLS = ("chunk", "chunk_loop", "cumsum", "recurrent", "fla")
 ATTNS = ("aleph", "softmax")
 
 
@@ -138,7 +138,8 @@ class AlephConfig:
     """The hubs' attention: aleph (routed through the codebook) | softmax (the twin: causal
     SDPA at the same widths, geolip.aleph.softmax_hub; only a bank head reads the codebook)."""
     attn_impl: str = "chunk"
-    """Hub implementation: chunk | chunk_loop | cumsum | recurrent (all exact)."""
+    """Hub implementation: chunk | chunk_loop | cumsum | recurrent (all exact) | fla
+    (fla-core's Triton kernel on CUDA once it passed its parity check; chunk elsewhere)."""
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     kernel_aux_weight: float = 0.0
