@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint format demo ui bench clean
+.PHONY: venv test lint format demo ui bench gpu-check gpu-wheels clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,20 @@ ui: venv
 bench: venv
 	$(PY) benchmarks/bench_aleph_attention.py
 	$(PY) benchmarks/bench_aleph_heads.py
+
+# On a GPU machine with only PyTorch (+ Triton): no venv, no Ray/MLflow/DuckDB; JSON + Markdown
+# under $$OUT (else gpu-check/). `make gpu-wheels` here first lets numpy/einops/fla-core travel.
+gpu-check:
+	PYTHONPATH=. python3 benchmarks/gpu_check.py
+
+# Two Pythons' numpy wheels keep the folder under the 64 MiB a device call may carry.
+GPU_PYTHONS ?= 3.11 3.12
+gpu-wheels: venv
+	for v in $(GPU_PYTHONS); do \
+	  $(VENV)/bin/pip download -q --only-binary=:all: --no-deps --python-version $$v \
+	    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d gpu-wheels numpy; \
+	done
+	$(VENV)/bin/pip download -q --no-deps -d gpu-wheels einops fla-core
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
