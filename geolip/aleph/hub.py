@@ -31,12 +31,17 @@ class AlephAttention(nn.Module):
         nn.init.orthogonal_(self.W_q.weight)
         nn.init.orthogonal_(self.W_k.weight)
 
-    def addresses(self, x: torch.Tensor, axes: torch.Tensor):
-        """x: [B, T, d] -> f, g: [B, H, T, 2K] (fp32) and v: [B, H, T, d_h]."""
+    def project(self, x: torch.Tensor):
+        """x: [B, T, d] -> raw directions q, k: [B, H, T, D] and values v: [B, H, T, d_h]."""
         B, T, _ = x.shape
         q = self.W_q(x).view(B, T, self.n_heads, self.D).transpose(1, 2)
         k = self.W_k(x).view(B, T, self.n_heads, self.D).transpose(1, 2)
         v = self.W_v(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def addresses(self, x: torch.Tensor, axes: torch.Tensor):
+        """x: [B, T, d] -> f, g: [B, H, T, 2K] (fp32) and v: [B, H, T, d_h]."""
+        q, k, v = self.project(x)
         return oriented_address(q, axes, self.tau), oriented_address(k, axes, self.tau), v
 
     def forward(
@@ -61,12 +66,9 @@ class AlephAttention(nn.Module):
         The fused step (one address for q and k, one write, one read); ``inplace`` lets it
         update ``state`` where it lies (generation, under ``no_grad``).
         """
-        B = x.shape[0]
-        q = self.W_q(x).view(B, self.n_heads, self.D)
-        k = self.W_k(x).view(B, self.n_heads, self.D)
-        v = self.W_v(x).view(B, self.n_heads, self.head_dim)
+        q, k, v = (t[:, :, 0] for t in self.project(x.unsqueeze(1)))
         o, state = aleph_decode_step(q, k, v, axes, self.tau, state, inplace=inplace)
-        return self.W_o(o.reshape(B, -1).to(x.dtype)), state
+        return self.W_o(o.reshape(x.shape[0], -1).to(x.dtype)), state
 
 
 class Block(nn.Module):

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from geolip.aleph.train.step import autocast_context, split_segments
+from geolip.aleph.train.step import (
+    autocast_context,
+    autocast_dtype,
+    model_config,
+    split_segments,
+)
 
 # (rtol, atol) on the loss and on every gradient, relative to that gradient's largest entry.
 PARITY = {"fp32": (1e-4, 1e-5), "half": (5e-2, 5e-3)}
@@ -65,12 +70,12 @@ def _check_parity(eager, compiled, window: torch.Tensor, train_cfg) -> float:
     """Loss and gradients of one segment, eager vs compiled; the worst relative gradient error.
 
     Gradients are cleared afterwards: the check leaves no trace in the first step."""
-    cfg = eager.cfg if not hasattr(eager, "module") else eager.module.cfg
+    cfg = model_config(eager)
     params = [p for p in eager.parameters() if p.requires_grad]
     device = params[0].device
     # Two segments where the run streams: the second carries the hub state, as training does.
     segments = list(split_segments(window.to(device), cfg.seq_trigrams, cfg.n_segments))[:2]
-    half = train_cfg.amp in ("bf16", "fp16") or (train_cfg.amp == "auto" and device.type == "cuda")
+    half = autocast_dtype(device, train_cfg.amp) is not None
     rtol, atol = PARITY["half" if half else "fp32"]
     results = []
     for module in (eager, compiled):

@@ -12,12 +12,25 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf; the message names the step and the loss terms."""
 
 
-def autocast_context(device: torch.device, amp: str):
-    """bf16 autocast on CUDA under ``amp=auto``; nothing on CPU (fp32 is faster there)."""
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The half precision ``amp`` trains in on ``device``: bf16 on CUDA under ``amp=auto``,
+    None (fp32) on CPU, where fp32 is faster."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def autocast_context(device: torch.device, amp: str):
+    """Autocast to :func:`autocast_dtype`, or nothing when that is None."""
+    dtype = autocast_dtype(device, amp)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def model_config(module):
+    """The AlephConfig of a model, also through a DDP (or compiled) wrapper's ``module``."""
+    return module.cfg if not hasattr(module, "module") else module.module.cfg
 
 
 def split_segments(window: torch.Tensor, T: int, n_seg: int):
@@ -38,7 +51,7 @@ def train_step(
     the global batch's task loss, or ranks holding the same gradients would clip them differently
     and their weights would drift apart.
     """
-    cfg = model.cfg if not hasattr(model, "module") else model.module.cfg
+    cfg = model_config(model)
     device = next(model.parameters()).device
     model.train()
     optimizer.zero_grad(set_to_none=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from geolip.geometry.address import oriented_address
 from geolip.ops.aleph_attention.common import (
     AttentionState,
     compute_dtype,
@@ -51,7 +52,7 @@ def _step(q, k, v, axes, tau, state, inplace):
     dt = compute_dtype(v)
     B, H, _ = q.shape
     W, dh = 2 * axes.shape[0], v.shape[-1]
-    phi = _addresses(torch.stack([q, k]).to(dt), axes.to(dt), tau)  # [2, B·H, 2K]
+    phi = oriented_address(torch.stack([q, k]).flatten(1, 2), axes, tau).to(dt)  # [2,B·H,2K]
     f, g = phi[0].unsqueeze(1), phi[1].unsqueeze(2)  # [B·H, 1, 2K], [B·H, 2K, 1]
     vv = v.to(dt).reshape(B * H, 1, dh)
     if state is None:
@@ -68,9 +69,3 @@ def _step(q, k, v, axes, tau, state, inplace):
     den = (f * z).sum(-1, keepdim=True).clamp_min(denominator_floor(v.dtype))
     o = (num / den).view(B, H, dh).to(v.dtype)
     return o, AttentionState(M.view(B, H, W, dh), z.view(B, H, W))
-
-
-def _addresses(qk: torch.Tensor, axes: torch.Tensor, tau: float) -> torch.Tensor:
-    """qk: [2, B, H, D] -> φ: [2, B·H, 2K], the oriented addresses of both rows at once."""
-    u = torch.nn.functional.normalize(qk.flatten(1, 2), dim=-1, eps=1e-12) @ (axes.T / tau)
-    return torch.softmax(torch.cat([u, -u], dim=-1), dim=-1)
