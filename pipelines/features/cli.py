@@ -1,10 +1,12 @@
-"""``geolip features extract``: host-encoder token vectors as Parquet shards (Ray Data)."""
+"""``geolip features extract``: host-encoder token vectors as Parquet shards (Ray Data, or in
+process for a small request on one machine)."""
 
 from __future__ import annotations
 
 import argparse
 
 from pipelines.cli import Command, add_common_run_arguments, int_at_least
+from pipelines.features.local import ENGINES
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -15,6 +17,13 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sentences", type=int_at_least(1), default=512, help="train sentences")
     p.add_argument(
         "--max-length", type=int_at_least(3), default=128, help="tokens per sentence (>= 3)"
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="ray: a Ray Data actor pool; local: this process; auto: local for a small request "
+        "on one machine, else ray (the shards are the same)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     add_common_run_arguments(p)  # a store named here records the extraction (geolip-data)
@@ -30,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         max_sentences=args.max_sentences,
     )
-    manifest = extract_features(req, args.out, overwrite=args.overwrite)
+    manifest = extract_features(req, args.out, overwrite=args.overwrite, engine=args.engine)
     host, splits = manifest["host"], manifest["splits"]
     print(
         f"host {host['name']} (d={host['hidden_size']}, revision {host['revision']}), "

