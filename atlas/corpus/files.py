@@ -21,6 +21,7 @@ Empty texts are skipped everywhere: they would otherwise add a bare ``"\\n"`` to
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import re
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import datasets
 
 TXT_BLOCK_BYTES = 1 << 20
+_TXT_CHUNK_CHARS = 8 << 20  # a text file is read in chunks of this many characters (whole lines)
 SUPPORTED = (".txt", ".raw", ".jsonl", ".parquet")
 """``.raw`` is plain text: WikiText's raw release names its files ``wiki.{train,valid,test}.raw``."""
 # The files `datasets.save_to_disk` writes: a Dataset has state.json, a DatasetDict has
@@ -95,24 +97,57 @@ def _read_path(prefix: str, path: Path) -> Iterator[Document]:
 
 
 def _read_txt(prefix: str, path: Path) -> Iterator[Document]:
+    """The documents of a text file, streamed: WikiText articles are yielded as the file is read
+    (the first one before the rest is read, so checking a corpus costs one chunk, not the file);
+    a file without headings is read whole, as its pieces depend on its size and blank lines."""
     # Plain text is often not quite UTF-8 (a stray Latin-1 byte): keep the bytes rather than fail.
-    text = _read_text_file(path, errors="surrogateescape")
-    starts = [m.start() for m in _WIKI_HEADING.finditer(text)]
-    if starts:
-        pieces = _cut(text, [0, *starts] if starts[0] > 0 else starts)
-    elif path.stat().st_size > TXT_BLOCK_BYTES:
-        pieces = [p.strip("\n") + "\n" for p in _BLANK_LINES.split(text)]
-    else:
-        yield from _documents([(prefix, text)])
-        return
+    pieces = _wiki_pieces(_line_chunks(path))
+    try:
+        first = next(pieces)
+    except StopIteration as whole:
+        text = whole.value  # no heading anywhere: the whole text
+        if path.stat().st_size > TXT_BLOCK_BYTES:
+            pieces = iter([p.strip("\n") + "\n" for p in _BLANK_LINES.split(text)])
+            first = next(pieces)
+        else:
+            yield from _documents([(prefix, text)])
+            return
     # Whitespace-only pieces (WikiText's blank preamble, trailing blank lines) carry no text.
-    numbered = ((f"{prefix}#{i}", piece) for i, piece in enumerate(pieces) if piece.strip())
-    yield from _documents(numbered)
+    numbered = enumerate(itertools.chain([first], pieces))
+    yield from _documents((f"{prefix}#{i}", piece) for i, piece in numbered if piece.strip())
 
 
-def _cut(text: str, starts: list[int]) -> list[str]:
-    ends = [*starts[1:], len(text)]
-    return [text[a:b] for a, b in zip(starts, ends)]
+def _wiki_pieces(chunks: Iterator[str]):
+    """The text cut before every top-level heading (the text before the first heading, if any,
+    is a piece of its own), one piece at a time; without any heading, nothing is yielded and
+    the generator returns the whole text. ``chunks`` start at line starts, so a heading (one
+    line) is never cut and ``^``/``$`` match exactly where they would in the whole text."""
+    held: list[str] = []  # the open piece
+    found = False
+    for chunk in chunks:
+        pos = 0
+        for match in _WIKI_HEADING.finditer(chunk):
+            held.append(chunk[pos : match.start()])
+            piece = "".join(held)
+            if found or piece:  # the first heading at offset 0 opens the first piece
+                yield piece
+            found, held, pos = True, [], match.start()
+        held.append(chunk[pos:])
+    if found:
+        yield "".join(held)
+        return None
+    return "".join(held)
+
+
+def _line_chunks(path: Path) -> Iterator[str]:
+    """The decoded text of ``path`` in chunks of about ``_TXT_CHUNK_CHARS`` whole lines
+    (universal newlines and surrogate escapes, as ``read_text`` decodes)."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            while chunk := f.read(_TXT_CHUNK_CHARS):
+                yield chunk + f.readline()
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus file {str(path)!r}: {e}") from e
 
 
 def _read_text_file(path: Path, errors: str = "strict") -> str:

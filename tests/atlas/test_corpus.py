@@ -146,6 +146,34 @@ def test_txt_wikitext_articles(tmp_path) -> None:
     assert [d.text for d in raw] == [d.text for d in docs]
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 40, 1 << 20])
+def test_txt_read_in_chunks_is_the_whole_file_read_at_once(tmp_path, monkeypatch, chunk) -> None:
+    """A text file is streamed in chunks of whole lines: any chunk size gives the documents of
+    the whole text read at once (a preamble, CRLF lines, a stray byte, a heading at the start
+    of a chunk; and a file without headings, cut by blank lines)."""
+    article = " = Alpha = \r\n\r\n Alpha text \xff .\r\n = = Part = = \r\n more \xc3\n"
+    texts = {
+        # latin-1: the \xff and \xc3 are raw bytes that are not UTF-8.
+        "wiki.txt": b"preamble line\n\n" + article.encode("latin-1") + b" = Beta = \n b .\n\n",
+        "starts.txt": b" = Gamma = \n g\n = Delta = \n d\n",
+        "plain.txt": b"one\ntwo\n\n\nthree\n  \nfour\n\n",
+    }
+    monkeypatch.setattr(files, "TXT_BLOCK_BYTES", 10)
+    whole = {}
+    for name, data in texts.items():
+        (tmp_path / name).write_bytes(data)
+        whole[name] = list(iter_documents(f"file:{tmp_path}/{name}"))
+    monkeypatch.setattr(files, "_TXT_CHUNK_CHARS", chunk)
+    for name in texts:
+        assert list(iter_documents(f"file:{tmp_path}/{name}")) == whole[name]
+    wiki = whole["wiki.txt"]
+    assert [d.doc_id for d in wiki] == ["wiki.txt#0", "wiki.txt#1", "wiki.txt#2"]
+    assert wiki[1].text.startswith(" = Alpha = \n\n") and "\r" not in wiki[1].text
+    assert wiki[1].text.encode("utf-8", "surrogateescape").count(b"\xff") == 1
+    assert [d.doc_id for d in whole["starts.txt"]] == ["starts.txt#0", "starts.txt#1"]
+    assert [d.text for d in whole["plain.txt"]] == ["one\ntwo\n", "three\n", "four\n"]
+
+
 def test_big_txt_splits_into_blocks(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(files, "TXT_BLOCK_BYTES", 10)
     (tmp_path / "big.txt").write_text("one\ntwo\n\n\nthree\n  \nfour\n\n")
