@@ -14,6 +14,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _TABLE_CELLS = 1 << 24  # a presence table of at most 16 MB (document x key)
+_MAX_DOC_LOOP = 4096  # documents a per-document loop may visit (a Python iteration each)
 _MIN_GROUP_BITS = 6  # document groups of at least 64 (fewer: the per-document segments win)
 
 
@@ -67,6 +68,8 @@ def _count_by_table(
     (byte unigrams and bigrams: two linear passes, ~4x faster than sorting them).
     """
     width = 1 << key_bits
+    if n_docs <= _MAX_DOC_LOOP and n_docs * width <= 4 * len(key):
+        return _count_by_doc_tables(key, doc, n_docs, width)
     counts = np.bincount(key, minlength=width)
     present = np.zeros(n_docs * width, dtype=bool)
     cell = doc << np.uint32(key_bits)  # < _TABLE_CELLS: fits uint32
@@ -75,6 +78,24 @@ def _count_by_table(
     freqs = present.reshape(n_docs, width).sum(axis=0)
     distinct = np.flatnonzero(counts)
     return distinct.astype(np.uint64), counts[distinct].astype(np.int64), freqs[distinct]
+
+
+def _count_by_doc_tables(
+    key: np.ndarray, doc: np.ndarray, n_docs: int, width: int
+) -> tuple[np.ndarray, ...]:
+    """``_count_by_table`` for few long documents: one ``bincount`` per document, whose
+    non-zero cells are that document's distinct keys (no presence table, no scatter: ~4x
+    faster for byte unigrams of 4 MB blocks of 20 KB documents)."""
+    bounds = np.searchsorted(doc, np.arange(n_docs + 1, dtype=doc.dtype))
+    counts = np.zeros(width, np.int64)
+    freqs = np.zeros(width, np.int64)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b > a:
+            here = np.bincount(key[a:b], minlength=width)
+            counts += here
+            freqs += here > 0
+    distinct = np.flatnonzero(counts)
+    return distinct.astype(np.uint64), counts[distinct], freqs[distinct]
 
 
 def _count_by_doc_groups(

@@ -99,9 +99,11 @@ def test_count_keys_paths(n_docs: int) -> None:
     import numpy as np
 
     rng = np.random.default_rng(n_docs)
-    # table, 32-bit sort, document groups, by-segment / 64-bit, dense re-numbering
-    for high in (200, 2**20, 2**24, 2**31, 2**62):
-        doc = np.sort(rng.integers(0, n_docs, 100_000)).astype(np.uint32)
+    # per-document tables (long documents) or the presence table (short ones), 32-bit sort,
+    # document groups, by-segment / 64-bit, dense re-numbering
+    cases = [(200, 100_000), (200, 2_000)] + [(h, 100_000) for h in (2**20, 2**24, 2**31, 2**62)]
+    for high, m in cases:
+        doc = np.sort(rng.integers(0, n_docs, m)).astype(np.uint32)
         key = rng.integers(0, 50, len(doc)).astype(np.uint64) * np.uint64(high // 50)
         keys, counts, freqs = count_keys(key, doc, n_docs)
         pairs = set(zip(key.tolist(), doc.tolist()))
