@@ -4,7 +4,10 @@ One attention layer of the 23M tier (B=1, d=512, H=8, d_h=64, K=64, D=4, τ=0.1)
 
 - ``naive``: the prefix-sum oracle (materialises [B, H, T, 2K, d_h]; skipped past ~6 GB);
 - ``chunk``: the parallel chunked scan, at every chunk size in ``--chunks`` (the best is reported);
-- ``sdpa``: ``scaled_dot_product_attention(is_causal=True)`` on q, k, v: [1, 8, T, 64].
+- ``sdpa``: ``scaled_dot_product_attention(is_causal=True)`` on q, k, v: [1, 8, T, 64];
+- ``compiled``: the chunk case (address + scan, at its best chunk size) under ``torch.compile``,
+  as ``train.compile`` runs it, next to SDPA under ``torch.compile`` (up to ``COMPILED_SDPA_MAX_T``:
+  one fused kernel already, it gains nothing); the compile itself is an untimed warm-up.
 
 The aleph timings include the address (W_q, W_k: d -> H·D, rownorm, oriented address through the
 shared codebook); W_v and W_o are left out of both sides (identical cost). Each case runs in a
@@ -47,6 +50,7 @@ from geolip.ops.aleph_attention import (
 D_MODEL, HEADS, HEAD_DIM, K, D_ADDR, TAU, LAYERS = 512, 8, 64, 64, 4, 0.1, 8
 NAIVE_LIMIT_BYTES = 6e9  # the oracle's [B, H, T, 2K, d_h] fp32 prefix tensor
 SLOW_S, VERY_SLOW_S, FILL_S, MAX_ITERS = 3.0, 20.0, 2.0, 20
+COMPILED_SDPA_MAX_T = 8192
 THREADS = 2
 DECODE_TARGET_S = 1.5e-3  # per token, all L layers (issue 20)
 
@@ -79,7 +83,11 @@ def addresses(x, Wq, Wk, A_raw):
 
 
 def make_case(impl: str, T: int, chunk: int, seed: int = 0):
-    """Return (forward closure -> o: [1, H, T, d_h], leaves to clear grads of)."""
+    """Return (forward closure -> o: [1, H, T, d_h], leaves to clear grads of); an ``impl``
+    ending in ``c`` is the same case under ``torch.compile``."""
+    if impl.endswith("c"):
+        forward, leaves = make_case(impl[:-1], T, chunk, seed)
+        return torch.compile(forward), leaves
     gen = torch.Generator().manual_seed(seed)
     if impl == "sdpa":
         q, k, v = (
@@ -116,6 +124,9 @@ def run_case(spec: dict) -> dict:
         fb.append(time.perf_counter() - t0)
 
     once()  # warm-up
+    if spec["impl"].endswith("c"):  # that was the compile: warm up the compiled code itself
+        fwd.clear(), fb.clear()
+        once()
     warm = fb[0]
     if warm > VERY_SLOW_S:  # reported as 0 timed iterations: the cold warm-up itself
         return {"fwd": fwd[0], "fb": warm, "mb": maxrss_mb() - base, "iters": 0}
@@ -144,7 +155,7 @@ def spawn_case(spec: dict, timeout: float, in_process: bool = False) -> dict:
     return {"status": "OOM" if p.returncode in (-9, 137) else f"rc={p.returncode}"}
 
 
-def train_table(lengths, chunks, repeats, timeout, in_process=False):
+def train_table(lengths, chunks, repeats, timeout, in_process=False, compiled=True):
     rows = []
     for T in lengths:
         row = {"T": T}
@@ -163,6 +174,12 @@ def train_table(lengths, chunks, repeats, timeout, in_process=False):
         if ok:
             best = min(ok, key=lambda c: row[f"chunk{c}"]["fb"])
             row["chunk"], row["best_chunk"] = row[f"chunk{best}"], best
+            if compiled:
+                compiled_specs = [("chunkc", best)] + [("sdpac", 0)] * (T <= COMPILED_SDPA_MAX_T)
+                for impl, c in compiled_specs:
+                    spec = {"impl": impl, "T": T, "chunk": c, "repeats": repeats}
+                    row[impl] = spawn_case(spec, timeout, in_process)
+                    print(f"  T={T:<6} {impl}{c or '':<4} {fmt_res(row[impl])}", flush=True)
         rows.append(row)
     return rows
 
@@ -206,6 +223,25 @@ def print_train(rows):
             f"{'-' if sc is None else f'{sc:.1f}x':>10} {'-' if nc is None else f'{nc:.1f}x':>11}"
         )
     print("C* = the chunk size with the fastest fwd+bwd; per-chunk lines are printed above.")
+    if any("chunkc" in r for r in rows):
+        print_compiled(rows)
+
+
+def print_compiled(rows):
+    """fwd+bwd under torch.compile (what train.compile runs) against SDPA eager and compiled."""
+    head = f"{'T':>6} | {'chunk f+b':>9} {'compiled':>9} {'gain':>6} | {'sdpa f+b':>8} "
+    head += f"{'compiled':>9} | {'sdpa/compiled chunk':>19}"
+    print("\nUnder torch.compile (seconds, fwd+bwd; the same chunk size C*)")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        c, cc, s, sc = (r.get(k) for k in ("chunk", "chunkc", "sdpa", "sdpac"))
+        gain, vs = ratio(c, cc), ratio(s, cc)
+        print(
+            f"{r['T']:>6} | {cell(c, 'fb', '9.4f'):>9} {cell(cc, 'fb', '9.4f'):>9} "
+            f"{'-' if gain is None else f'{gain:.2f}x':>6} | {cell(s, 'fb', '8.4f'):>8} "
+            f"{cell(sc, 'fb', '9.4f'):>9} | {'-' if vs is None else f'{vs:.2f}x':>19}"
+        )
 
 
 def decode_aleph(T: int, steps: int, gen: torch.Generator, fused: bool = False):
@@ -322,6 +358,19 @@ def print_targets(rows, dec_rows):
         check(f"chunk vs SDPA fwd+bwd at T={T}", ratio(r.get("sdpa"), r.get("chunk")), bound)
     r = by_t.get(8192, {})
     check("chunk vs naive fwd+bwd at T=8192", ratio(r.get("naive"), r.get("chunk")), 3.0)
+    r = by_t.get(512, {})
+    check("chunk vs SDPA fwd+bwd at T=512", ratio(r.get("sdpa"), r.get("chunk")), 1.0)
+    if "chunkc" in r:
+        best_sdpa = min(
+            (x for x in (r.get("sdpa"), r.get("sdpac")) if x and "fb" in x),
+            key=lambda x: x["fb"],
+            default=None,
+        )
+        check(
+            "compiled chunk vs the faster SDPA (eager or compiled) at T=512",
+            ratio(best_sdpa, r["chunkc"]),
+            1.0,
+        )
     worst = max((dt for _, dt, _, _, _ in dec_rows), default=None)
     if worst is not None:
         ok = "PASS" if worst <= DECODE_TARGET_S else "FAIL"
@@ -340,6 +389,9 @@ def main(argv=None):
     ap.add_argument(
         "--quick", action="store_true", help="smoke run: T in {128, 256}, 1 repeat, in-process"
     )
+    ap.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile cases (their compiles)"
+    )
     ap.add_argument("--case", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.case:
@@ -353,7 +405,8 @@ def main(argv=None):
     load0 = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {THREADS} threads, load average {load0:.2f}")
     print(f"B=1 d={D_MODEL} H={HEADS} d_h={HEAD_DIM} K={K} D={D_ADDR} tau={TAU} fp32")
-    rows = train_table(lengths, chunks, args.repeats, args.timeout, in_process=args.quick)
+    compiled = not (args.no_compile or args.quick)
+    rows = train_table(lengths, chunks, args.repeats, args.timeout, args.quick, compiled)
     print_train(rows)
     dec_rows = decode_table(lengths, args.decode_steps)
     print_targets(rows, dec_rows)
