@@ -3,17 +3,28 @@
 Measures the training throughput of the ``small`` preset per head and bank size in this process
 (the byte head is the baseline of the ratios), then prices every trial of every program's small
 plan: steps x batch x T trigrams at its head's rate (scaled by depth for the depth graft), plus
-the per-trial start-up measured by ``--overhead`` (~35 s per tiny trial here), trials run one at
-a time (2 cores: one trial holds both). Evaluation trials (contrast, bank swap) count as start-up.
+the per-trial start-up, trials run one at a time (2 cores: one trial holds both). Evaluation
+trials (contrast, bank swap) count as start-up.
 
-    python benchmarks/bench_sweep.py                 # a few minutes on 2 cores
-    python benchmarks/bench_sweep.py --quick         # seconds: tiny preset as a smoke run
+The start-up is measured (``--measure-overhead``) by two real smoke seed batteries (byte arm,
+``--seeds`` trials each, one local Ray per sweep) that differ only in ``train.steps``: each
+trial's MLflow run lasts ``overhead + steps x per-step``, so the two durations give the fixed
+cost per trial (Tune trial, Train controller and worker group, Ray Data split, MLflow run,
+held-out evaluation, checkpoint and logged model) with training itself cancelled out.
+Otherwise ``--overhead`` is the figure used.
+
+    python benchmarks/bench_sweep.py --measure-overhead   # ~3 min more on 2 cores
+    python benchmarks/bench_sweep.py                      # a few minutes on 2 cores
+    python benchmarks/bench_sweep.py --quick              # seconds: tiny preset as a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -62,13 +73,60 @@ def price(program: str, scale, seeds: int, rate: dict, overhead: float) -> tuple
     return len(trials), seconds
 
 
+def trial_seconds(steps: int, seeds: int) -> list[float]:
+    """MLflow run durations of the trials of one smoke seed battery (byte arm) at ``steps``."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import default_tracking_uri
+
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        cmd = [sys.executable, "-m", "pipelines", "sweep", "seed-battery", "--scale", "smoke"]
+        cmd += ["--arms", "byte", "--seeds", str(seeds), "--data-dir", tmp]
+        cmd += ["--set", f"train.steps={steps}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"the smoke sweep failed:\n{done.stderr[-3000:]}")
+        client = MlflowClient(default_tracking_uri(Path(tmp)))
+        experiment = client.get_experiment_by_name("geolip-sweeps").experiment_id
+        runs = client.search_runs([experiment])
+        runs = [r for r in runs if "-byte-s" in (r.info.run_name or "")]
+        if len(runs) != seeds:
+            raise SystemExit(f"expected {seeds} trial runs, found {len(runs)}")
+        return [(r.info.end_time - r.info.start_time) / 1000 for r in runs]
+
+
+def measure_overhead(seeds: int, steps: tuple[int, int] = (6, 60)) -> float:
+    """Seconds per trial outside training: two smoke batteries differing only in steps."""
+    print(
+        f"== per-trial start-up: smoke seed battery, byte arm, {seeds} trials at each of "
+        f"{steps[0]} and {steps[1]} steps =="
+    )
+    durations = {s: trial_seconds(s, seeds) for s in steps}
+    for s, d in durations.items():
+        print(f"  {s:>4} steps: trial runs {', '.join(f'{x:.1f}' for x in d)} s")
+    a, b = (statistics.median(durations[s]) for s in steps)
+    per_step = (b - a) / (steps[1] - steps[0])
+    overhead = a - steps[0] * per_step
+    print(
+        f"  per step {per_step * 1e3:.0f} ms; fixed per trial {overhead:.1f} s (median runs; "
+        "target <= 10 s)"
+    )
+    return overhead
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny preset, tiny banks: a smoke run")
     p.add_argument("--batch", type=int, default=8, help="rows per timed step (rate is per trigram)")
     p.add_argument("--repeats", type=int, default=2, help="timed steps per head")
     p.add_argument("--overhead", type=float, default=35.0, help="seconds of start-up per trial")
+    p.add_argument(
+        "--measure-overhead", action="store_true", help="measure it with two smoke sweeps"
+    )
+    p.add_argument("--seeds", type=int, default=3, help="trials per measuring sweep")
     args = p.parse_args(argv)
+    if args.measure_overhead:
+        args.overhead = measure_overhead(args.seeds)
     scale = SWEEP_SCALES["tiny" if args.quick else "small"]
     print(f"== training rate, {scale.preset} preset (batch {args.batch}, {args.repeats} steps) ==")
     rate = rates(scale.preset, scale.banks, args.batch, args.repeats)
