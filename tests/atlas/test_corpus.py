@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atlas.corpus import (
     CorpusError,
@@ -172,6 +174,14 @@ def test_txt_read_in_chunks_is_the_whole_file_read_at_once(tmp_path, monkeypatch
     assert wiki[1].text.encode("utf-8", "surrogateescape").count(b"\xff") == 1
     assert [d.doc_id for d in whole["starts.txt"]] == ["starts.txt#0", "starts.txt#1"]
     assert [d.text for d in whole["plain.txt"]] == ["one\ntwo\n", "three\n", "four\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([" = ", "=", " ", "\n", "a", "= ", " =", "\r"]), max_size=40))
+def test_heading_scan_finds_what_the_pattern_finds(parts: list[str]) -> None:
+    text = "".join(parts)
+    expected = [m.start() for m in files._WIKI_HEADING.finditer(text)]
+    assert list(files._heading_starts(text)) == expected
 
 
 def test_big_txt_splits_into_blocks(tmp_path, monkeypatch) -> None:
