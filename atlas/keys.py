@@ -86,7 +86,7 @@ def _count_by_doc_tables(
     """``_count_by_table`` for few long documents: one ``bincount`` per document, whose
     non-zero cells are that document's distinct keys (no presence table, no scatter: ~4x
     faster for byte unigrams of 4 MB blocks of 20 KB documents)."""
-    bounds = np.searchsorted(doc, np.arange(n_docs + 1, dtype=doc.dtype))
+    bounds = _doc_bounds(doc, n_docs)
     counts = np.zeros(width, np.int64)
     freqs = np.zeros(width, np.int64)
     for a, b in zip(bounds[:-1], bounds[1:]):
@@ -129,7 +129,7 @@ def _count_by_segments(key: np.ndarray, doc: np.ndarray, n_docs: int) -> tuple[n
     Sorting each document's keys in place dedupes (key, doc) pairs with 32-bit sorts only: a
     second sort of the pair keys gives document frequencies, a sort of all keys the counts.
     """
-    bounds = np.searchsorted(doc, np.arange(n_docs + 1, dtype=doc.dtype))
+    bounds = _doc_bounds(doc, n_docs)
     by_doc = key.copy()
     for a, b in zip(bounds[:-1], bounds[1:]):
         if b - a > 1:
@@ -141,6 +141,12 @@ def _count_by_segments(key: np.ndarray, doc: np.ndarray, n_docs: int) -> tuple[n
     distinct, freqs = _sorted_counts(pair_keys)
     _, counts = _sorted_counts(np.sort(key))
     return distinct.astype(np.uint64), counts, freqs
+
+
+def _doc_bounds(doc: np.ndarray, n_docs: int) -> np.ndarray:
+    """``bounds: int[n_docs + 1]``: document d's occurrences are ``[bounds[d], bounds[d + 1])``
+    of the non-decreasing ``doc``."""
+    return np.searchsorted(doc, np.arange(n_docs + 1, dtype=doc.dtype))
 
 
 def _run_starts(sorted_values: np.ndarray) -> np.ndarray:

@@ -268,6 +268,19 @@ def print_companion(rows: list[dict]) -> None:
         )
 
 
+def row(case: str, threads: int, sentences: int, tokens: int, seconds: float) -> dict:
+    """One row of the extraction table, rates derived from the counts and the seconds."""
+    return {
+        "case": case,
+        "threads": threads,
+        "sentences": sentences,
+        "tokens": tokens,
+        "seconds": seconds,
+        "sentences_per_s": sentences / seconds,
+        "tokens_per_s": tokens / seconds,
+    }
+
+
 def extraction_rows(
     base: dict,
     extra: dict | None,
@@ -278,17 +291,8 @@ def extraction_rows(
 ) -> list[dict]:
     rows = [base] + ([extra] if extra else [])
     for r in runs:
-        rows.append(
-            {
-                "case": f"Ray Data extract #{r['n']} (incl. start-up)",
-                "threads": threads,
-                "sentences": r["sentences"],
-                "tokens": r["tokens"],
-                "seconds": r["seconds"],
-                "sentences_per_s": r["sentences"] / r["seconds"],
-                "tokens_per_s": r["tokens"] / r["seconds"],
-            }
-        )
+        case = f"Ray Data extract #{r['n']} (incl. start-up)"
+        rows.append(row(case, threads, r["sentences"], r["tokens"], r["seconds"]))
     if small is not None:
         last = runs[-1]
         ds, dt = last["sentences"] - small["sentences"], last["seconds"] - small["seconds"]
@@ -296,33 +300,15 @@ def extraction_rows(
             rate = ds / dt
             for r in rows[len(rows) - len(runs) :]:
                 r["overhead_s"] = r["seconds"] - r["sentences"] / rate
-            rows.append(
-                {
-                    "case": f"Ray Data extract steady (#{last['n']} - {SMALL} sent.)",
-                    "threads": threads,
-                    "sentences": ds,
-                    "tokens": last["tokens"] - small["tokens"],
-                    "seconds": dt,
-                    "sentences_per_s": rate,
-                    "tokens_per_s": (last["tokens"] - small["tokens"]) / dt,
-                }
-            )
+            case = f"Ray Data extract steady (#{last['n']} - {SMALL} sent.)"
+            rows.append(row(case, threads, ds, last["tokens"] - small["tokens"], dt))
         else:
             print(
                 f"steady rate not measurable: the {SMALL}-sentence run took {small['seconds']:.1f}"
                 f" s, run #{last['n']} {last['seconds']:.1f} s (noise; use more --sentences)"
             )
-    rows.append(
-        {
-            "case": "local engine (in process, incl. load)",
-            "threads": threads,
-            "sentences": local["sentences"],
-            "tokens": local["tokens"],
-            "seconds": local["seconds"],
-            "sentences_per_s": local["sentences"] / local["seconds"],
-            "tokens_per_s": local["tokens"] / local["seconds"],
-        }
-    )
+    case = "local engine (in process, incl. load)"
+    rows.append(row(case, threads, local["sentences"], local["tokens"], local["seconds"]))
     return rows
 
 
@@ -396,15 +382,7 @@ def main() -> None:
         extra = None
         if threads != cores:
             s_all, _, _ = encode(st, sides, cores)
-            extra = {
-                "case": f"st encode ({cores} threads, all cores)",
-                "threads": cores,
-                "sentences": n_sent,
-                "tokens": st_tokens,
-                "seconds": s_all,
-                "sentences_per_s": n_sent / s_all,
-                "tokens_per_s": st_tokens / s_all,
-            }
+            extra = row(f"st encode ({cores} threads, all cores)", cores, n_sent, st_tokens, s_all)
         runs = []
         for n in (1, 2):
             runs.append({**extract(req, tmp / "feat", f"ray #{n}"), "n": n})
@@ -415,15 +393,7 @@ def main() -> None:
         local = extract(req, tmp / "feat-local", "local", engine="local")
         after, _, _ = encode(st, sides, threads)
         base_s = (before + after) / 2
-        base = {
-            "case": "st encode (baseline)",
-            "threads": threads,
-            "sentences": n_sent,
-            "tokens": st_tokens,
-            "seconds": base_s,
-            "sentences_per_s": n_sent / base_s,
-            "tokens_per_s": st_tokens / base_s,
-        }
+        base = row("st encode (baseline)", threads, n_sent, st_tokens, base_s)
         rows = extraction_rows(base, extra, runs, small, threads, local)
         diff = first_sentence_diff(tmp / "feat", first_row, st_out["train"][0])
         manifest = json.loads((tmp / "feat" / "manifest.json").read_text())

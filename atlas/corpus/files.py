@@ -133,10 +133,9 @@ def _wiki_pieces(chunks: Iterator[str]):
                 yield piece
             found, held, pos = True, [], start
         held.append(chunk[pos:])
-    if found:
-        yield "".join(held)
-        return None
-    return "".join(held)
+    if not found:
+        return "".join(held)
+    yield "".join(held)
 
 
 def _heading_starts(text: str) -> Iterator[int]:

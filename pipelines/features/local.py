@@ -66,16 +66,18 @@ def _encode_side(encoder, rows: list[dict], out: Path, batch: int, shown) -> Non
     out.mkdir(parents=True)
     rows = sorted(rows, key=lambda r: len(r["text"]))
     pending: list[pa.Table] = []
-    writer = None
+    pending_rows, writer = 0, None
     try:
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
             columns = {k: [r[k] for r in chunk] for k in ("document", "sentence", "text")}
+            # The encoder's split column is the Ray path's partition key, not a shard column.
             table = encoder({**columns, "split": [""] * len(chunk)}).drop_columns(["split"])
             pending.append(table)
+            pending_rows += table.num_rows
             shown.update(len(chunk))
-            if sum(t.num_rows for t in pending) >= ROWS_PER_FLUSH:
-                writer = _flush(writer, pending, out)
+            if pending_rows >= ROWS_PER_FLUSH:
+                writer, pending_rows = _flush(writer, pending, out), 0
         _flush(writer, pending, out, close=True)
     except BaseException:
         if writer is not None:
