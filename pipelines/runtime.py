@@ -61,6 +61,10 @@ class RunContext:
     """Seconds to wait for the workers' resources (``--wait-nodes``; None: the default)."""
     max_failures: int = 2
     """Worker-group restarts Ray Train allows (each resumes from the last checkpoint)."""
+    in_process: bool = False
+    """Train a one-worker run in the calling process instead of a Ray Train worker group (a
+    sweep's trial in its Tune trial process, which Tune retries from the run's last checkpoint;
+    ``pipelines.train_session``)."""
     resume: bool = False
     auto_resume: bool = False
     """Resume if the run has a checkpoint, else start it (``geolip demo``'s re-runs)."""

@@ -96,6 +96,14 @@ def _add(p: argparse.ArgumentParser) -> None:
         "worker-group restarts and Tune retries of the trial (default: 1 on a multi-node "
         "cluster, else 0)",
     )
+    p.add_argument(
+        "--trial-engine",
+        choices=("auto", "in-process", "ray-train"),
+        default="auto",
+        help="how a training trial runs: in-process (in its Tune trial's process, no Train "
+        "worker group to start), ray-train (its own Ray Train worker group); default auto: "
+        "in-process where --workers is 1",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--name", default=None, help="sweep name (default: from its options)")
@@ -136,6 +144,7 @@ def job_from_args(program: str, args: argparse.Namespace):
         dry_run=args.dry_run,
         max_failures=args.max_failures,
         svae_data=args.svae_data,
+        trial_engine=args.trial_engine,
     )
     # --config and --set keys are the program's config's: an AlephRunConfig's, or the SVAE run's.
     base = svae_base(job) or sweep_scale(args.scale).base()

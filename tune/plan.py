@@ -41,6 +41,7 @@ from tune.sources import (
 )
 from tune.spec import Phase, SweepError, SweepScale, sweep_scale
 
+TRIAL_ENGINES = ("auto", "in-process", "ray-train")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 """A sweep name: one directory under ``DATA/sweeps``."""
 
@@ -79,6 +80,18 @@ class SweepJob:
     max_failures: int | None = None
     """Failures each trial survives: Ray Train restarts and Tune retries (None: 1 where Ray
     runs on more than one node, else 0)."""
+    trial_engine: str = "auto"
+    """How a training trial runs (``TRIAL_ENGINES``): ``in-process`` in its Tune trial's own
+    process (no Train controller or worker group to start; Tune retries a failed trial from its
+    last checkpoint), ``ray-train`` on its own Ray Train worker group; ``auto`` [proposed]:
+    in-process where ``--workers`` is 1."""
+
+    @property
+    def in_process(self) -> bool:
+        """Whether training trials train in their Tune trial's process."""
+        if self.trial_engine == "auto":
+            return self.ctx.workers == 1
+        return self.trial_engine == "in-process"
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,15 @@ def check_options(job: SweepJob) -> tuple[SweepScale, int]:
     if seeds < 1:
         raise SweepError(f"--seeds must be >= 1, got {seeds}")
     job.ctx.check_workers()
+    if job.trial_engine not in TRIAL_ENGINES:
+        raise SweepError(
+            f"--trial-engine must be one of {list(TRIAL_ENGINES)}, got {job.trial_engine!r}"
+        )
+    if job.trial_engine == "in-process" and job.ctx.workers != 1:
+        raise SweepError(
+            f"--trial-engine in-process trains one worker per trial, got --workers "
+            f"{job.ctx.workers}; use --trial-engine ray-train (or auto)"
+        )
     if job.donor is not None and job.program != "graft":
         raise SweepError(f"--donor is for `geolip sweep graft`, not {job.program}")
     if job.source is not None and job.program != "contrast":

@@ -40,13 +40,25 @@ def child_runs(uri: str, parent_run_id: str) -> list:
     return runs.search_runs([parent.info.experiment_id], query, max_results=5000)
 
 
-def close_open_children(uri: str, parent_run_id: str, phase: str) -> None:
-    """Mark the phase's child runs still RUNNING as KILLED (pruned by ASHA, or their process died)."""
+def close_open_children(
+    uri: str, parent_run_id: str, phase: str, errored: dict | None = None
+) -> None:
+    """Mark the phase's child runs still RUNNING as ended: FAILED, with Tune's error, where
+    their trial errored (``errored``: ``(trial key, sample JSON or "")`` -> error line; a trial
+    whose process died with its training), else KILLED (pruned by ASHA, or stopped)."""
     runs = client(uri)
+    errored = errored or {}
     for run in child_runs(uri, parent_run_id):
-        if run.info.status == "RUNNING" and run.data.tags.get("phase") == phase:
-            runs.set_tag(run.info.run_id, "pruned_or_stopped", "true")
-            runs.set_terminated(run.info.run_id, "KILLED")
+        tags = run.data.tags
+        if run.info.status != "RUNNING" or tags.get("phase") != phase:
+            continue
+        error = errored.get((tags.get("trial", ""), tags.get("sample", "")))
+        if error is not None:
+            runs.set_tag(run.info.run_id, "error", error)
+            runs.set_terminated(run.info.run_id, "FAILED")
+            continue
+        runs.set_tag(run.info.run_id, "pruned_or_stopped", "true")
+        runs.set_terminated(run.info.run_id, "KILLED")
 
 
 def _reference(program: str, arm: str) -> str | None:

@@ -32,7 +32,14 @@ from tune.banks import prepare_banks
 from tune.plan import PlannedSweep, SweepJob, plan_sweep, plan_text, sweep_name
 from tune.report import close_open_children, summarize
 from tune.spec import Phase, SweepError, TrialSpec
-from tune.trial import TrialContext, checkpoint_of, final_checkpoint, has_final, run_trial
+from tune.trial import (
+    TrialContext,
+    checkpoint_of,
+    final_checkpoint,
+    has_final,
+    run_trial,
+    trial_identity,
+)
 
 SWEEP_EXPERIMENT = "geolip-sweeps"
 # Planning lives in tune.plan (no Ray: the CLI plans and refuses bad input before importing
@@ -59,7 +66,8 @@ class SweepOutcome:
 
 @dataclass(frozen=True)
 class TrialResources:
-    """What one trial reserves (its driver; Train reserves its workers itself), how many trials
+    """What one trial reserves (its driver, and in process its worker's CPU or GPU; on Ray Train
+    the Train run reserves its workers itself), how many trials
     run at once, whether they train on GPUs, and how many failures each survives (Ray Train
     restarts of its worker group, and Tune retries of the trial from its last checkpoint)."""
 
@@ -179,6 +187,7 @@ def _trial_context(
             resume=False,
             tags={},
             max_failures=res.failures,
+            in_process=job.in_process,
         ),
         corpus=job.corpus,
         bank_source=job.bank_source,
@@ -219,9 +228,9 @@ def _resources(job: SweepJob) -> TrialResources:
             for k in need}  # fmt: skip
     fits = min(math.floor(most[k] / v + 1e-9) for k, v in need.items() if v > 0)
     gpus = run.workers_gpus or 0.0
-    return TrialResources(
-        {"CPU": job.driver_cpus}, max(1, fits), bool(run.use_gpu), _failures(job), gpus
-    )
+    # In process, the trial's own process trains: it holds its worker's CPU or GPU itself.
+    per_trial = capacity.total(bundles) if job.in_process else driver
+    return TrialResources(per_trial, max(1, fits), bool(run.use_gpu), _failures(job), gpus)
 
 
 def _too_small(cap, need: dict, workers: int) -> str:
@@ -267,8 +276,10 @@ def _run_phase(
         config = _tune_config(phase, res)
         tuner = _fresh_tuner(trainable, space, phase.name, tune_root, config, res.failures)
         grid = tuner.fit()
-    close_open_children(ctx.run.tracking_uri, ctx.parent_run_id, phase.name)
     failed = [r for r in grid if r.error is not None]
+    # A trial whose process died (in process: with its training) left its run RUNNING.
+    errors = {trial_identity(dict(r.config)): one_line(r.error) for r in failed}
+    close_open_children(ctx.run.tracking_uri, ctx.parent_run_id, phase.name, errors)
     if failed:
         progress(f"phase {phase.name}: {len(failed)} trial(s) failed (recorded in MLflow)")
 

@@ -1,8 +1,9 @@
 """What runs inside one Ray Tune trial (the Train V2 driver pattern of NOTES-stack).
 
 A ``train`` trial is a whole AlephLM training run (``pipelines.aleph.driver``) of the config its
-program built: its own ``TorchTrainer`` with ``TuneReportCallback``, so every Ray Train report
-reaches Tune (ASHA sees ``val_bpb``), and its own MLflow run, a child of the sweep's run. Its name
+program built, every report reaching Tune (ASHA sees ``val_bpb``), in its own MLflow run, a
+child of the sweep's run. A one-worker trial trains in the trial's own process
+(``--trial-engine``, ``pipelines.train_session``); more workers get their own ``TorchTrainer``. Its name
 is fixed by the sweep and the trial key, so a restored sweep resumes an interrupted trial from its
 last checkpoint. An ``svae`` trial is a whole SVAE companion run (``pipelines.svae.driver``)
 with its patch-shuffled control, its verdict reported to Tune at the end. The ``contrast`` and
@@ -19,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import ray.data
 import ray.tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from safetensors.torch import load_file
 
 from geolip.aleph.bank import load_bank
@@ -91,6 +91,14 @@ def has_final(location: str) -> bool:
     return exists(parse_root(location, "--data-dir").child(MARKER))
 
 
+def trial_identity(config: dict) -> tuple[str, str]:
+    """A Tune trial's config as its MLflow run's tags name it: ``(trial key, sample JSON)``
+    (``""`` without sampled values; ``tune.report.close_open_children`` matches them)."""
+    config = config.get("retry", config)
+    sampled = {k: v for k, v in config.items() if k != "key"}
+    return config["key"], json.dumps(sampled, sort_keys=True) if sampled else ""
+
+
 def run_trial(config: dict, specs: dict, ctx: TrialContext) -> None:
     """The Tune trainable: ``config = {"key": trial key, ...sampled search values}``; ``specs``
     maps keys to TrialSpecs, ``ctx`` is the sweep's context (``tune.with_parameters``)."""
@@ -160,7 +168,7 @@ def _train(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:
         eval_bytes=ctx.eval_bytes,
         run_name=name,
     )
-    train_aleph(job, progress=print, train_callbacks=[TuneReportCallback()])
+    train_aleph(job, progress=print, tune=True)
 
 
 def _svae(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> None:

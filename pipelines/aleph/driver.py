@@ -24,8 +24,9 @@ import ray.train
 
 from geolip.aleph.experiments.employment import Employment
 from pipelines.aleph.job import PreparedJob, TrainJob, check_job, prepare_job
-from pipelines.aleph.worker import train_loop_per_worker
+from pipelines.aleph.worker import train_in_session, train_loop_per_worker
 from pipelines.capacity import claim
+from pipelines.errors import GeolipError
 from pipelines.lineage import bank_lineage, corpus_input, log_lineage
 from pipelines.logged_model import LoggedModel, log_checkpoint_model
 from pipelines.plots import curves_figure, gauge_figure
@@ -47,6 +48,7 @@ from pipelines.tracking import (
     metric_rows,
     open_run,
 )
+from pipelines.train_session import checkpoint_at, in_process_session
 
 CURVES = ("bpb", "val_bpb")
 HEAD_CURVES = ("coverage", "gate_acc", "inbank_nll")
@@ -67,16 +69,18 @@ class TrainOutcome:
     """The final checkpoint as the run's logged MLflow model (``runs:/RUN_ID/model``)."""
 
 
-def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutcome:
-    """Run ``job`` on Ray Train (local Ray unless ``RAY_ADDRESS`` names a cluster).
+def train_aleph(job: TrainJob, progress=print, tune: bool = False) -> TrainOutcome:
+    """Run ``job`` on Ray Train (local Ray unless ``RAY_ADDRESS`` names a cluster), or with
+    ``ctx.in_process`` its one worker in this process (``pipelines.train_session``).
 
-    ``train_callbacks`` go to Ray Train's ``RunConfig`` (a Tune trial passes
-    ``TuneReportCallback`` so that its scheduler sees every report).
+    ``tune``: the run is a Tune trial's, and every report reaches Tune (its scheduler sees
+    ``val_bpb``): through ``TuneReportCallback`` on Ray Train, directly in process.
     """
     check_job(job)  # a bad flag is reported before the store is touched
-    # GPUs decided and the workers' nodes waited for (an autoscaler may add them) before
-    # anything is written: a cluster that cannot hold the run leaves nothing behind.
-    job = replace(job, ctx=claim(job.ctx, "train aleph"))
+    if not job.ctx.in_process:  # in process, the caller already holds the worker's resources
+        # GPUs decided and the workers' nodes waited for (an autoscaler may add them) before
+        # anything is written: a cluster that cannot hold the run leaves nothing behind.
+        job = replace(job, ctx=claim(job.ctx, "train aleph"))
     ctx = job.ctx
     check_tracking(ctx.tracking_uri)  # an unreachable server fails here, before any work
     prepared = prepare_job(job, progress=progress)
@@ -104,18 +108,9 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
     )
     started = time.perf_counter()
     try:
-        init_ray(ctx.workers)
-        replicate = job.data_mode == "replicate"
-        result = fit(
-            train_loop_per_worker,
-            _worker_config(prepared, logger.run_id),
-            prepared.name,
-            ctx,
-            datasets={"train": _train_dataset(prepared)},
-            dataset_config=ray.train.DataConfig(datasets_to_split=[] if replicate else "all"),
-            callbacks=list(train_callbacks),
-        )
-        outcome = _finish(prepared, logger, result, time.perf_counter() - started)
+        run = _train_in_process if ctx.in_process else _train_on_ray
+        checkpoint = run(prepared, _worker_config(prepared, logger.run_id), tune)
+        outcome = _finish(prepared, logger, checkpoint, time.perf_counter() - started)
     except KeyboardInterrupt:
         logger.finish("KILLED", error="interrupted (Ctrl-C)")
         raise interrupted_run(prepared.name, ctx.results(prepared.name)) from None
@@ -124,6 +119,43 @@ def train_aleph(job: TrainJob, progress=print, train_callbacks=()) -> TrainOutco
         raise
     logger.finish()
     return outcome
+
+
+def _train_on_ray(prepared: PreparedJob, config: dict, tune: bool) -> ray.train.Checkpoint:
+    """A Ray Train worker group; returns the final checkpoint."""
+    ctx = prepared.ctx
+    init_ray(ctx.workers)
+    replicate = prepared.job.data_mode == "replicate"
+    callbacks = []
+    if tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+    result = fit(
+        train_loop_per_worker,
+        config,
+        prepared.name,
+        ctx,
+        datasets={"train": _train_dataset(prepared)},
+        dataset_config=ray.train.DataConfig(datasets_to_split=[] if replicate else "all"),
+        callbacks=callbacks,
+    )
+    return result.checkpoint
+
+
+def _train_in_process(prepared: PreparedJob, config: dict, tune: bool) -> ray.train.Checkpoint:
+    """The run's one worker in this process, reading the train shards' files itself; its
+    checkpoints land where Ray Train's would. A failure is raised as Ray Train's would be."""
+    ctx = prepared.ctx
+    files = {"train": [str(f) for f in sorted(prepared.shards.side("train").glob("*.parquet"))]}
+    session = in_process_session(ctx.results(prepared.name), files, bool(ctx.use_gpu), tune)
+    try:
+        train_in_session(config, session)
+    except Exception as exc:
+        raise GeolipError(f"training run {prepared.name} failed: {one_line(exc)}") from exc
+    if session.last is None:
+        raise GeolipError(f"training run {prepared.name} ended without a checkpoint")
+    return checkpoint_at(session.last.uri)
 
 
 def _log_lineage(prepared: PreparedJob, logger: RunLogger) -> None:
@@ -174,12 +206,12 @@ def _train_dataset(prepared: PreparedJob):
     return ray.data.read_parquet(str(side))
 
 
-def _finish(prepared: PreparedJob, logger: RunLogger, result, seconds: float) -> TrainOutcome:
+def _finish(prepared: PreparedJob, logger: RunLogger, checkpoint, seconds: float) -> TrainOutcome:
     """Copy the final checkpoint out of Ray's storage, write the verdict, log artifacts."""
     final = prepared.run_dir / "final"
     tmp = prepared.run_dir / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    with result.checkpoint.as_directory() as d:
+    with checkpoint.as_directory() as d:
         shutil.copytree(d, tmp)
     # The optimizer state stays with the final checkpoint (a donor can be continued,
     # pipelines.aleph.continuation) but not in MLflow, where it would double the model's size.
@@ -266,6 +298,7 @@ def _job_params(prepared: PreparedJob) -> dict:
     return {
         "corpus": job.corpus,
         "workers": prepared.ctx.workers,
+        "engine": "in-process" if prepared.ctx.in_process else "ray-train",
         "data_mode": job.data_mode,
         "checkpoint_every": prepared.checkpoint_every,
         "bank": str(prepared.bank_path) if prepared.bank_path else "",

@@ -1,4 +1,6 @@
-"""The Ray Train worker loop of ``geolip train aleph`` (one process per data-parallel rank).
+"""The training loop of ``geolip train aleph``: one process per data-parallel rank of a Ray Train
+worker group, or the run's one worker in the process that started it (a sweep's Tune trial;
+``pipelines.train_session`` says what each provides).
 
 Every rank builds the model, restores the run's latest checkpoint if Ray Train hands one back
 (resume, or a restart after a worker failure) or else the warm-start weights the driver prepared
@@ -20,8 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
@@ -40,31 +40,36 @@ from pipelines.aleph.heldout import write_target_nll
 from pipelines.progress import duration, eta
 from pipelines.run_storage import TRAIN_STATE, fetch_inputs
 from pipelines.runtime import maybe_fail, quiet_ray_train_logs, seed_of, worker_threads
-from pipelines.storage import is_uri, parse_root
 from pipelines.system_metrics import node_monitor
 from pipelines.tracking import RunLogger
+from pipelines.train_session import RayTrainSession, checkpoint_at
 
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config`` is ``PreparedJob.worker_config`` (pipelines.aleph.job)."""
     quiet_ray_train_logs()
-    with node_monitor(config, ray.train.get_context()):  # the node's CPU, memory and GPUs
-        _train(config)
+    train_in_session(config, RayTrainSession())
 
 
-def _train(config: dict) -> None:
+def train_in_session(config: dict, session) -> None:
+    """The loop of one rank in ``session`` (``pipelines.train_session``: a Ray Train worker, or
+    the run's one worker in the calling process)."""
+    with node_monitor(config, session):  # the node's CPU, memory and GPUs
+        _train(config, session)
+
+
+def _train(config: dict, session) -> None:
     config = fetch_inputs(config)  # from the store where the data directory is there
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(worker_threads(config["threads"], ctx.get_local_world_size()))
-    device = ray.train.torch.get_device()
-    model, run_cfg, opt, sched, start = _restore(config, device)
+    rank = session.rank
+    torch.set_num_threads(worker_threads(config["threads"], session.local_world))
+    device = session.device
+    model, run_cfg, opt, sched, start = _restore(config, device, session.checkpoint())
     if rank == 0:  # where each (re)start of the worker group begins: the job log's record
         restored = " (restored from its checkpoint)" if start else ""
         print(f"run {config['name']}: training from step {start}{restored}", flush=True)
-    ddp = ray.train.torch.prepare_model(model) if world > 1 else model
-    buf, bounds = _collect_chunks(ray.train.get_dataset_shard("train"))
-    loop = _Loop(config, run_cfg, model, ddp, opt, sched, rank, world, device)
+    ddp = session.prepare_model(model)
+    buf, bounds = _collect_chunks(session.batches("train"))
+    loop = _Loop(config, run_cfg, model, ddp, opt, sched, session, device)
     if run_cfg.train.compile and start < run_cfg.train.steps:
         loop.ddp = _compiled(loop, buf, bounds, start)
     loop.run(start, buf, bounds)
@@ -73,12 +78,13 @@ def _train(config: dict) -> None:
 class _Loop:
     """The step loop with its logging, evaluation and checkpoint schedule."""
 
-    def __init__(self, config, run_cfg, model, ddp, opt, sched, rank, world, device):
+    def __init__(self, config, run_cfg, model, ddp, opt, sched, session, device):
         self.config, self.run_cfg, self.model, self.ddp = config, run_cfg, model, ddp
-        self.opt, self.sched, self.rank, self.world, self.device = opt, sched, rank, world, device
+        self.opt, self.sched, self.session, self.device = opt, sched, session, device
+        self.rank, self.world = session.rank, session.world
         self.tcfg = run_cfg.train
-        self.logger = _logger(config) if rank == 0 else None
-        self.eval_windows = _load_eval_windows(config["eval_windows"]) if rank == 0 else None
+        self.logger = _logger(config) if self.rank == 0 else None
+        self.eval_windows = _load_eval_windows(config["eval_windows"]) if self.rank == 0 else None
 
     def run(self, start: int, buf: np.ndarray, bounds: np.ndarray) -> None:
         tcfg, cfg = self.tcfg, self.run_cfg.model
@@ -152,16 +158,15 @@ class _Loop:
             )
 
     def _report(self, step: int, final: bool) -> None:
-        """Held-out evaluation, checkpoint (rank 0) and the Ray Train report (every rank)."""
+        """Held-out evaluation, checkpoint (rank 0) and the session's report (every rank)."""
         metrics: dict = {"step": step}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
                 metrics.update(self._evaluate(step, final))
-                path = _save(Path(tmp) / "checkpoint", self, step)
-                checkpoint = ray.train.Checkpoint.from_directory(str(path))
-            # A barrier: every rank reports the same number of times.
-            ray.train.report(metrics, checkpoint=checkpoint)
+                checkpoint = _save(Path(tmp) / "checkpoint", self, step)
+            # On Ray Train a barrier: every rank reports the same number of times.
+            self.session.report(metrics, checkpoint)
 
     def _evaluate(self, step: int, final: bool) -> dict:
         result = bpb_batches(self.model, self.eval_windows)
@@ -207,12 +212,12 @@ def _compiled(loop: _Loop, buf: np.ndarray, bounds: np.ndarray, start: int):
     return module
 
 
-def _restore(config: dict, device):
-    """(model on device, run config, optimizer, scheduler, first step to run)."""
+def _restore(config: dict, device, ckpt):
+    """(model on device, run config, optimizer, scheduler, first step to run); ``ckpt``: the
+    session's checkpoint to restart from (None: ``config["resume_dir"]``, else a fresh start)."""
     run_cfg = config["run"]
-    ckpt = ray.train.get_checkpoint()
     if ckpt is None and config.get("resume_dir"):  # one Ray Train never recorded (the driver's)
-        ckpt = _checkpoint_at(config["resume_dir"])
+        ckpt = checkpoint_at(config["resume_dir"])
     state = None
     if ckpt is not None:  # resume (or restart after a failure) beats any warm start
         with ckpt.as_directory() as d:
@@ -239,14 +244,6 @@ def _restore(config: dict, device):
     return model, run_cfg, opt, sched, start
 
 
-def _checkpoint_at(location: str) -> ray.train.Checkpoint:
-    """A checkpoint of this run in Ray's storage: a local directory or a URI on the store."""
-    if not is_uri(location):
-        return ray.train.Checkpoint.from_directory(location)
-    root = parse_root(location, "resume")
-    return ray.train.Checkpoint(path=root.path, filesystem=root.fs)
-
-
 def _save(path: Path, loop: _Loop, step: int) -> Path:
     meta = {"step": step, "mlflow_run_id": loop.config["run_id"], "run_name": loop.config["name"]}
     meta["tracking_uri"] = loop.config["tracking_uri"]
@@ -256,10 +253,11 @@ def _save(path: Path, loop: _Loop, step: int) -> Path:
     return path
 
 
-def _collect_chunks(shard) -> tuple[np.ndarray, np.ndarray]:
-    """This rank's chunks, ordered by stream offset, as ``(buf: uint8[L], bounds: int64[C+1])``."""
+def _collect_chunks(batches) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's chunks (``batches``: pyarrow batches of ``offset``, ``chunk``), ordered by
+    stream offset, as ``(buf: uint8[L], bounds: int64[C+1])``."""
     chunks: list[tuple[int, bytes]] = []
-    for batch in shard.iter_batches(batch_size=256, batch_format="pyarrow"):
+    for batch in batches:
         chunks += zip(batch.column("offset").to_pylist(), batch.column("chunk").to_pylist())
     if not chunks:
         raise RuntimeError("this worker received no training chunks; use fewer --workers")
