@@ -9,11 +9,13 @@ trials (contrast, bank swap) count as start-up.
 The start-up is measured (``--measure-overhead``) by two real smoke seed batteries (byte arm,
 ``--seeds`` trials each, one local Ray per sweep) that differ only in ``train.steps``: each
 trial's MLflow run lasts ``overhead + steps x per-step``, so the two durations give the fixed
-cost per trial (Tune trial, Train controller and worker group, Ray Data split, MLflow run,
-held-out evaluation, checkpoint and logged model) with training itself cancelled out.
-Otherwise ``--overhead`` is the figure used.
+cost per trial (MLflow run, held-out evaluation, checkpoint and logged model, and on Ray Train
+the Train controller, worker group and Ray Data split) with training itself cancelled out. It
+is measured for both ``--trial-engine`` values, Ray Train first (the baseline), then in process
+(what a one-worker sweep uses, and the figure the costs are priced with). Otherwise
+``--overhead`` is the figure used.
 
-    python benchmarks/bench_sweep.py --measure-overhead   # ~3 min more on 2 cores
+    python benchmarks/bench_sweep.py --measure-overhead   # ~5 min more on 2 cores
     python benchmarks/bench_sweep.py                      # a few minutes on 2 cores
     python benchmarks/bench_sweep.py --quick              # seconds: tiny preset as a smoke run
 """
@@ -25,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,9 @@ from bench_aleph_heads import HEADS, random_bank, time_head  # noqa: E402
 from geolip.aleph.presets import get_preset  # noqa: E402
 from tune.programs import PROGRAMS, Options, plan  # noqa: E402
 from tune.spec import SWEEP_SCALES  # noqa: E402
+
+ENGINES = ("ray-train", "in-process")
+"""``--trial-engine`` values measured; the first is the baseline of the ratios."""
 
 
 def rates(preset: str, banks: dict[str, int], batch: int, repeats: int) -> dict:
@@ -73,8 +79,9 @@ def price(program: str, scale, seeds: int, rate: dict, overhead: float) -> tuple
     return len(trials), seconds
 
 
-def trial_seconds(steps: int, seeds: int) -> list[float]:
-    """MLflow run durations of the trials of one smoke seed battery (byte arm) at ``steps``."""
+def trial_seconds(steps: int, seeds: int, engine: str) -> tuple[list[float], float]:
+    """(MLflow run durations of the trials, the whole sweep command's wall seconds) of one
+    smoke seed battery (byte arm) at ``steps`` with ``--trial-engine engine``."""
     from mlflow.tracking import MlflowClient
 
     from pipelines.tracking import default_tracking_uri
@@ -82,8 +89,10 @@ def trial_seconds(steps: int, seeds: int) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         cmd = [sys.executable, "-m", "pipelines", "sweep", "seed-battery", "--scale", "smoke"]
         cmd += ["--arms", "byte", "--seeds", str(seeds), "--data-dir", tmp]
-        cmd += ["--set", f"train.steps={steps}"]
+        cmd += ["--set", f"train.steps={steps}", "--trial-engine", engine]
+        started = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - started
         if done.returncode:
             raise SystemExit(f"the smoke sweep failed:\n{done.stderr[-3000:]}")
         client = MlflowClient(default_tracking_uri(Path(tmp)))
@@ -92,26 +101,39 @@ def trial_seconds(steps: int, seeds: int) -> list[float]:
         runs = [r for r in runs if "-byte-s" in (r.info.run_name or "")]
         if len(runs) != seeds:
             raise SystemExit(f"expected {seeds} trial runs, found {len(runs)}")
-        return [(r.info.end_time - r.info.start_time) / 1000 for r in runs]
+        return [(r.info.end_time - r.info.start_time) / 1000 for r in runs], wall
 
 
 def measure_overhead(seeds: int, steps: tuple[int, int] = (6, 60)) -> float:
-    """Seconds per trial outside training: two smoke batteries differing only in steps."""
+    """Seconds per trial outside training, per trial engine (Ray Train, the baseline, then in
+    process): two smoke batteries each, differing only in steps. Returns the default engine's
+    (in process: the one a one-worker sweep uses)."""
     print(
         f"== per-trial start-up: smoke seed battery, byte arm, {seeds} trials at each of "
-        f"{steps[0]} and {steps[1]} steps =="
+        f"{steps[0]} and {steps[1]} steps, per --trial-engine =="
     )
-    durations = {s: trial_seconds(s, seeds) for s in steps}
-    for s, d in durations.items():
-        print(f"  {s:>4} steps: trial runs {', '.join(f'{x:.1f}' for x in d)} s")
-    a, b = (statistics.median(durations[s]) for s in steps)
-    per_step = (b - a) / (steps[1] - steps[0])
-    overhead = a - steps[0] * per_step
+    rows = {}
+    for engine in ENGINES:
+        runs = {s: trial_seconds(s, seeds, engine) for s in steps}
+        for s, (d, wall) in runs.items():
+            print(f"  {engine:>10} {s:>4} steps: trial runs {', '.join(f'{x:.1f}' for x in d)} s; "
+                  f"sweep {wall:.1f} s")  # fmt: skip
+        a, b = (statistics.median(runs[s][0]) for s in steps)
+        per_step = (b - a) / (steps[1] - steps[0])
+        rows[engine] = (a - steps[0] * per_step, per_step, runs[steps[0]][1] / seeds)
+    base = rows[ENGINES[0]]
     print(
-        f"  per step {per_step * 1e3:.0f} ms; fixed per trial {overhead:.1f} s (median runs; "
-        "target <= 10 s)"
+        f"\n{'engine':>10} {'fixed/trial s':>13} {'ms/step':>8} {'sweep s/trial':>13} {'vs ray-train':>12}"
     )
-    return overhead
+    for engine, (fixed, per_step, wall) in rows.items():
+        print(f"{engine:>10} {fixed:>13.1f} {per_step * 1e3:>8.0f} {wall:>13.1f} "
+              f"{base[0] / max(fixed, 1e-9):>11.2f}x")  # fmt: skip
+    fixed = rows["in-process"][0]
+    verdict = "PASS" if fixed <= 10 else "FAIL"
+    print(f"target: fixed per trial <= 10 s (in process): {verdict} ({fixed:.1f} s)")
+    print("(fixed/trial: from the trials' MLflow runs, median; sweep s/trial: the whole "
+          f"{steps[0]}-step sweep command, Ray start-up and the atlas included, over its trials)")  # fmt: skip
+    return fixed
 
 
 def main(argv=None) -> None:

@@ -128,14 +128,18 @@ class InProcessSession:
 
 def persist_checkpoint(local: Path, results: Root) -> Root:
     """Copy the checkpoint directory ``local`` to ``results/checkpoint_<time>`` (the name Ray
-    Train gives its own: names sort by time). ``TRAIN_STATE`` is written last, and locally the
-    directory appears by one rename: a crash mid-copy leaves nothing that counts as complete
-    (``checkpoints(..., complete=True)``)."""
+    Train gives its own: names sort by time). Locally the directory appears by one rename (a
+    failed copy is removed); on the store ``TRAIN_STATE`` is uploaded last, so a crash mid-copy
+    leaves nothing that counts as complete (``checkpoints(..., complete=True)``)."""
     name = f"checkpoint_{datetime.now():%Y-%m-%d_%H-%M-%S.%f}"
     target = results.child(name)
     if not results.remote:
         tmp = Path(results.path) / f".{name}.tmp"
-        shutil.copytree(local, tmp)
+        try:
+            shutil.copytree(local, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         tmp.rename(target.path)
         return target
     import pyarrow.fs as pafs

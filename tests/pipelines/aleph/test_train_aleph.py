@@ -177,6 +177,41 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(data: Path) -> No
     np.testing.assert_allclose(losses[2], losses[1], rtol=2e-4)
 
 
+def test_in_process_training_is_the_ray_train_run_without_its_workers(data: Path) -> None:
+    """``ctx.in_process`` (a sweep's one-worker trial): the same losses, held-out figures and
+    final weights as the Ray Train worker, its checkpoints under ``ray_results`` as Ray
+    Train's, and ``--resume`` of the finished run reports it again from there."""
+    from safetensors.torch import load_file
+
+    sets = ("train.steps=8", "train.log_every=2", "train.batch_size=4", "train.eval_windows=8")
+    outs = {}
+    for engine, in_process in (("ray", False), ("proc", True)):
+        job = _again(_job(data, sets=sets, run_name=f"engines-{engine}"), in_process=in_process)
+        outs[engine] = train_aleph(job, progress=lambda s: None)
+    ray_out, proc = outs["ray"], outs["proc"]
+    uri = proc.tracking_uri
+    losses = {k: [m.value for m in sorted(_client(uri).get_metric_history(o.run_id, "loss_main"),
+                                          key=lambda m: m.step)] for k, o in outs.items()}  # fmt: skip
+    assert len(losses["proc"]) == 4
+    np.testing.assert_allclose(losses["proc"], losses["ray"], rtol=1e-6)
+    for key in ("val_bpb", "heldout_bpb_windowed", "heldout_bpb_streamed"):
+        assert proc.verdict["final"][key] == pytest.approx(ray_out.verdict["final"][key], rel=1e-6)
+    weights = [load_file(str(o.checkpoint / "model.safetensors")) for o in (ray_out, proc)]
+    for name, tensor in weights[0].items():
+        np.testing.assert_allclose(weights[1][name].numpy(), tensor.numpy(), rtol=1e-5, atol=1e-7)
+    run = _client(uri).get_run(proc.run_id)
+    assert run.data.params["job.engine"] == "in-process" and run.info.status == "FINISHED"
+    assert _client(uri).get_run(ray_out.run_id).data.params["job.engine"] == "ray-train"
+    kept = sorted((data / "ray_results" / proc.name).glob("checkpoint_*"))
+    assert len(kept) == 2 and all((c / "train_state.pt").is_file() for c in kept)
+    again = _again(_job(data, sets=sets, run_name="engines-proc"), in_process=True, resume=True)
+    resumed = train_aleph(again, progress=lambda s: None)
+    assert resumed.run_id == proc.run_id
+    assert resumed.verdict["final"]["val_bpb"] == pytest.approx(proc.verdict["final"]["val_bpb"])
+    with pytest.raises(GeolipError, match="in-process training runs one worker"):
+        train_aleph(_again(_job(data, workers=2), in_process=True), progress=lambda s: None)
+
+
 def test_injected_worker_failure_restarts_from_the_last_checkpoint(data: Path) -> None:
     sets = ("train.steps=10", "train.log_every=1", "train.batch_size=4", "train.seed=1")
     fault = {"step": 6, "marker": str(data / "fault-restart")}
