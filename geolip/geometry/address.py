@@ -30,8 +30,9 @@ def address_logits(x: torch.Tensor, axes: torch.Tensor, tau: float) -> torch.Ten
     """
     dt = _compute_dtype(x)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xh = rownorm(x.to(dt))
-        return (xh @ axes.to(dt).transpose(-1, -2)) / tau
+        # 1/τ scales the [K, D] codebook, not every position's logits (as ``oriented_logits``
+        # does: both give the same u, so p± and φ agree to the last bit of their inputs).
+        return rownorm(x.to(dt)) @ (axes.to(dt).transpose(-1, -2) * (1.0 / tau))
 
 
 class AlephAddress(NamedTuple):
@@ -60,17 +61,29 @@ def aleph_address(x: torch.Tensor, axes: torch.Tensor, tau: float) -> AlephAddre
     return AlephAddress(e_plus / z, e_minus / z)
 
 
+def oriented_logits(x: torch.Tensor, axes: torch.Tensor, tau: float) -> torch.Tensor:
+    """``[u; −u]`` in one matmul against the doubled, pre-scaled codebook ``[A; −A]ᵀ/τ``.
+
+    x: [..., D]; axes: [K, D] -> [..., 2K]. Same values as ``cat([u, −u])/τ`` up to rounding,
+    but the negation, the concatenation and the 1/τ act on the [2K, D] codebook, not on every
+    position's logits: at T = 512 that is most of the address's cost (forward and backward).
+    """
+    dt = _compute_dtype(x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        a = axes.to(dt)
+        both = torch.cat([a, -a], dim=0).transpose(-1, -2) * (1.0 / tau)  # [D, 2K]
+        return rownorm(x.to(dt)) @ both
+
+
 def oriented_address(x: torch.Tensor, axes: torch.Tensor, tau: float) -> torch.Tensor:
     """φ(x) = [p⁺; p⁻] ∈ Δ^{2K}. x: [..., D] -> [..., 2K] (fp32/fp64)."""
-    u = address_logits(x, axes, tau)
     # Softmax over [u; −u] is the same thing; torch's softmax subtracts the same max m.
-    return torch.softmax(torch.cat([u, -u], dim=-1), dim=-1)
+    return torch.softmax(oriented_logits(x, axes, tau), dim=-1)
 
 
 def log_oriented_address(x: torch.Tensor, axes: torch.Tensor, tau: float) -> torch.Tensor:
     """log φ(x), exact at any τ (no log of an underflowed probability). -> [..., 2K]."""
-    u = address_logits(x, axes, tau)
-    return torch.log_softmax(torch.cat([u, -u], dim=-1), dim=-1)
+    return torch.log_softmax(oriented_logits(x, axes, tau), dim=-1)
 
 
 def signed_address(x: torch.Tensor, axes: torch.Tensor, tau: float) -> torch.Tensor:

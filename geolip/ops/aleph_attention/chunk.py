@@ -22,8 +22,9 @@ def _pad_to_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
     """[B, H, T, W] -> [B, H, n_c, C, W], zero rows appended (zero keys and values add nothing)."""
     B, H, T, W = x.shape
     n_c = -(-T // chunk)
-    x = F_.pad(x, (0, 0, 0, n_c * chunk - T))
-    return x.view(B, H, n_c, chunk, W)
+    if n_c * chunk != T:  # no copy (and no pad node in the backward) when the chunks fit
+        x = F_.pad(x, (0, 0, 0, n_c * chunk - T))
+    return x.reshape(B, H, n_c, chunk, W)
 
 
 def _intra(Fc: torch.Tensor, Gc: torch.Tensor) -> torch.Tensor:
@@ -51,15 +52,17 @@ def aleph_attention_chunk(
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     dt = compute_dtype(v)
     B, H, T, W = g.shape
-    if state is None:
-        state = zero_state(B, H, W, v.shape[-1], device=v.device, dtype=dt)
     if T == 0:
+        state = state or zero_state(B, H, W, v.shape[-1], device=v.device, dtype=dt)
         return v.clone(), state
     # The denominator rides along as an extra value column [V | 1] (and z as an extra column of
     # M): one matmul path yields numerator and denominator, with no separate C×C row sums.
     v1 = torch.cat([v.to(dt), torch.ones_like(v[..., :1], dtype=dt)], dim=-1)
     Fc, Gc, Vc = (_pad_to_chunks(x.to(dt), chunk) for x in (f, g, v1))
-    MZ0 = torch.cat([state.M.to(dt), state.z.to(dt).unsqueeze(-1)], dim=-1)
+    if state is None:  # an empty past: [M | z] = 0 made at once
+        MZ0 = torch.zeros(B, H, W, v.shape[-1] + 1, device=v.device, dtype=dt)
+    else:
+        MZ0 = torch.cat([state.M.to(dt), state.z.to(dt).unsqueeze(-1)], dim=-1)
     run = _scan_parallel if parallel else _scan_loop
     out, MZ = run(Fc, Gc, Vc, MZ0)
     # Padded queries would read 0/0: slice them off before dividing.
@@ -75,21 +78,24 @@ def _scan_parallel(Fc, Gc, Vc, MZ0):
     # Exclusive prefixes by sequential addition in the same order as the carried-state loop:
     # torch's CPU cumsum accumulates fp32 in higher precision, so a stream split at chunk edges
     # would not reproduce the single pass bitwise. n_c adds cost nothing next to the matmuls.
-    P = _prefix(MZ0, S)
-    out = Fc @ P[:, :, :-1] + _intra(Fc, Gc) @ Vc
-    return out, P[:, :, -1]
+    P, final = _prefix(MZ0, S)
+    out = Fc @ P + _intra(Fc, Gc) @ Vc
+    return out, final
 
 
-def _prefix(x0: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
-    """[x0, x0+p0, x0+p0+p1, ...] along dim 2: parts [B,H,n,...] -> [B,H,n+1,...].
+def _prefix(x0: torch.Tensor, parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exclusive prefixes [x0, x0+p0, ..., x0+p0+…+p_{n−2}] along dim 2 and the total
+    x0+p0+…+p_{n−1}: parts [B,H,n,...] -> ([B,H,n,...], [B,H,...]).
 
     ``unbind`` (not ``parts[:, :, c]`` in the loop): slicing makes one backward node per chunk
-    that zero-fills a gradient the size of ``parts``, an O(n_c²) backward.
+    that zero-fills a gradient the size of ``parts``, an O(n_c²) backward. Stacking only the
+    exclusive ones (not all n+1, then slicing) keeps the matmul's operand contiguous (no copy)
+    and its backward free of a zero-filled gradient per slice.
     """
     out = [x0]
     for p in parts.unbind(2):
         out.append(out[-1] + p)
-    return torch.stack(out, dim=2)
+    return torch.stack(out[:-1], dim=2), out[-1]
 
 
 def _scan_loop(Fc, Gc, Vc, MZ):
