@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,8 +190,26 @@ def log_inputs(
         )
         rows.append(DatasetInput(dataset, tags))
     if rows:
-        client(uri).log_inputs(run_id, datasets=rows)
+        _log_input_rows(uri, run_id, rows)
     return builds
+
+
+def _log_input_rows(uri: str, run_id: str, rows: list, tries: int = 4) -> None:
+    """``log_inputs``, retried when another process created the same dataset entity between
+    MLflow's look-up and its insert (sweep trials starting together log the same corpus): the
+    failed call rolled back, and the retry finds the dataset and links it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            client(uri).log_inputs(run_id, datasets=rows)
+            return
+        except MlflowException as exc:
+            text = str(exc)
+            duplicate = "UNIQUE constraint failed" in text or "duplicate key value" in text
+            if not duplicate or attempt == tries - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def _source_type(source: str) -> str:

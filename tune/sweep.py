@@ -38,6 +38,7 @@ from tune.trial import (
     final_checkpoint,
     has_final,
     run_trial,
+    trial_config,
     trial_identity,
 )
 
@@ -278,7 +279,7 @@ def _run_phase(
         grid = tuner.fit()
     failed = [r for r in grid if r.error is not None]
     # A trial whose process died (in process: with its training) left its run RUNNING.
-    errors = {trial_identity(dict(r.config)): one_line(r.error) for r in failed}
+    errors = {trial_identity(trial_config(r)): one_line(r.error) for r in failed}
     close_open_children(ctx.run.tracking_uri, ctx.parent_run_id, phase.name, errors)
     if failed:
         progress(f"phase {phase.name}: {len(failed)} trial(s) failed (recorded in MLflow)")
@@ -290,7 +291,7 @@ def _restore_phase(sweep, phase: Phase, path: Root, trainable, res: TrialResourc
     CPUs their drivers took every CPU their workers needed); they retry in a fresh Tuner."""
     restored = tune.Tuner.restore(path.path, trainable=trainable, resume_errored=False, **_fs(path))
     grid = restored.fit()
-    errored = [dict(r.config) for r in grid if r.error is not None]
+    errored = [trial_config(r) for r in grid if r.error is not None]
     if not errored:
         return grid
     progress(f"phase {phase.name}: retrying {len(errored)} failed trial(s)")

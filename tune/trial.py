@@ -99,6 +99,16 @@ def trial_identity(config: dict) -> tuple[str, str]:
     return config["key"], json.dumps(sampled, sort_keys=True) if sampled else ""
 
 
+def trial_config(result) -> dict:
+    """A Tune result's trial config. ``result.config`` comes from the trial's last report: a
+    trial that failed before reporting, or whose process died before its last report was
+    recorded, has none there; Tune's ``params.json`` in the trial's directory always has it."""
+    if result.config is not None:
+        return dict(result.config)
+    with result.filesystem.open_input_stream(f"{result.path}/params.json") as f:
+        return json.loads(f.read())
+
+
 def run_trial(config: dict, specs: dict, ctx: TrialContext) -> None:
     """The Tune trainable: ``config = {"key": trial key, ...sampled search values}``; ``specs``
     maps keys to TrialSpecs, ``ctx`` is the sweep's context (``tune.with_parameters``)."""

@@ -80,7 +80,8 @@ def stage_svae(d, stage: str) -> dict:
 def stage_sweep(d) -> dict:
     """One experiment program on Ray Tune: a preservation battery over seeds."""
     s, seeds = d.scale, d.scale.sweep.seeds
-    # One Ray Train worker per trial (the trials run side by side); a failed trial is recorded.
+    # One worker per trial, trained in its Tune trial's process (the trials run side by side);
+    # a failed trial is recorded.
     ctx = d.ctx.replace(workers=1, max_failures=0, auto_resume=False)
     job = SweepJob(program=SWEEP_PROGRAM, ctx=ctx, scale=s.name, arms=s.sweep_arms, corpus=d.corpus)
     state = ctx.data_dir / "sweeps" / sweep_name(job, seeds)

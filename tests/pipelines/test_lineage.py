@@ -60,3 +60,36 @@ def test_builds_without_a_store_record_nothing(ray_session, tmp_path, monkeypatc
     argv = ["atlas", "build", "--corpus", "builtin:tiny", "--out", str(atlas), "--quiet"]
     assert main([*argv, "--target-size", "2k"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas"]
+
+
+def _log_corpus(uri: str, data: str, run_id: str, start) -> None:
+    from pipelines.lineage import Input, log_inputs
+    from pipelines.tracking import client
+
+    client(uri).get_run(run_id)  # the store opened (cached per process) before the start
+    start.wait()  # every process inserts the same new dataset at once
+    item = Input("corpus", "builtin:race", "d1g3st", "builtin:race", {"train_bytes": 1})
+    log_inputs(uri, Path(data), run_id, [item], "train")
+
+
+def test_trials_starting_together_each_link_the_same_new_dataset(tmp_path):
+    """Sweep trials start together and log the same corpus: MLflow's look-up-then-insert of the
+    dataset races between processes (a UNIQUE constraint on SQLite); each still links it."""
+    import multiprocessing as mp
+
+    from pipelines.tracking import client, ensure_experiment, start_run
+
+    uri = default_tracking_uri(tmp_path)
+    experiment = ensure_experiment(uri, "race", str(tmp_path / "artifacts"))
+    runs = [start_run(uri, experiment, f"trial-{i}").run_id for i in range(6)]
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(len(runs))
+    procs = [ctx.Process(target=_log_corpus, args=(uri, str(tmp_path), r, start)) for r in runs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * len(runs)
+    for run_id in runs:
+        (ds,) = client(uri).get_run(run_id).inputs.dataset_inputs
+        assert ds.dataset.name == "builtin:race" and ds.dataset.digest == "d1g3st"

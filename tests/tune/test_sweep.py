@@ -48,7 +48,12 @@ def test_battery_with_a_failing_trial_resumes_then_contrast(ray_session, tmp_pat
     arms = {t["arm"]: t for t in first.summary["arms"]}
     assert arms["kernel/sparse"]["n"] == 1 and arms["pmix/sparse"]["failed"] == 1
     runs = _children(first)
-    assert runs["pmix-sparse-s0"].info.status == "FAILED"
+    # One worker: each trial trained in its Tune trial's process, which the fault killed;
+    # its run, left RUNNING by the dead process, is marked FAILED with Tune's error.
+    assert (
+        runs["pmix-sparse-s0"].info.status == "FAILED" and runs["pmix-sparse-s0"].data.tags["error"]
+    )
+    assert {r.data.params["job.engine"] for r in runs.values()} == {"in-process"}
     kernel_run = runs["kernel-sparse-s0"].info.run_id
 
     with pytest.raises(SweepError, match="already exists.*--resume"):
@@ -83,6 +88,8 @@ def test_bad_sweeps_fail_before_any_trial(ray_session, tmp_path, capsys):
         run_sweep(_job(tmp_path, resume=True), progress=lambda s: None)
     with pytest.raises(SweepError, match="expected a checkpoint directory or an MLflow run id"):
         run_sweep(_job(tmp_path, "graft", arms=(), donor="no-such-donor"), progress=lambda s: None)
+    with pytest.raises(SweepError, match="--trial-engine in-process trains one worker per trial"):
+        run_sweep(_job(tmp_path, workers=2, trial_engine="in-process"), progress=lambda s: None)
     with pytest.raises(SweepError, match="must be divisible by --workers 3"):
         run_sweep(_job(tmp_path, workers=3, use_gpu=False), progress=lambda s: None)
     # 8 workers split the batch of 8 but not the session's 4 CPUs: refused before any trial.
@@ -156,9 +163,9 @@ def test_survey_bank_swap_scores_a_bank_of_other_vocabulary(ray_session, tmp_pat
 
 def test_hemispheres_show_erank_trajectories_and_their_slopes(ray_session, tmp_path):
     arms = ("routing/pmix", "prediction/kernel")
-    out = run_sweep(
-        _job(tmp_path, "hemispheres", scale="smoke", arms=arms), progress=lambda s: None
-    )
+    # On each trial's own Ray Train worker group (TuneReportCallback carries its reports).
+    job = _job(tmp_path, "hemispheres", scale="smoke", arms=arms, trial_engine="ray-train")
+    out = run_sweep(job, progress=lambda s: None)
     table = {t["arm"]: t for t in out.summary["erank"]}
     assert set(table) == set(arms)
     for arm, t in table.items():
@@ -166,6 +173,7 @@ def test_hemispheres_show_erank_trajectories_and_their_slopes(ray_session, tmp_p
         assert 1.0 <= t["erank_last"] <= 4.0 + 1e-6  # K=64 unit directions in D=4
     runs = _children(out)
     assert runs["routing-pmix-s0"].data.params["config.model.n_segments"] == "4"
+    assert {r.data.params["job.engine"] for r in runs.values()} == {"ray-train"}
     from mlflow.tracking import MlflowClient
 
     plots = {a.path for a in MlflowClient(out.tracking_uri).list_artifacts(out.run_id, "plots")}
