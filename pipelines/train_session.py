@@ -83,6 +83,8 @@ class InProcessSession:
     results: Root
     use_gpu: bool = False
     tune: bool = False
+    resume: bool = False
+    """Restart from the newest complete checkpoint under ``results`` (a resumed or retried run)."""
     engine = "in-process"
     rank: int = 0
     world: int = 1
@@ -102,8 +104,9 @@ class InProcessSession:
         return 0
 
     def checkpoint(self):
-        """None: a resumed or retried run starts from ``resume_dir`` (``pipelines.aleph.driver``)."""
-        return None
+        """With ``resume``, the newest complete checkpoint of the run (None: a fresh start)."""
+        written = checkpoints(self.results, complete=True) if self.resume else []
+        return checkpoint_at(written[-1].uri) if written else None
 
     def batches(self, name: str):
         for path in self.files[name]:
@@ -163,10 +166,30 @@ def remove_checkpoint(ckpt: Root) -> None:
     remove_files(ckpt, sorted(names, key=lambda n: n != TRAIN_STATE))
 
 
-def in_process_session(results: Root | Path, files: dict, use_gpu: bool, tune: bool):
+def in_process_session(
+    results: Root | Path, files: dict, use_gpu: bool, tune: bool, resume: bool = False
+) -> InProcessSession:
     """An ``InProcessSession`` (``results`` may be a local directory)."""
     root = results if isinstance(results, Root) else local_root(results)
-    return InProcessSession(files=files, results=root, use_gpu=use_gpu, tune=tune)
+    return InProcessSession(files=files, results=root, use_gpu=use_gpu, tune=tune, resume=resume)
+
+
+def fit_in_process(loop, config: dict, name: str, ctx, files=None, tune: bool = False):
+    """Run ``loop(config, session)`` as run ``name``'s one worker in this process (``ctx``: its
+    ``RunContext``); returns the final checkpoint. A failure raises a ``GeolipError`` naming
+    the run, as ``runtime.fit`` does for a Ray Train run."""
+    from pipelines.errors import GeolipError
+    from pipelines.runtime import one_line
+
+    results = ctx.results(name)
+    session = in_process_session(results, files or {}, bool(ctx.use_gpu), tune, ctx.resume)
+    try:
+        loop(config, session)
+    except Exception as exc:
+        raise GeolipError(f"training run {name} failed: {one_line(exc)}") from exc
+    if session.last is None:
+        raise GeolipError(f"training run {name} ended without a checkpoint")
+    return checkpoint_at(session.last.uri)
 
 
 def checkpoint_at(location: str) -> ray.train.Checkpoint:

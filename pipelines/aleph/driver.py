@@ -26,7 +26,6 @@ from geolip.aleph.experiments.employment import Employment
 from pipelines.aleph.job import PreparedJob, TrainJob, check_job, prepare_job
 from pipelines.aleph.worker import train_in_session, train_loop_per_worker
 from pipelines.capacity import claim
-from pipelines.errors import GeolipError
 from pipelines.lineage import bank_lineage, corpus_input, log_lineage
 from pipelines.logged_model import LoggedModel, log_checkpoint_model
 from pipelines.plots import curves_figure, gauge_figure
@@ -48,7 +47,7 @@ from pipelines.tracking import (
     metric_rows,
     open_run,
 )
-from pipelines.train_session import checkpoint_at, in_process_session
+from pipelines.train_session import fit_in_process
 
 CURVES = ("bpb", "val_bpb")
 HEAD_CURVES = ("coverage", "gate_acc", "inbank_nll")
@@ -145,17 +144,9 @@ def _train_on_ray(prepared: PreparedJob, config: dict, tune: bool) -> ray.train.
 
 def _train_in_process(prepared: PreparedJob, config: dict, tune: bool) -> ray.train.Checkpoint:
     """The run's one worker in this process, reading the train shards' files itself; its
-    checkpoints land where Ray Train's would. A failure is raised as Ray Train's would be."""
-    ctx = prepared.ctx
+    checkpoints land where Ray Train's would."""
     files = {"train": [str(f) for f in sorted(prepared.shards.side("train").glob("*.parquet"))]}
-    session = in_process_session(ctx.results(prepared.name), files, bool(ctx.use_gpu), tune)
-    try:
-        train_in_session(config, session)
-    except Exception as exc:
-        raise GeolipError(f"training run {prepared.name} failed: {one_line(exc)}") from exc
-    if session.last is None:
-        raise GeolipError(f"training run {prepared.name} ended without a checkpoint")
-    return checkpoint_at(session.last.uri)
+    return fit_in_process(train_in_session, config, prepared.name, prepared.ctx, files, tune)
 
 
 def _log_lineage(prepared: PreparedJob, logger: RunLogger) -> None:

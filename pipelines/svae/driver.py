@@ -30,9 +30,10 @@ from pipelines.run_storage import checkpoint_run_id
 from pipelines.runtime import RunContext, check_run_name, fit, interrupted_run, one_line
 from pipelines.svae.data import SVAEData, load_svae_data
 from pipelines.svae.plots import log_svae_plots
-from pipelines.svae.worker import svae_loop_per_worker
+from pipelines.svae.worker import svae_in_session, svae_loop_per_worker
 from pipelines.system_metrics import settings as system_metrics_settings
 from pipelines.tracking import RunLogger, artifact_root, check_tracking, ensure_experiment, open_run
+from pipelines.train_session import fit_in_process
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,10 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     train_dir = ctx.results(name)  # the main fit's
     # The name is checked first: a run in use is refused without waiting for Ray to start.
     ctx = ctx.replace(resume=check_run_name(run_dir, train_dir, ctx.resume, ctx.auto_resume))
-    ctx = claim(ctx, "train svae")  # GPUs and nodes, before anything is written
+    if ctx.in_process and ctx.workers != 1:
+        raise GeolipError(f"in-process training runs one worker, got --workers {ctx.workers}")
+    if not ctx.in_process:  # in process, the caller already holds the worker's resources
+        ctx = claim(ctx, "train svae")  # GPUs and nodes, before anything is written
     check_tracking(ctx.tracking_uri)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = _tensors(data, geo, tcfg.seed)
@@ -74,6 +78,7 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     )
     tags = {"data": job.data, "kind": data.kind, "seed": str(tcfg.seed), **ctx.tags}
     params = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "job.workers": ctx.workers}
+    params["job.engine"] = "in-process" if ctx.in_process else "ray-train"
     # Resumed: the same MLflow run continues; Ray Train resumes both fits from their checkpoints.
     logger = open_run(
         ctx.tracking_uri,
@@ -96,9 +101,13 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
             if prefix and not job.control:
                 continue
             config = _worker_config(job, run_dir, key, prefix, logger, data.kind == "text")
-            result = fit(svae_loop_per_worker, config, name + ("-control" if prefix else ""), ctx)
+            fit_name = name + ("-control" if prefix else "")
+            if ctx.in_process:
+                checkpoint = fit_in_process(svae_in_session, config, fit_name, ctx)
+            else:
+                checkpoint = fit(svae_loop_per_worker, config, fit_name, ctx).checkpoint
             finals["control" if prefix else "main"] = _final_eval(
-                result, geo, tensors, key, data.kind == "text"
+                checkpoint, geo, tensors, key, data.kind == "text"
             )
         out = _finish(job, name, run_dir, data, finals, logger, time.perf_counter() - started)
     except KeyboardInterrupt:
@@ -185,9 +194,9 @@ def _from_patches(p, like, geo: GeoConfig):
     return p
 
 
-def _final_eval(result, geo: GeoConfig, tensors: dict, key: str, text: bool) -> dict:
+def _final_eval(checkpoint, geo: GeoConfig, tensors: dict, key: str, text: bool) -> dict:
     model = SVAECompanion(geo)
-    with result.checkpoint.as_directory() as d:
+    with checkpoint.as_directory() as d:
         model.load_state_dict(load_file(str(Path(d) / "model.safetensors")))
     train = tensors[key]
     val = tensors[key.replace("train", "val")]

@@ -1,9 +1,11 @@
-"""The Ray Train worker loop of ``geolip train svae`` (one process per data-parallel rank).
+"""The training loop of ``geolip train svae``: one process per data-parallel rank of a Ray Train
+worker group, or the fit's one worker in the process that started it (a sweep's Tune trial;
+``pipelines.train_session``).
 
 Same conventions as AlephLM training (``pipelines.aleph.worker``): batches drawn with a generator
 seeded by ``(seed, step, rank)`` so a resumed run continues exactly; rank 0 evaluates, logs to the
 driver's MLflow run and writes checkpoints (weights as safetensors, configs as JSON, optimizer
-state with ``torch.save`` read back with ``weights_only=True``) that Ray Train persists.
+state with ``torch.save`` read back with ``weights_only=True``) that the session persists.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray.train
-import ray.train.torch
 import torch
 from safetensors.torch import load_file
 
@@ -25,28 +25,33 @@ from pipelines.run_storage import TRAIN_STATE
 from pipelines.runtime import maybe_fail, quiet_ray_train_logs, seed_of, worker_threads
 from pipelines.system_metrics import node_monitor
 from pipelines.tracking import RunLogger
+from pipelines.train_session import RayTrainSession
 
 
 def svae_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config`` is the driver's ``_worker_config`` (run config object,
     data file, which tensors, MLflow run, system metrics)."""
     quiet_ray_train_logs()
-    with node_monitor(config, ray.train.get_context()):  # the node's CPU, memory and GPUs
-        _fit(config)
+    svae_in_session(config, RayTrainSession())
 
 
-def _fit(config: dict) -> None:
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+def svae_in_session(config: dict, session) -> None:
+    """The loop of one rank in ``session`` (``pipelines.train_session``)."""
+    with node_monitor(config, session):  # the node's CPU, memory and GPUs
+        _fit(config, session)
+
+
+def _fit(config: dict, session) -> None:
+    rank, world = session.rank, session.world
     # The companion's small layers run fastest on one thread unless the job asks for more.
-    torch.set_num_threads(worker_threads(config["threads"] or 1, ctx.get_local_world_size()))
+    torch.set_num_threads(worker_threads(config["threads"] or 1, session.local_world))
     cfg, tcfg = config["run"].model, config["run"].train
     data = load_file(config["data"])
     train_x, val_x = data[config["train_key"]], data[config["val_key"]]
     model = SVAECompanion(cfg)
     opts, scheds = build_optimizers(model, tcfg)
-    start = _restore(model, opts, scheds)
-    ddp = ray.train.torch.prepare_model(model) if world > 1 else model
+    start = _restore(model, opts, scheds, session.checkpoint())
+    ddp = session.prepare_model(model)
     logger = RunLogger(config["tracking_uri"], config["run_id"]) if rank == 0 else None
     prefix, mean, per_rank = config["prefix"], train_x.mean(0), tcfg.batch_size // world
     t0 = time.perf_counter()  # the console's ETA: the pace of this (re)start's steps
@@ -68,14 +73,14 @@ def _fit(config: dict) -> None:
                     f"eta {eta(done - start, tcfg.steps - start, elapsed)}",
                     flush=True,
                 )
-            _report(model, opts, scheds, done, config, rank)
+            _report(model, opts, scheds, done, config, session)
         maybe_fail(config["fault"], done, rank, world)
     if start >= tcfg.steps:  # resumed a finished fit: hand its state back once more
-        _report(model, opts, scheds, start, config, rank)
+        _report(model, opts, scheds, start, config, session)
 
 
-def _restore(model, opts, scheds) -> int:
-    ckpt = ray.train.get_checkpoint()
+def _restore(model, opts, scheds, ckpt) -> int:
+    """The first step to run: 0, or the checkpoint's (``ckpt``: the session's, or None)."""
     if ckpt is None:
         return 0
     with ckpt.as_directory() as d:
@@ -88,11 +93,12 @@ def _restore(model, opts, scheds) -> int:
     return int(state["step"])
 
 
-def _report(model, opts, scheds, step: int, config: dict, rank: int) -> None:
-    """Report ``step`` to Ray Train, with rank 0's checkpoint (the ranks hold equal weights)."""
+def _report(model, opts, scheds, step: int, config: dict, session) -> None:
+    """Report ``step`` to the session, with rank 0's checkpoint (the ranks hold equal weights)."""
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = _save(Path(tmp), model, opts, scheds, step, config) if rank == 0 else None
-        ray.train.report({"step": step}, checkpoint=checkpoint)
+        rank0 = session.rank == 0
+        checkpoint = _save(Path(tmp), model, opts, scheds, step, config) if rank0 else None
+        session.report({"step": step}, checkpoint)
 
 
 def _save(tmp: Path, model, opts, scheds, step: int, config: dict):
@@ -105,4 +111,4 @@ def _save(tmp: Path, model, opts, scheds, step: int, config: dict):
         "step": step,
     }
     torch.save(state, path / TRAIN_STATE)
-    return ray.train.Checkpoint.from_directory(str(path))
+    return path

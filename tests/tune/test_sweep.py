@@ -190,6 +190,7 @@ def test_svae_lens_rung_fits_data_and_shuffled_control_with_a_verdict(
     (run,) = _children(out).values()
     tags, metrics = run.data.tags, run.data.metrics
     assert run.info.status == "FINISHED" and tags["kind"] == "svae" and tags["arm"] == "lens/d8"
+    assert run.data.params["job.engine"] == "in-process"  # both fits in the trial's process
     assert tags["mechanism"] in ("A", "B", "indeterminate") and tags["control_mechanism"]
     assert run.data.params["geo.D_lens"] == "8"
     # Both fits in the one run: the data's curve and the shuffled control's, then the verdict.

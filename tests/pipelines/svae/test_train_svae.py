@@ -102,7 +102,8 @@ def test_bad_data_spec_is_refused(tmp_path):
 def test_stopped_run_resumes_and_restarts_continue_exactly(tmp_path, ray_session):
     """A fit killed after its step-10 checkpoint: with ``max_failures=0`` the run fails, then
     ``--resume`` continues the same MLflow run; with ``max_failures=1`` Ray Train restarts it.
-    Both end with the weights of an uninterrupted run (batches are seeded by step)."""
+    Both end with the weights of an uninterrupted run (batches are seeded by step), as does the
+    fit trained in this process (a sweep trial's engine), resumed there from its checkpoint."""
     import dataclasses
 
     import torch
@@ -116,11 +117,12 @@ def test_stopped_run_resumes_and_restarts_continue_exactly(tmp_path, ray_session
 
     sets = ("train.steps=20", "train.eval_every=10", "train.batch_size=16")
     weights = {}
-    for case in ("stopped", "restarted", "plain"):
-        fault = None if case == "plain" else {"step": 10, "marker": str(tmp_path / f"{case}.fault")}
+    for case in ("stopped", "restarted", "plain", "in-process"):
+        faulty = case in ("stopped", "restarted")
+        fault = {"step": 10, "marker": str(tmp_path / f"{case}.fault")} if faulty else None
         ctx = RunContext.create(
             "geolip-svae", tmp_path / case, fault=fault, max_failures=int(case == "restarted")
-        )
+        ).replace(in_process=case == "in-process")
         spec = "images:structured"
         job = SVAEJob(spec, run_config(spec, sets), ctx, control=False)
         if case == "stopped":
@@ -132,6 +134,12 @@ def test_stopped_run_resumes_and_restarts_continue_exactly(tmp_path, ray_session
                 )
             job = dataclasses.replace(job, ctx=ctx.replace(fault=None, resume=True))
         out = train_svae_job(job, progress=lambda s: None)
+        if case == "in-process":  # resumed: from its newest checkpoint, the finished state again
+            assert len(list((tmp_path / case / "ray_results").glob("*/checkpoint_*"))) == 2
+            again = train_svae_job(
+                dataclasses.replace(job, ctx=ctx.replace(resume=True)), progress=lambda s: None
+            )
+            assert again["run_id"] == out["run_id"]
         weights[case] = load_file(str(out["checkpoint"] / "model.safetensors"))
         client = MlflowClient(default_tracking_uri(tmp_path / case))
         run = client.get_run(out["run_id"])
@@ -143,6 +151,8 @@ def test_stopped_run_resumes_and_restarts_continue_exactly(tmp_path, ray_session
         if case == "stopped":
             assert run.data.tags["resumed"] == "true"
             assert len(client.search_runs([run.info.experiment_id])) == 1  # the same run
-    for case in ("stopped", "restarted"):
+        engine = "in-process" if case == "in-process" else "ray-train"
+        assert run.data.params["job.engine"] == engine
+    for case in ("stopped", "restarted", "in-process"):
         for key, value in weights["plain"].items():
             assert torch.equal(weights[case][key], value), (case, key)
