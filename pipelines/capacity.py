@@ -302,9 +302,12 @@ def _amount(value: float, resource: str) -> str:
 def claim(ctx: RunContext, what: str) -> RunContext:
     """A training's cluster check, before it writes anything: decide the GPU choice, refuse
     workers the cluster can never hold, and wait for them (``--wait-nodes``). Ray is
-    started here if it is not. Returns ``ctx`` with ``use_gpu`` and ``workers_gpus`` decided."""
+    started here if it is not. Returns ``ctx`` with ``use_gpu`` and ``workers_gpus`` decided
+    (in process, as the caller decided them: there is nothing left to claim)."""
     from pipelines.runtime import init_ray
 
+    if ctx.in_process:  # the calling process (a Tune trial) already holds its worker's share
+        return ctx
     init_ray(ctx.workers)
     what = f"{what} ({ctx.workers} worker{'s' if ctx.workers > 1 else ''})"
     cap = cluster_capacity().promised(ctx)

@@ -127,9 +127,19 @@ class RunContext:
     def replace(self, **changes) -> RunContext:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def engine(self) -> str:
+        """How the run trains, as its ``job.engine`` param says: ``in-process`` or ``ray-train``."""
+        return "in-process" if self.in_process else "ray-train"
+
     def check_workers(self) -> None:
         if self.workers < 1:
             raise GeolipError(f"--workers must be >= 1, got {self.workers}")
+        if self.in_process and self.workers != 1:
+            raise GeolipError(
+                f"in-process training runs one worker, got --workers {self.workers}; use the "
+                "Ray Train engine for data-parallel runs"
+            )
 
 
 def init_ray(workers: int = 1, cpus: int | None = None) -> None:

@@ -26,7 +26,9 @@ import pyarrow.parquet as pq
 import ray.train
 import torch
 
-from pipelines.run_storage import TRAIN_STATE, checkpoints, local_root
+from pipelines.errors import GeolipError
+from pipelines.run_storage import TRAIN_STATE, checkpoints
+from pipelines.runtime import one_line
 from pipelines.storage import Root, is_uri, parse_root
 
 KEEP = 2
@@ -35,8 +37,6 @@ KEEP = 2
 
 class RayTrainSession:
     """One rank of a Ray Train worker group (``ray.train`` is imported in the worker only)."""
-
-    engine = "ray-train"
 
     def __init__(self) -> None:
         import ray.train.torch
@@ -85,7 +85,6 @@ class InProcessSession:
     tune: bool = False
     resume: bool = False
     """Restart from the newest complete checkpoint under ``results`` (a resumed or retried run)."""
-    engine = "in-process"
     rank: int = 0
     world: int = 1
     local_world: int = 1
@@ -166,23 +165,11 @@ def remove_checkpoint(ckpt: Root) -> None:
     remove_files(ckpt, sorted(names, key=lambda n: n != TRAIN_STATE))
 
 
-def in_process_session(
-    results: Root | Path, files: dict, use_gpu: bool, tune: bool, resume: bool = False
-) -> InProcessSession:
-    """An ``InProcessSession`` (``results`` may be a local directory)."""
-    root = results if isinstance(results, Root) else local_root(results)
-    return InProcessSession(files=files, results=root, use_gpu=use_gpu, tune=tune, resume=resume)
-
-
 def fit_in_process(loop, config: dict, name: str, ctx, files=None, tune: bool = False):
     """Run ``loop(config, session)`` as run ``name``'s one worker in this process (``ctx``: its
     ``RunContext``); returns the final checkpoint. A failure raises a ``GeolipError`` naming
     the run, as ``runtime.fit`` does for a Ray Train run."""
-    from pipelines.errors import GeolipError
-    from pipelines.runtime import one_line
-
-    results = ctx.results(name)
-    session = in_process_session(results, files or {}, bool(ctx.use_gpu), tune, ctx.resume)
+    session = InProcessSession(files or {}, ctx.results(name), bool(ctx.use_gpu), tune, ctx.resume)
     try:
         loop(config, session)
     except Exception as exc:

@@ -94,9 +94,19 @@ def has_final(location: str) -> bool:
 def trial_identity(config: dict) -> tuple[str, str]:
     """A Tune trial's config as its MLflow run's tags name it: ``(trial key, sample JSON)``
     (``""`` without sampled values; ``tune.report.close_open_children`` matches them)."""
+    key, sampled = _key_and_sample(config)
+    return key, _sample_tag(sampled) if sampled else ""
+
+
+def _key_and_sample(config: dict) -> tuple[str, dict]:
+    """A trial config's key and its sampled search values (a retried trial's are nested under
+    ``retry`` by ``tune.sweep``)."""
     config = config.get("retry", config)
-    sampled = {k: v for k, v in config.items() if k != "key"}
-    return config["key"], json.dumps(sampled, sort_keys=True) if sampled else ""
+    return config["key"], {k: v for k, v in config.items() if k != "key"}
+
+
+def _sample_tag(sampled: dict) -> str:
+    return json.dumps(sampled, sort_keys=True)
 
 
 def trial_config(result) -> dict:
@@ -112,9 +122,8 @@ def trial_config(result) -> dict:
 def run_trial(config: dict, specs: dict, ctx: TrialContext) -> None:
     """The Tune trainable: ``config = {"key": trial key, ...sampled search values}``; ``specs``
     maps keys to TrialSpecs, ``ctx`` is the sweep's context (``tune.with_parameters``)."""
-    config = config.get("retry", config)  # a failed trial retried on --resume (tune.sweep)
-    spec = specs[config["key"]]
-    sampled = {k: v for k, v in config.items() if k != "key"}
+    key, sampled = _key_and_sample(config)  # a failed trial retried on --resume: nested
+    spec = specs[key]
     # Tune's trial table is the sweep's progress display; per-trial dataset bars would bury it.
     ray.data.DataContext.get_current().enable_progress_bars = False
     kinds = {"train": _train, "svae": _svae, "contrast": _contrast, "bank_swap": _bank_swap}
@@ -145,7 +154,7 @@ def _tags(spec: TrialSpec, ctx: TrialContext, sampled: dict) -> dict:
     tags = {**spec.tags, "mlflow.parentRunId": ctx.parent_run_id, "sweep": ctx.sweep}
     tags.update(program=ctx.program, phase=ctx.phase, trial=spec.key, kind=spec.kind)
     if sampled:
-        tags["sample"] = json.dumps(sampled, sort_keys=True)
+        tags["sample"] = _sample_tag(sampled)
     return tags
 
 

@@ -28,11 +28,16 @@ def address_logits(x: torch.Tensor, axes: torch.Tensor, tau: float) -> torch.Ten
 
     x: [..., D] (any norm, normalised here); axes: [K, D] unit rows -> u: [..., K] in [−1/τ, 1/τ].
     """
+    return _scaled_cosines(x, axes, tau)
+
+
+def _scaled_cosines(x: torch.Tensor, rows: torch.Tensor, tau: float) -> torch.Tensor:
+    """``rownorm(x) · rowsᵀ / τ`` with 1/τ applied to the [R, D] ``rows``, not to every
+    position's logits (``address_logits`` and ``oriented_logits`` share it, so p± and φ see the
+    same u to the last bit). x: [..., D] -> [..., R] (fp32/fp64, autocast off)."""
     dt = _compute_dtype(x)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        # 1/τ scales the [K, D] codebook, not every position's logits (as ``oriented_logits``
-        # does: both give the same u, so p± and φ agree to the last bit of their inputs).
-        return rownorm(x.to(dt)) @ (axes.to(dt).transpose(-1, -2) * (1.0 / tau))
+        return rownorm(x.to(dt)) @ (rows.to(dt).transpose(-1, -2) * (1.0 / tau))
 
 
 class AlephAddress(NamedTuple):
@@ -68,11 +73,7 @@ def oriented_logits(x: torch.Tensor, axes: torch.Tensor, tau: float) -> torch.Te
     but the negation, the concatenation and the 1/τ act on the [2K, D] codebook, not on every
     position's logits: at T = 512 that is most of the address's cost (forward and backward).
     """
-    dt = _compute_dtype(x)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        a = axes.to(dt)
-        both = torch.cat([a, -a], dim=0).transpose(-1, -2) * (1.0 / tau)  # [D, 2K]
-        return rownorm(x.to(dt)) @ both
+    return _scaled_cosines(x, torch.cat([axes, -axes], dim=0), tau)
 
 
 def oriented_address(x: torch.Tensor, axes: torch.Tensor, tau: float) -> torch.Tensor:

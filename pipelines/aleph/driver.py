@@ -76,10 +76,9 @@ def train_aleph(job: TrainJob, progress=print, tune: bool = False) -> TrainOutco
     ``val_bpb``): through ``TuneReportCallback`` on Ray Train, directly in process.
     """
     check_job(job)  # a bad flag is reported before the store is touched
-    if not job.ctx.in_process:  # in process, the caller already holds the worker's resources
-        # GPUs decided and the workers' nodes waited for (an autoscaler may add them) before
-        # anything is written: a cluster that cannot hold the run leaves nothing behind.
-        job = replace(job, ctx=claim(job.ctx, "train aleph"))
+    # GPUs decided and the workers' nodes waited for (an autoscaler may add them) before
+    # anything is written: a cluster that cannot hold the run leaves nothing behind.
+    job = replace(job, ctx=claim(job.ctx, "train aleph"))
     ctx = job.ctx
     check_tracking(ctx.tracking_uri)  # an unreachable server fails here, before any work
     prepared = prepare_job(job, progress=progress)
@@ -289,7 +288,7 @@ def _job_params(prepared: PreparedJob) -> dict:
     return {
         "corpus": job.corpus,
         "workers": prepared.ctx.workers,
-        "engine": "in-process" if prepared.ctx.in_process else "ray-train",
+        "engine": prepared.ctx.engine,
         "data_mode": job.data_mode,
         "checkpoint_every": prepared.checkpoint_every,
         "bank": str(prepared.bank_path) if prepared.bank_path else "",

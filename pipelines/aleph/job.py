@@ -199,11 +199,6 @@ def check_job(job: TrainJob) -> None:
 def check_flags(job: TrainJob) -> None:
     """The checks that need no file and no data (cheap: run them first)."""
     job.ctx.check_workers()
-    if job.ctx.in_process and job.ctx.workers != 1:
-        raise GeolipError(
-            f"in-process training runs one worker, got --workers {job.ctx.workers}; use the "
-            "Ray Train engine for data-parallel runs"
-        )
     if job.data_mode not in DATA_MODES:
         raise GeolipError(f"data mode must be one of {list(DATA_MODES)}, got {job.data_mode!r}")
     check_bank_source(job.bank_source)

@@ -65,10 +65,7 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     train_dir = ctx.results(name)  # the main fit's
     # The name is checked first: a run in use is refused without waiting for Ray to start.
     ctx = ctx.replace(resume=check_run_name(run_dir, train_dir, ctx.resume, ctx.auto_resume))
-    if ctx.in_process and ctx.workers != 1:
-        raise GeolipError(f"in-process training runs one worker, got --workers {ctx.workers}")
-    if not ctx.in_process:  # in process, the caller already holds the worker's resources
-        ctx = claim(ctx, "train svae")  # GPUs and nodes, before anything is written
+    ctx = claim(ctx, "train svae")  # GPUs and nodes, before anything is written
     check_tracking(ctx.tracking_uri)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = _tensors(data, geo, tcfg.seed)
@@ -78,7 +75,7 @@ def train_svae_job(job: SVAEJob, progress=print) -> dict:
     )
     tags = {"data": job.data, "kind": data.kind, "seed": str(tcfg.seed), **ctx.tags}
     params = {"geo": geo.to_dict(), "train": tcfg.to_dict(), "job.workers": ctx.workers}
-    params["job.engine"] = "in-process" if ctx.in_process else "ray-train"
+    params["job.engine"] = ctx.engine
     # Resumed: the same MLflow run continues; Ray Train resumes both fits from their checkpoints.
     logger = open_run(
         ctx.tracking_uri,

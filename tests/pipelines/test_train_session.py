@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.run_storage import TRAIN_STATE, checkpoints, has_checkpoint, local_root
-from pipelines.train_session import KEEP, in_process_session, persist_checkpoint
+from pipelines.train_session import KEEP, InProcessSession, persist_checkpoint
 
 
 def _checkpoint(tmp: Path, step: int) -> Path:
@@ -28,7 +28,7 @@ def _checkpoint(tmp: Path, step: int) -> Path:
 
 def test_reports_keep_the_newest_checkpoints_where_ray_train_keeps_its_own(tmp_path) -> None:
     results = tmp_path / "ray_results" / "run-a"
-    session = in_process_session(results, {}, use_gpu=False, tune=False)
+    session = InProcessSession({}, local_root(results))
     assert not has_checkpoint(results)
     for step in (4, 8, 12):
         session.report({"step": step}, _checkpoint(tmp_path, step))
@@ -60,7 +60,7 @@ def test_batches_are_the_parquet_rows_of_its_files(tmp_path) -> None:
         table = pa.table({"offset": [10 * i, 10 * i + 5], "chunk": [b"ab", b"cd"]})
         files.append(str(tmp_path / f"part-{i}.parquet"))
         pq.write_table(table, files[-1])
-    session = in_process_session(tmp_path / "r", {"train": files}, use_gpu=False, tune=False)
+    session = InProcessSession({"train": files}, local_root(tmp_path / "r"))
     rows = [o for b in session.batches("train") for o in b.column("offset").to_pylist()]
     assert rows == [0, 5, 10, 15]
     assert session.rank == 0 and session.world == 1 and str(session.device) == "cpu"

@@ -53,7 +53,8 @@ def aleph_attention_chunk(
     dt = compute_dtype(v)
     B, H, T, W = g.shape
     if T == 0:
-        state = state or zero_state(B, H, W, v.shape[-1], device=v.device, dtype=dt)
+        if state is None:
+            state = zero_state(B, H, W, v.shape[-1], device=v.device, dtype=dt)
         return v.clone(), state
     # The denominator rides along as an extra value column [V | 1] (and z as an extra column of
     # M): one matmul path yields numerator and denominator, with no separate C×C row sums.
